@@ -1,0 +1,294 @@
+"""Stage 01: get the faces, crop them once at one framing, split by identity, write the manifest.
+
+Sources (``--source``): ``lfw`` (official deep-funneled archive, see :mod:`maskdet.download`),
+``celeba`` (aligned CelebA through Google Drive), ``gdrive:ID_OR_URL`` (an instructor's file or
+folder), an ``http(s)://`` URL, or a local ``.tgz``/``.zip``/folder (offline use).
+
+Framing: every face is stored once as a :data:`FACE_SIZE` square PNG cut from the centre of the
+aligned image (:data:`CROP_FRACTION` of its shorter side). On LFW deep-funneled (250x250) that is
+the central 160x160 pixels: the whole face from forehead to chin with a margin, so that both the
+loader's centre crop (112 of 128) and its random crops keep the whole face.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import zipfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import download as dl
+from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
+from .manifest import new_row, read_manifest, summary, write_manifest
+
+FACE_SIZE = 128
+CROP_FRACTION = 0.64
+"""Side of the central square crop as a fraction of the shorter image side (LFW: 160 of 250)."""
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+CROP_CENTER_Y = {"celeba": 0.55}
+"""Vertical centre of the crop per source (fraction of height); 0.5 elsewhere. CelebA's
+aligned faces sit lower in their 178x218 frame than LFW's."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image: where it is, who it is, a unique name for the output file."""
+
+    source: str  # archive member or relative path, as recorded in the manifest
+    identity: str
+    loc: str  # absolute path on disk (after extraction)
+
+
+# ----------------------------------------------------------------------------- sources
+
+def resolve_source(source: str, cache_dir: str | os.PathLike, progress: bool = True) -> tuple[Path, str]:
+    """Turn a ``--source`` value into a local archive or folder; returns (path, kind)."""
+    cache_dir = Path(cache_dir)
+    if source == "lfw":
+        return dl.download_remote("lfw", cache_dir, progress), "lfw"
+    if source == "celeba":
+        dl.download_remote("celeba_identities", cache_dir, progress)
+        return dl.download_remote("celeba_images", cache_dir, progress), "celeba"
+    if source.startswith("gdrive:"):
+        return dl.download_gdrive(source[len("gdrive:") :], cache_dir, progress), "gdrive"
+    if source.startswith(("http://", "https://")):
+        url, _, frag = source.partition("#")
+        md5 = frag[4:] if frag.startswith("md5=") else None
+        name = PurePosixPath(url.split("?")[0]).name or "download"
+        return dl.download_url([url], cache_dir / name, md5, progress=progress), "url"
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"source {source!r} is neither a known source (lfw, celeba, gdrive:ID) nor an existing "
+            "file or folder"
+        )
+    return path.resolve(), "local"
+
+
+def _safe_extract(path: Path, dest: Path) -> Path:
+    """Extract a .tgz/.tar/.zip once into ``dest`` (refusing paths that escape it)."""
+    marker = dest / ".extracted"
+    if marker.exists() and marker.read_text() == f"{path}:{path.stat().st_size}":
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                    raise ValueError(f"unsafe path in archive: {name}")
+            zf.extractall(dest)
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as tf:
+            tf.extractall(dest, filter="data")
+    else:
+        raise ValueError(f"{path} is not a .tgz, .tar or .zip archive")
+    marker.write_text(f"{path}:{path.stat().st_size}")
+    return dest
+
+
+def _celeba_identities(folder: Path) -> dict[str, str]:
+    for cand in [folder / "identity_CelebA.txt", folder.parent / "identity_CelebA.txt",
+                 folder.parent.parent / "identity_CelebA.txt"]:
+        if cand.exists():
+            pairs = (line.split() for line in cand.read_text().splitlines() if line.strip())
+            return {name: f"celeba_{ident}" for name, ident in pairs}
+    raise FileNotFoundError("identity_CelebA.txt not found next to the CelebA images")
+
+
+def list_items(root: Path, kind: str = "local") -> tuple[list[Item], list[str]]:
+    """Every image under ``root`` with its identity; also the non-image files ignored.
+
+    Identity: the first folder level under the root (LFW: ``<root>/<Person>/<file>``);
+    a file directly in the root is its own identity; CelebA uses ``identity_CelebA.txt``.
+    A single top folder (``lfw-deepfunneled/``) is looked through.
+    """
+    entries = [e for e in root.iterdir() if not e.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir():
+        root = entries[0]
+    ids = _celeba_identities(root) if kind == "celeba" else None
+    items, ignored = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if not is_image_name(name):
+                ignored.append(rel)
+                continue
+            parts = rel.split("/")
+            if ids is not None:
+                identity = ids.get(name, f"unknown_{name}")
+            else:
+                identity = parts[0] if len(parts) > 1 else Path(name).stem
+            items.append(Item(f"{root.name}/{rel}", identity, str(full)))
+    return items, ignored
+
+
+# ------------------------------------------------------------------------------- split
+
+def split_identities(
+    identities: list[str] | set[str], seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    limit: int | None = None,
+) -> dict[str, str]:
+    """Assign each identity to train/val/test: seeded, stable, and identity-disjoint.
+
+    Identities are ordered by a seeded hash (independent of input order and of Python's hash
+    seed); ``limit`` keeps the first ``limit`` of that order; the first 80% go to train,
+    the next 10% to val, the rest to test (each split gets at least one identity when
+    there are three or more).
+    """
+    def key(ident: str) -> str:
+        return hashlib.sha256(f"{seed}:{ident}".encode()).hexdigest()
+
+    order = sorted(set(identities), key=key)
+    if limit:
+        order = order[:limit]
+    n = len(order)
+    n_val = round(n * fractions[1])
+    n_test = n - round(n * fractions[0]) - n_val
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_train = n - n_val - n_test
+    out = {}
+    for i, ident in enumerate(order):
+        out[ident] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+    return out
+
+
+# -------------------------------------------------------------------------------- crop
+
+def crop_face(rgb: np.ndarray, size: int = FACE_SIZE, fraction: float = CROP_FRACTION,
+              center_y: float = 0.5) -> np.ndarray:
+    """Central square crop (``fraction`` of the shorter side) resized to ``size`` x ``size``."""
+    h, w = rgb.shape[:2]
+    side = max(1, int(round(min(h, w) * fraction)))
+    cy = int(round(h * center_y))
+    y0 = min(max(0, cy - side // 2), h - side)
+    x0 = (w - side) // 2
+    crop = rgb[y0 : y0 + side, x0 : x0 + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return np.ascontiguousarray(cv2.resize(crop, (size, size), interpolation=interp))
+
+
+def _safe_stem(name: str) -> str:
+    stem = name.rsplit("/", 1)[-1]
+    for suffix in (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tiff", ".tif", ".gif", ".ppm", ".pgm"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "image"
+
+
+def _process(job: tuple[str, str, float]) -> str:
+    """Worker: read, crop and write one face; returns '' or the reason it was skipped."""
+    src, dest, center_y = job
+    try:
+        rgb = decode_rgb(Path(src).read_bytes(), src)
+    except BadImage as err:
+        return str(err)
+    except OSError as err:
+        return f"unreadable file: {err}"
+    write_face(dest, crop_face(rgb, center_y=center_y))
+    return ""
+
+
+def prepare(
+    root: str | os.PathLike, out: str | os.PathLike, kind: str = "local", seed: int = 0,
+    limit_identities: int | None = None, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    workers: int | None = None, progress: bool = True,
+) -> dict:
+    """Crop every image under ``root`` into ``out/{split}/not_wearing_mask`` and write the manifest.
+
+    Stage 01 owns the split folders: they are emptied first, so a re-run (same inputs and seed)
+    gives the same files. Returns a summary dict (images in, written, skipped with reasons).
+    """
+    root, out = Path(root), Path(out)
+    items, ignored = list_items(root, kind)
+    if not items:
+        raise ValueError(f"no images found under {root}")
+    split_of = split_identities({it.identity for it in items}, seed, fractions, limit_identities)
+    chosen = [it for it in items if it.identity in split_of]
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+    center_y = CROP_CENTER_Y.get(kind, 0.5)
+    jobs, rows, used = [], [], Counter()
+    for it in chosen:
+        split = split_of[it.identity]
+        stem = _safe_stem(it.source)
+        used[(split, stem)] += 1
+        if used[(split, stem)] > 1:
+            stem = f"{stem}-{used[(split, stem)]}"
+        rel = f"{split}/not_wearing_mask/{stem}{FACE_SUFFIX}"
+        jobs.append((it.loc, str(out / rel), center_y))
+        rows.append(new_row(path=rel, split=split, label="not_wearing_mask", identity=it.identity,
+                            source=it.source, pair_id=f"{split}/{stem}", status="ok"))
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            reasons = list(tqdm(pool.map(_process, jobs, chunksize=32), total=len(jobs),
+                                desc="crop faces", disable=not progress))
+    else:
+        reasons = [_process(j) for j in tqdm(jobs, desc="crop faces", disable=not progress)]
+    for row, reason in zip(rows, reasons):
+        if reason:
+            row.update(path="", status="skipped", reason=reason)
+    write_manifest(out, rows)
+    skipped = Counter(r["reason"] for r in rows if r["status"] == "skipped")
+    result = {
+        "images_found": len(items),
+        "identities_found": len({it.identity for it in items}),
+        "identities_used": len(split_of),
+        "images_in": len(rows),
+        "written": len(rows) - sum(skipped.values()),
+        "skipped": sum(skipped.values()),
+        "skipped_reasons": dict(skipped),
+        "not_images_ignored": len(ignored),
+        "per_split": dict(Counter(r["split"] for r in rows if r["status"] == "ok")),
+        "identities_per_split": dict(Counter(split_of.values())),
+    }
+    return result
+
+
+def download_and_prepare(
+    source: str, out: str | os.PathLike, seed: int = 0, limit_identities: int | None = None,
+    cache_dir: str | os.PathLike | None = None, workers: int | None = None, progress: bool = True,
+) -> dict:
+    """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write."""
+    out = Path(out)
+    cache_dir = Path(cache_dir) if cache_dir else out / "raw"
+    path, kind = resolve_source(source, cache_dir, progress)
+    if path.is_file():
+        path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
+    if kind == "celeba":
+        kind = "celeba"
+    result = prepare(path, out, kind, seed, limit_identities, workers=workers, progress=progress)
+    result["source"] = source
+    return result
+
+
+def check_stage01(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """For a notebook started on its own: the manifest, or an error naming stage 01."""
+    rows = read_manifest(data_dir)
+    if not any(r["label"] == "not_wearing_mask" and r["status"] == "ok" for r in rows):
+        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+    return rows
+
+
+__all__ = [
+    "FACE_SIZE", "CROP_FRACTION", "SPLITS", "Item", "resolve_source", "list_items", "split_identities",
+    "crop_face", "prepare", "download_and_prepare", "check_stage01", "summary",
+]

@@ -1,0 +1,98 @@
+"""``DATA_DIR/manifest.csv``: one row for every input image and every image written.
+
+Nothing is dropped silently: an input that cannot be used keeps its row, with ``status`` saying
+what happened and ``reason`` why. Loaders use only rows whose status is ``ok``.
+
+Statuses
+    ok        usable image (either class)
+    skipped   an input that stage 01 could not read or use (no file is written)
+    failed    stage 02 could not make a masked twin (no mask file is written)
+    dropped   stage 02 made a mask that failed the quality check (file removed)
+    excluded  an unmasked face whose masked twin failed or was dropped; kept out of
+              training so that every face used has its twin in the same split
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+COLUMNS = [
+    "path",  # relative to DATA_DIR (empty when nothing was written)
+    "split",  # train / val / test
+    "label",  # wearing_mask / not_wearing_mask
+    "identity",  # person; identities never cross splits
+    "source",  # where the pixels came from (archive member, file, or the unmasked twin's path)
+    "pair_id",  # shared by a face and its masked twin
+    "mask_type",
+    "mask_color",
+    "mask_texture",
+    "box_source",  # hog / fallback: how the face box for synthesis was found
+    "backend",  # synthesis backend (masktheface / builtin)
+    "status",
+    "reason",
+]
+STATUSES = ("ok", "skipped", "failed", "dropped", "excluded")
+MANIFEST_NAME = "manifest.csv"
+
+
+def manifest_path(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / MANIFEST_NAME
+
+
+def new_row(**values: str) -> dict[str, str]:
+    """A manifest row with every column present (unknown keys are an error)."""
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"unknown manifest columns: {sorted(unknown)}")
+    row = {c: "" for c in COLUMNS}
+    row.update({k: "" if v is None else str(v) for k, v in values.items()})
+    return row
+
+
+def read_manifest(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Read the manifest; a clear error names the stage to run when it is missing."""
+    path = manifest_path(data_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: run stage 01 first (notebook 01_download or "
+            f"`python -m maskdet download --out {data_dir}`)"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        for c in COLUMNS:
+            row.setdefault(c, "")
+    return rows
+
+
+def write_manifest(data_dir: str | os.PathLike, rows: Iterable[dict[str, str]]) -> Path:
+    """Write rows atomically, sorted for stable bytes across re-runs and worker counts."""
+    path = manifest_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(rows, key=lambda r: (r["pair_id"], r["label"], r["path"], r["source"]))
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in ordered:
+            writer.writerow({c: row.get(c, "") for c in COLUMNS})
+    os.replace(tmp, path)
+    return path
+
+
+def usable(rows: Iterable[dict[str, str]], split: str | None = None) -> list[dict[str, str]]:
+    """Rows a loader may use: status ok (and the given split)."""
+    return [r for r in rows if r["status"] == "ok" and (split is None or r["split"] == split)]
+
+
+def summary(rows: Iterable[dict[str, str]]) -> dict[str, Counter]:
+    """Counts by (split, label, status) and by reason, for the notebooks' summary tables."""
+    rows = list(rows)
+    return {
+        "by_split_label_status": Counter((r["split"], r["label"], r["status"]) for r in rows),
+        "by_reason": Counter(r["reason"] for r in rows if r["status"] != "ok"),
+    }
