@@ -1,0 +1,34 @@
+"""Shared fixtures: real faces from ../shared/data (never mocked, never committed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MASKDET_SHARED", ROOT.parent / "shared"))
+LFW_MINI = SHARED / "data" / "lfw-mini.tgz"
+LFW_MINI_MD5 = "2599b9f3259c377c5faabec053f871a5"
+LFW_FULL = SHARED / "data" / "lfw-deepfunneled.tgz"
+QUALITATIVE = SHARED / "qualitative"
+
+
+@pytest.fixture(scope="session")
+def lfw_mini() -> Path:
+    if not LFW_MINI.exists():
+        pytest.fail(f"{LFW_MINI} is missing: the tests need ../shared/data beside the checkout")
+    return LFW_MINI
+
+
+@pytest.fixture(scope="session")
+def mini_data(tmp_path_factory, lfw_mini) -> Path:
+    """Stage 01 output for lfw-mini (all 150 people), made once per test session.
+
+    Tests must not modify it: copy it first (see ``mini_copy``)."""
+    from maskdet.data import download_and_prepare
+
+    out = tmp_path_factory.mktemp("mini") / "data"
+    download_and_prepare(str(lfw_mini), out, seed=0, progress=False)
+    return out
