@@ -1,0 +1,228 @@
+"""The project's own mask renderer (backend ``builtin``) and the compositing both backends share.
+
+Shapes are drawn from the 68 dlib landmarks in a face frame (eye line = x axis): surgical (with
+pleats), N95 (cup), KN95 (folded, pointed, centre seam) and cloth (rounded, seam), in many colours
+and textures (solid, stripes, checks, dots, noise). Edges are anti-aliased (4x supersampled
+polygon) and the colour is shaded (cylinder across the face, pleat folds, edge darkening, scene
+brightness) so the mask does not look flat. Only the region around the mask is touched: pixels
+where alpha is 0 keep their exact values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .landmarks import Face
+
+SUPERSAMPLE = 4
+MASK_TYPES = {"surgical": 0.35, "N95": 0.15, "KN95": 0.2, "cloth": 0.3}
+COLORS = {
+    "white": "#f0f0ec", "light_blue": "#8fc1e3", "blue": "#2f6db5", "navy": "#1f2f4f",
+    "teal": "#3aa39a", "green": "#5d8c4a", "black": "#1e1e1e", "grey": "#8a8d91",
+    "pink": "#e8a0b4", "red": "#b3282d", "purple": "#6b4c8a", "yellow": "#e6c04a",
+    "orange": "#d9792b", "beige": "#d8c3a5", "brown": "#6e4b3a",
+}
+TYPE_COLORS = {
+    "surgical": ["white", "light_blue", "blue", "teal", "green", "pink", "black", "grey"],
+    "N95": ["white", "white", "grey", "beige", "light_blue", "black"],
+    "KN95": ["white", "white", "black", "grey", "pink", "light_blue", "navy"],
+    "cloth": list(COLORS),
+}
+CLOTH_TEXTURES = {"solid": 0.3, "stripes": 0.2, "checks": 0.2, "dots": 0.15, "noise": 0.15}
+
+
+@dataclass
+class Rendered:
+    """A masked image, the mask's alpha (float32, 0..1, image size) and what was drawn."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    mask_type: str
+    mask_color: str
+    mask_texture: str
+
+
+def rgb_of(hex_color: str) -> np.ndarray:
+    h = hex_color.lstrip("#")
+    return np.array([int(h[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
+
+
+def composite(rgb: np.ndarray, premult: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """Proper alpha compositing of a premultiplied colour patch at (x0, y0): out = img*(1-a) + c*a.
+
+    ``premult`` (h, w, 3) float32 = colour * alpha; ``alpha`` (h, w) float32. Pixels with alpha 0
+    are returned unchanged (no halo: edge pixels blend, they never add up and saturate).
+    """
+    h, w = alpha.shape
+    out = rgb.copy()
+    roi = rgb[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+    blended = roi * (1.0 - alpha[..., None]) + premult
+    out[y0 : y0 + h, x0 : x0 + w] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Origin (between the eyes), unit x (along the eye line), unit y (down the face), face width."""
+    pts = pts.astype(np.float64)
+    le, re = pts[36:42].mean(0), pts[42:48].mean(0)
+    ex = (re - le) / max(np.linalg.norm(re - le), 1e-6)
+    ey = np.array([-ex[1], ex[0]])
+    width = float(np.linalg.norm(pts[16] - pts[0])) or 1.0
+    return (le + re) / 2, ex, ey, width
+
+
+def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, n: int = 12) -> np.ndarray:
+    t = np.linspace(0, 1, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * c + t**2 * p1
+
+
+def _smooth(line: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Chaikin corner cutting of an open polyline (end points kept)."""
+    for _ in range(rounds):
+        q = 0.75 * line[:-1] + 0.25 * line[1:]
+        r = 0.25 * line[:-1] + 0.75 * line[1:]
+        line = np.vstack([line[:1], np.stack([q, r], 1).reshape(-1, 2), line[-1:]])
+    return line
+
+
+def outline(mask_type: str, pts: np.ndarray) -> np.ndarray:
+    """The mask's polygon (N, 2) in image coordinates for one of :data:`MASK_TYPES`."""
+    pts = pts.astype(np.float64)
+    o, ex, ey, fw = face_frame(pts)
+    top = pts[27] + 0.55 * (pts[30] - pts[27])  # half-way down the nose bridge
+    chin = pts[8] + 0.05 * fw * ey
+    jaw = pts[:17]
+    centre = pts[[2, 14, 8, 30]].mean(0)
+
+    def out(p: np.ndarray, k: float) -> np.ndarray:  # push a jaw point outwards from the centre
+        return p + k * (p - centre)
+
+    if mask_type == "surgical":
+        lt, rt = out(jaw[1], 0.04), out(jaw[15], 0.04)
+        upper_l = _bezier(lt, (lt + top) / 2 - 0.05 * fw * ey, top)
+        upper_r = _bezier(top, (rt + top) / 2 - 0.05 * fw * ey, rt)
+        lower = [out(jaw[i], 0.07) for i in range(15, 1, -1)]
+        lower[7] = chin + 0.04 * fw * ey  # jaw[8]
+        return np.vstack([upper_l, upper_r[1:], _smooth(np.array(lower))])
+    if mask_type == "N95":
+        lt, rt = out(jaw[2], -0.02), out(jaw[14], -0.02)
+        upper_l = _bezier(lt, np.array([lt[0] + 0.25 * (top[0] - lt[0]), top[1]]), top)
+        upper_r = _bezier(top, np.array([rt[0] + 0.25 * (top[0] - rt[0]), top[1]]), rt)
+        lower_r = _bezier(rt, out(jaw[12], 0.1), chin + 0.03 * fw * ey)
+        lower_l = _bezier(chin + 0.03 * fw * ey, out(jaw[4], 0.1), lt)
+        return np.vstack([upper_l, upper_r, lower_r, lower_l])
+    if mask_type == "KN95":
+        lt, rt = out(jaw[2], 0.0), out(jaw[14], 0.0)
+        tip = chin + 0.06 * fw * ey
+        return np.vstack([lt, top, rt, out(jaw[12], 0.06), tip, out(jaw[4], 0.06)])
+    if mask_type == "cloth":
+        lt, rt = out(jaw[1], 0.03), out(jaw[15], 0.03)
+        upper_l = _bezier(lt, (lt + top) / 2 - 0.08 * fw * ey, top)
+        upper_r = _bezier(top, (rt + top) / 2 - 0.08 * fw * ey, rt)
+        lower = [out(jaw[i], 0.09) for i in range(15, 1, -1)]
+        lower[7] = chin + 0.09 * fw * ey
+        return np.vstack([upper_l, upper_r[1:], _smooth(np.array(lower), 3)])
+    raise ValueError(f"unknown builtin mask type {mask_type!r}")
+
+
+def _pattern(kind: str, u: np.ndarray, v: np.ndarray, c0: np.ndarray, c1: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Colour field (h, w, 3) for a texture; u, v are face-frame coordinates in face widths."""
+    if kind == "solid":
+        return np.broadcast_to(c0, u.shape + (3,)).astype(np.float32)
+    period = float(rng.uniform(0.07, 0.16))
+    if kind == "stripes":
+        ang = float(rng.choice([0.0, np.pi / 2, np.pi / 4, -np.pi / 4]))
+        s = np.cos(ang) * u + np.sin(ang) * v
+        t = (np.sin(2 * np.pi * s / period) > 0).astype(np.float32)
+    elif kind == "checks":
+        a = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
+        b = (np.sin(2 * np.pi * v / period) > 0).astype(np.float32)
+        t = 0.5 * (a + b)  # gingham: overlapping bands
+    elif kind == "dots":
+        gu, gv = (u / period) % 1.0 - 0.5, (v / period) % 1.0 - 0.5
+        t = np.clip((0.27 - np.hypot(gu, gv)) * 12 + 0.5, 0, 1).astype(np.float32)
+    elif kind == "noise":
+        grid = rng.random((6, 6)).astype(np.float32)
+        field = cv2.resize(grid, (u.shape[1], u.shape[0]), interpolation=cv2.INTER_CUBIC)
+        t = np.clip((field - 0.3) * 1.6, 0, 1)
+    else:
+        raise ValueError(f"unknown texture {kind!r}")
+    return c0 * (1 - t[..., None]) + c1 * t[..., None]
+
+
+class BuiltinRenderer:
+    """Draws a mask on a face from its landmarks; choices come from the caller's RNG."""
+
+    name = "builtin"
+
+    def choose(self, rng: np.random.Generator) -> tuple[str, str, str]:
+        """(mask_type, colour name(s), texture) for one image."""
+        types = list(MASK_TYPES)
+        mask_type = str(rng.choice(types, p=np.array(list(MASK_TYPES.values())) / sum(MASK_TYPES.values())))
+        color = str(rng.choice(TYPE_COLORS[mask_type]))
+        texture = "solid"
+        if mask_type == "cloth":
+            texture = str(rng.choice(list(CLOTH_TEXTURES), p=list(CLOTH_TEXTURES.values())))
+        elif mask_type == "N95" and rng.random() < 0.25:
+            texture = "noise"
+        if texture != "solid":
+            second = str(rng.choice([c for c in COLORS if c != color]))
+            color = f"{color}+{second}"
+        return mask_type, color, texture
+
+    def render(self, rgb: np.ndarray, face: Face, rng: np.random.Generator) -> Rendered:
+        mask_type, color, texture = self.choose(rng)
+        poly = outline(mask_type, face.landmarks)
+        h, w = rgb.shape[:2]
+        x0, y0 = np.floor(poly.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + 3
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            raise ValueError("mask outline outside the image")
+        rw, rh = x1 - x0, y1 - y0
+        # anti-aliased alpha: fill at 4x with sub-pixel precision, then area-average down
+        big = np.zeros((rh * SUPERSAMPLE, rw * SUPERSAMPLE), np.uint8)
+        fixed = np.round((poly - [x0, y0]) * SUPERSAMPLE * 16).astype(np.int32)
+        cv2.fillPoly(big, [fixed], 255, lineType=cv2.LINE_8, shift=4)
+        alpha = cv2.resize(big, (rw, rh), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        alpha = cv2.GaussianBlur(alpha, (3, 3), 0.5) * (alpha > 0)  # softer edge, still zero outside
+
+        o, ex, ey, fw = face_frame(face.landmarks)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = xx - o[0], yy - o[1]
+        u = (dx * ex[0] + dy * ex[1]) / fw  # across the face, 0 at the nose
+        v = (dx * ey[0] + dy * ey[1]) / fw  # down the face, 0 at the eyes
+        names = color.split("+")
+        c0 = rgb_of(COLORS[names[0]])
+        c1 = rgb_of(COLORS[names[-1]])
+        col = _pattern(texture, u, v, c0, c1, rng)
+
+        # shading: cylinder across the face, light from above, folds, edge darkening, scene light
+        shade = 1.0 - 0.55 * np.clip(np.abs(u) / 0.55, 0, 1) ** 2.2 - 0.08 * (v - 0.6)
+        if mask_type == "surgical":
+            top_v = float(((poly - o) @ ey).min()) / fw
+            bot_v = float(((poly - o) @ ey).max()) / fw
+            phase = (v - top_v) / max(bot_v - top_v, 1e-3) * 3.0  # three pleats
+            fold = (phase % 1.0)
+            shade = shade * (0.86 + 0.16 * fold) - 0.1 * np.exp(-(((phase % 1.0) - 0.02) ** 2) / 0.002)
+        elif mask_type in ("KN95", "cloth"):
+            shade = shade - 0.12 * np.exp(-(u**2) / 0.0004) * (v > 0.3)  # centre seam
+        elif mask_type == "N95":
+            shade = shade + 0.1 * np.exp(-((u**2) + (v - 0.85) ** 2) / 0.05)  # dome highlight
+        soft = cv2.GaussianBlur(alpha, (0, 0), max(fw * 0.02, 0.8))
+        shade = shade * (0.8 + 0.2 * soft)
+        grain = 1.0 + 0.03 * (rng.standard_normal(alpha.shape).astype(np.float32))
+        face_roi = rgb[y0:y1, x0:x1]
+        inside = alpha > 0.5
+        lum = float(face_roi[inside].mean()) if inside.any() else 128.0
+        scene = float(np.clip((lum / 135.0) ** 0.5, 0.6, 1.1))
+        col = np.clip(col * (shade * grain * scene)[..., None], 0, 255).astype(np.float32)
+
+        out = composite(rgb, col * alpha[..., None], alpha, x0, y0)
+        full = np.zeros((h, w), np.float32)
+        full[y0:y1, x0:x1] = alpha
+        return Rendered(out, full, mask_type, color, texture)
