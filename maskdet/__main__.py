@@ -14,22 +14,45 @@ def _print(result: object) -> None:
 def cmd_download(a: argparse.Namespace) -> None:
     from .data import download_and_prepare
 
-    _print(download_and_prepare(a.source, a.out, seed=a.seed, limit_identities=a.limit_identities,
-                                cache_dir=a.cache_dir, workers=a.workers))
+    _print(
+        download_and_prepare(
+            a.source,
+            a.out,
+            seed=a.seed,
+            limit_identities=a.limit_identities,
+            cache_dir=a.cache_dir,
+            workers=a.workers,
+        )
+    )
 
 
 def cmd_synthesize(a: argparse.Namespace) -> None:
     from .synthesis import synthesize_dataset
 
-    _print(synthesize_dataset(a.data, backend=a.backend, masktheface_dir=a.masktheface_dir,
-                              workers=a.workers, seed=a.seed))
+    _print(
+        synthesize_dataset(
+            a.data,
+            backend=a.backend,
+            masktheface_dir=a.masktheface_dir,
+            workers=a.workers,
+            seed=a.seed,
+        )
+    )
 
 
 def cmd_run(a: argparse.Namespace) -> None:
     from .pipeline import run_notebooks
 
-    _print(run_notebooks(preset=a.preset, source=a.source, data_dir=a.data, out_dir=a.out,
-                         stages=a.stages, extra=dict(kv.split("=", 1) for kv in a.param)))
+    _print(
+        run_notebooks(
+            preset=a.preset,
+            source=a.source,
+            data_dir=a.data,
+            out_dir=a.out,
+            stages=a.stages,
+            extra=dict(kv.split("=", 1) for kv in a.param),
+        )
+    )
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -58,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("download", help="stage 01: get faces, crop, split by identity")
-    d.add_argument("--source", default="lfw",
-                   help="lfw | celeba | gdrive:ID_OR_URL | URL | local .tgz/.zip/folder")
+    d.add_argument(
+        "--source",
+        default="lfw",
+        help="lfw | celeba | gdrive:ID_OR_URL | URL | local .tgz/.zip/folder",
+    )
     d.add_argument("--out", default="data", help="DATA_DIR")
     d.add_argument("--limit-identities", type=int, default=None)
     d.add_argument("--seed", type=int, default=0)
@@ -69,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synthesize", help="stage 02: a masked twin for every face")
     s.add_argument("--data", default="data", help="DATA_DIR")
-    s.add_argument("--backend", choices=["masktheface", "builtin"], default=None,
-                   help="default: masktheface when an upstream checkout is found, else builtin")
+    s.add_argument(
+        "--backend",
+        choices=["masktheface", "builtin"],
+        default=None,
+        help="default: masktheface when an upstream checkout is found, else builtin",
+    )
     s.add_argument("--masktheface-dir", default=None)
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
@@ -80,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=["smoke", "demo", "full"], default="demo")
     r.add_argument("--source", default=None, help="stage 01 source (default: the preset's)")
     r.add_argument("--data", default=None, help="DATA_DIR (default: data/<preset>)")
-    r.add_argument("--out", default=None, help="where executed notebooks go (default runs/<preset>)")
+    r.add_argument(
+        "--out", default=None, help="where executed notebooks go (default runs/<preset>)"
+    )
     r.add_argument("--stages", default=None, help="e.g. 01,02 (default: all notebooks present)")
-    r.add_argument("--param", action="append", default=[], help="extra notebook parameter NAME=VALUE")
+    r.add_argument(
+        "--param", action="append", default=[], help="extra notebook parameter NAME=VALUE"
+    )
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train", help="train the ResNet-50 (stage 04)")
@@ -96,8 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print throughput numbers")
     b.add_argument("what", choices=["synthesis", "loader", "train"])
-    b.add_argument("--data", default=None, help="DATA_DIR to use (default: a temporary one from --source)")
-    b.add_argument("--source", default=None, help="faces to bench on (default ../shared/data/lfw-deepfunneled.tgz)")
+    b.add_argument(
+        "--data", default=None, help="DATA_DIR to use (default: a temporary one from --source)"
+    )
+    b.add_argument(
+        "--source",
+        default=None,
+        help="faces to bench on (default ../shared/data/lfw-deepfunneled.tgz)",
+    )
     b.add_argument("--images", type=int, default=200)
     b.add_argument("--masktheface-dir", default=None)
     b.add_argument("--device", default=None)

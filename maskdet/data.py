@@ -22,7 +22,6 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -53,7 +52,10 @@ class Item:
 
 # ----------------------------------------------------------------------------- sources
 
-def resolve_source(source: str, cache_dir: str | os.PathLike, progress: bool = True) -> tuple[Path, str]:
+
+def resolve_source(
+    source: str, cache_dir: str | os.PathLike, progress: bool = True
+) -> tuple[Path, str]:
     """Turn a ``--source`` value into a local archive or folder; returns (path, kind)."""
     cache_dir = Path(cache_dir)
     if source == "lfw":
@@ -101,8 +103,11 @@ def _safe_extract(path: Path, dest: Path) -> Path:
 
 
 def _celeba_identities(folder: Path) -> dict[str, str]:
-    for cand in [folder / "identity_CelebA.txt", folder.parent / "identity_CelebA.txt",
-                 folder.parent.parent / "identity_CelebA.txt"]:
+    for cand in [
+        folder / "identity_CelebA.txt",
+        folder.parent / "identity_CelebA.txt",
+        folder.parent.parent / "identity_CelebA.txt",
+    ]:
         if cand.exists():
             pairs = (line.split() for line in cand.read_text().splitlines() if line.strip())
             return {name: f"celeba_{ident}" for name, ident in pairs}
@@ -140,8 +145,11 @@ def list_items(root: Path, kind: str = "local") -> tuple[list[Item], list[str]]:
 
 # ------------------------------------------------------------------------------- split
 
+
 def split_identities(
-    identities: list[str] | set[str], seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    identities: list[str] | set[str],
+    seed: int = 0,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     limit: int | None = None,
 ) -> dict[str, str]:
     """Assign each identity to train/val/test: seeded, stable, and identity-disjoint.
@@ -151,6 +159,7 @@ def split_identities(
     the next 10% to val, the rest to test (each split gets at least one identity when
     there are three or more).
     """
+
     def key(ident: str) -> str:
         return hashlib.sha256(f"{seed}:{ident}".encode()).hexdigest()
 
@@ -171,8 +180,10 @@ def split_identities(
 
 # -------------------------------------------------------------------------------- crop
 
-def crop_face(rgb: np.ndarray, size: int = FACE_SIZE, fraction: float = CROP_FRACTION,
-              center_y: float = 0.5) -> np.ndarray:
+
+def crop_face(
+    rgb: np.ndarray, size: int = FACE_SIZE, fraction: float = CROP_FRACTION, center_y: float = 0.5
+) -> np.ndarray:
     """Central square crop (``fraction`` of the shorter side) resized to ``size`` x ``size``."""
     h, w = rgb.shape[:2]
     side = max(1, int(round(min(h, w) * fraction)))
@@ -186,7 +197,18 @@ def crop_face(rgb: np.ndarray, size: int = FACE_SIZE, fraction: float = CROP_FRA
 
 def _safe_stem(name: str) -> str:
     stem = name.rsplit("/", 1)[-1]
-    for suffix in (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tiff", ".tif", ".gif", ".ppm", ".pgm"):
+    for suffix in (
+        ".jpeg",
+        ".jpg",
+        ".png",
+        ".bmp",
+        ".webp",
+        ".tiff",
+        ".tif",
+        ".gif",
+        ".ppm",
+        ".pgm",
+    ):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
@@ -207,9 +229,14 @@ def _process(job: tuple[str, str, float]) -> str:
 
 
 def prepare(
-    root: str | os.PathLike, out: str | os.PathLike, kind: str = "local", seed: int = 0,
-    limit_identities: int | None = None, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-    workers: int | None = None, progress: bool = True,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    kind: str = "local",
+    seed: int = 0,
+    limit_identities: int | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> dict:
     """Crop every image under ``root`` into ``out/{split}/not_wearing_mask`` and write the manifest.
 
@@ -234,13 +261,28 @@ def prepare(
             stem = f"{stem}-{used[(split, stem)]}"
         rel = f"{split}/not_wearing_mask/{stem}{FACE_SUFFIX}"
         jobs.append((it.loc, str(out / rel), center_y))
-        rows.append(new_row(path=rel, split=split, label="not_wearing_mask", identity=it.identity,
-                            source=it.source, pair_id=f"{split}/{stem}", status="ok"))
+        rows.append(
+            new_row(
+                path=rel,
+                split=split,
+                label="not_wearing_mask",
+                identity=it.identity,
+                source=it.source,
+                pair_id=f"{split}/{stem}",
+                status="ok",
+            )
+        )
     workers = workers or min(4, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 64:
         with ProcessPoolExecutor(workers) as pool:
-            reasons = list(tqdm(pool.map(_process, jobs, chunksize=32), total=len(jobs),
-                                desc="crop faces", disable=not progress))
+            reasons = list(
+                tqdm(
+                    pool.map(_process, jobs, chunksize=32),
+                    total=len(jobs),
+                    desc="crop faces",
+                    disable=not progress,
+                )
+            )
     else:
         reasons = [_process(j) for j in tqdm(jobs, desc="crop faces", disable=not progress)]
     for row, reason in zip(rows, reasons):
@@ -264,8 +306,13 @@ def prepare(
 
 
 def download_and_prepare(
-    source: str, out: str | os.PathLike, seed: int = 0, limit_identities: int | None = None,
-    cache_dir: str | os.PathLike | None = None, workers: int | None = None, progress: bool = True,
+    source: str,
+    out: str | os.PathLike,
+    seed: int = 0,
+    limit_identities: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> dict:
     """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write."""
     out = Path(out)
@@ -289,12 +336,23 @@ def check_stage01(data_dir: str | os.PathLike) -> list[dict[str, str]]:
 
 
 __all__ = [
-    "FACE_SIZE", "CROP_FRACTION", "SPLITS", "Item", "resolve_source", "list_items", "split_identities",
-    "crop_face", "prepare", "download_and_prepare", "check_stage01", "summary",
+    "FACE_SIZE",
+    "CROP_FRACTION",
+    "SPLITS",
+    "Item",
+    "resolve_source",
+    "list_items",
+    "split_identities",
+    "crop_face",
+    "prepare",
+    "download_and_prepare",
+    "check_stage01",
+    "summary",
 ]
 
 
 # ------------------------------------------------------------------------- for the report
+
 
 def split_table(rows: list[dict[str, str]]):
     """Identities and images per split and label (a pandas DataFrame for the notebooks)."""
@@ -302,7 +360,9 @@ def split_table(rows: list[dict[str, str]]):
 
     df = pd.DataFrame(rows)
     ok = df[df.status == "ok"]
-    table = ok.groupby(["split", "label"]).agg(images=("path", "size"), identities=("identity", "nunique"))
+    table = ok.groupby(["split", "label"]).agg(
+        images=("path", "size"), identities=("identity", "nunique")
+    )
     return table.unstack("label", fill_value=0)
 
 
@@ -323,8 +383,16 @@ def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = 1
     from PIL import Image
 
     data_dir = Path(data_dir)
-    rows = [r for r in read_manifest(data_dir) if r["status"] == "ok" and r["label"] == "not_wearing_mask"][:n]
-    raw = next((p for p in (data_dir / "raw").glob("*_extracted")), None) if (data_dir / "raw").exists() else None
+    rows = [
+        r
+        for r in read_manifest(data_dir)
+        if r["status"] == "ok" and r["label"] == "not_wearing_mask"
+    ][:n]
+    raw = (
+        next((p for p in (data_dir / "raw").glob("*_extracted")), None)
+        if (data_dir / "raw").exists()
+        else None
+    )
     fig, axes = plt.subplots(2, len(rows), figsize=(2 * len(rows), 4.3), squeeze=False)
     for i, r in enumerate(rows):
         crop = np.asarray(Image.open(data_dir / r["path"]))
@@ -338,7 +406,11 @@ def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = 1
             h, w = src.shape[:2]
             side = round(min(h, w) * CROP_FRACTION)
             ax.imshow(src)
-            ax.add_patch(Rectangle(((w - side) / 2, (h - side) / 2), side, side, fill=False, ec="lime", lw=1.5))
+            ax.add_patch(
+                Rectangle(
+                    ((w - side) / 2, (h - side) / 2), side, side, fill=False, ec="lime", lw=1.5
+                )
+            )
         ax.set_title(r["identity"][:16], fontsize=8)
         ax.axis("off")
         ax = axes[1, i]
@@ -348,7 +420,10 @@ def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = 1
         ax.axis("off")
     axes[0, 0].text(-10, 125, "aligned\nsource", ha="right", va="center", fontsize=9)
     axes[1, 0].text(-10, 64, f"stored\n{FACE_SIZE}px", ha="right", va="center", fontsize=9)
-    fig.suptitle(f"green: stored crop ({CROP_FRACTION:.0%} of the shorter side); "
-                 f"orange: the loader's {loader_crop}x{loader_crop} centre crop", fontsize=9)
+    fig.suptitle(
+        f"green: stored crop ({CROP_FRACTION:.0%} of the shorter side); "
+        f"orange: the loader's {loader_crop}x{loader_crop} centre crop",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

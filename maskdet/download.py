@@ -48,10 +48,14 @@ DOWNLOADS: dict[str, Remote] = {
     ),
     # Aligned CelebA through Google Drive, with torchvision's file ids and md5s.
     "celeba_images": Remote(
-        "img_align_celeba.zip", "00d2c5bc6d35e252742224ab0c1e8fcb", gdrive_id="0B7EVK8r0v71pZjFTYXZWM3FlRnM"
+        "img_align_celeba.zip",
+        "00d2c5bc6d35e252742224ab0c1e8fcb",
+        gdrive_id="0B7EVK8r0v71pZjFTYXZWM3FlRnM",
     ),
     "celeba_identities": Remote(
-        "identity_CelebA.txt", "32bd1bd63d3c78cd57e08160ec5ed1e2", gdrive_id="1_ee_0u7vcNLOfNLegJRHmolfH5ICW-XS"
+        "identity_CelebA.txt",
+        "32bd1bd63d3c78cd57e08160ec5ed1e2",
+        gdrive_id="1_ee_0u7vcNLOfNLegJRHmolfH5ICW-XS",
     ),
 }
 
@@ -91,15 +95,25 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
             have = 0
         total = int(r.headers.get("Content-Length", 0)) + have or None
         mode = "ab" if have else "wb"
-        with open(part, mode) as fh, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[:-5],
-            disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(part, mode) as fh,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=part.name[:-5],
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             for chunk in r.iter_content(CHUNK):
                 fh.write(chunk)
                 bar.update(len(chunk))
         if total is not None and part.stat().st_size < total:
-            raise requests.ConnectionError(f"connection closed at {part.stat().st_size} of {total} bytes")
+            raise requests.ConnectionError(
+                f"connection closed at {part.stat().st_size} of {total} bytes"
+            )
 
 
 def download_url(
@@ -146,7 +160,10 @@ def download_url(
         os.replace(part, dest)
         return dest
     raise DownloadError(
-        f"could not download {dest.name}:\n  " + "\n  ".join(errors[-len(urls) * 1 or None :]) + "\n" + OFFLINE_HINT
+        f"could not download {dest.name}:\n  "
+        + "\n  ".join(errors[-len(urls) * 1 or None :])
+        + "\n"
+        + OFFLINE_HINT
     )
 
 
@@ -162,7 +179,9 @@ def download_remote(key: str, cache_dir: str | os.PathLike, progress: bool = Tru
     return download_url(urls, dest, remote.md5, progress=progress)
 
 
-def download_gdrive_file(id_or_url: str, dest: str | os.PathLike, md5: str | None, progress: bool = True) -> Path:
+def download_gdrive_file(
+    id_or_url: str, dest: str | os.PathLike, md5: str | None, progress: bool = True
+) -> Path:
     """One Google Drive file through gdown (resumable), checked against ``md5`` when given."""
     import gdown
 
@@ -173,16 +192,24 @@ def download_gdrive_file(id_or_url: str, dest: str | os.PathLike, md5: str | Non
     is_url = id_or_url.startswith("http")
     try:
         out = gdown.download(
-            url=id_or_url if is_url else None, id=None if is_url else id_or_url,
-            output=str(dest), quiet=not progress, resume=True, fuzzy=True,
+            url=id_or_url if is_url else None,
+            id=None if is_url else id_or_url,
+            output=str(dest),
+            quiet=not progress,
+            resume=True,
+            fuzzy=True,
         )
     except Exception as err:  # gdown raises its own exception types
-        raise DownloadError(f"Google Drive download of {id_or_url} failed: {err}\n{OFFLINE_HINT}") from None
+        raise DownloadError(
+            f"Google Drive download of {id_or_url} failed: {err}\n{OFFLINE_HINT}"
+        ) from None
     if not out or not dest.exists():
         raise DownloadError(f"Google Drive download of {id_or_url} gave no file.\n{OFFLINE_HINT}")
     if md5 is not None and md5sum(dest) != md5:
         dest.unlink()
-        raise ChecksumError(f"checksum mismatch for {dest.name} from Google Drive; the file was deleted.")
+        raise ChecksumError(
+            f"checksum mismatch for {dest.name} from Google Drive; the file was deleted."
+        )
     return dest
 
 
@@ -196,7 +223,9 @@ def download_gdrive(id_or_url: str, cache_dir: str | os.PathLike, progress: bool
         try:
             gdown.download_folder(url=id_or_url, output=str(out), quiet=not progress, resume=True)
         except Exception as err:
-            raise DownloadError(f"Google Drive folder download failed: {err}\n{OFFLINE_HINT}") from None
+            raise DownloadError(
+                f"Google Drive folder download failed: {err}\n{OFFLINE_HINT}"
+            ) from None
         return out
     key = hashlib.md5(id_or_url.encode()).hexdigest()[:10]
     dest = cache_dir / f"gdrive_{key}"

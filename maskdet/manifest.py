@@ -17,8 +17,8 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 COLUMNS = [
     "path",  # relative to DATA_DIR (empty when nothing was written)

@@ -52,7 +52,9 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def storage_path(path: str, use_drive: bool = False, drive_root: str = "/content/drive/MyDrive/mask-detection") -> str:
+def storage_path(
+    path: str, use_drive: bool = False, drive_root: str = "/content/drive/MyDrive/mask-detection"
+) -> str:
     """A relative ``*_DIR`` parameter, moved onto Google Drive when Drive is mounted on Colab."""
     if use_drive and not os.path.isabs(path) and os.path.isdir("/content/drive/MyDrive"):
         return str(Path(drive_root) / path)
@@ -69,8 +71,12 @@ def notebooks(stages: str | None = None) -> list[Path]:
 
 
 def run_notebooks(
-    preset: str = "demo", source: str | None = None, data_dir: str | None = None,
-    out_dir: str | None = None, stages: str | None = None, extra: dict | None = None,
+    preset: str = "demo",
+    source: str | None = None,
+    data_dir: str | None = None,
+    out_dir: str | None = None,
+    stages: str | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Execute the notebooks in order with papermill, saving executed copies in ``out_dir``."""
     import papermill as pm
@@ -93,7 +99,14 @@ def run_notebooks(
     for nb in notebooks(stages):
         t0 = time.time()
         print(f"== {nb.name}", flush=True)
-        pm.execute_notebook(str(nb), str(out / nb.name), parameters=params, cwd=str(ROOT),
-                            kernel_name="python3", progress_bar=False, log_output=False)
+        pm.execute_notebook(
+            str(nb),
+            str(out / nb.name),
+            parameters=params,
+            cwd=str(ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
         timings[nb.name] = round(time.time() - t0, 1)
     return {"preset": preset, "executed": str(out), "seconds": timings, "parameters": params}

@@ -31,7 +31,9 @@ def lfw_faces(archive: Path, n: int) -> list[tuple[str, bytes]]:
 def test_split_is_identity_disjoint_stable_and_seeded():
     people = [f"person_{i}" for i in range(200)]
     a = data.split_identities(people, seed=0)
-    assert a == data.split_identities(list(reversed(people)), seed=0)  # order of input is irrelevant
+    assert a == data.split_identities(
+        list(reversed(people)), seed=0
+    )  # order of input is irrelevant
     counts = {s: sum(v == s for v in a.values()) for s in data.SPLITS}
     assert counts == {"train": 160, "val": 20, "test": 20}
     b = data.split_identities(people, seed=1)
@@ -54,7 +56,9 @@ def test_stage01_on_lfw_mini(mini_data):
     assert n_people == {"train": 120, "val": 15, "test": 15}
     for r in usable(rows)[:40]:
         im = Image.open(mini_data / r["path"])
-        assert im.format == "PNG" and im.size == (data.FACE_SIZE, data.FACE_SIZE) and im.mode == "RGB"
+        assert (
+            im.format == "PNG" and im.size == (data.FACE_SIZE, data.FACE_SIZE) and im.mode == "RGB"
+        )
         assert r["path"].startswith(f"{r['split']}/not_wearing_mask/")
 
 
@@ -104,7 +108,7 @@ def make_bad_folder(root: Path, faces: list[tuple[str, bytes]]) -> dict[str, str
     save("cmyk.jpg", lambda p: Image.fromarray(rgb).convert("CMYK").save(p), "ok")
     save("gray.jpg", lambda p: Image.fromarray(rgb).convert("L").save(p), "ok")
     save("alpha.png", lambda p: Image.fromarray(rgb).convert("RGBA").save(p), "ok")
-    save("deep16.png", lambda p: Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(p), "ok")
+    save("deep16.png", lambda p: Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(p), "ok")
     save("tiny.jpg", lambda p: Image.fromarray(rgb).resize((16, 16)).save(p), "skipped")
     save("huge.jpg", lambda p: Image.fromarray(rgb).resize((6000, 6000)).save(p, quality=70), "ok")
 

@@ -108,7 +108,14 @@ def test_mirrors_tried_in_turn(server, tmp_path):
 
 def test_no_network_names_the_offline_option(tmp_path):
     with pytest.raises(dl.DownloadError) as err:
-        dl.download_url(["http://127.0.0.1:9/x.tgz"], tmp_path / "x.tgz", None, progress=False, retries=2, backoff=0)
+        dl.download_url(
+            ["http://127.0.0.1:9/x.tgz"],
+            tmp_path / "x.tgz",
+            None,
+            progress=False,
+            retries=2,
+            backoff=0,
+        )
     assert "--source" in str(err.value) and "lfw-deepfunneled.tgz" in str(err.value)
 
 
@@ -120,6 +127,8 @@ def test_official_table_row():
 
 def test_stage01_from_url_source(server, tmp_path):
     out = tmp_path / "data"
-    result = download_and_prepare(f"{server}#md5={LFW_MINI_MD5}", out, limit_identities=10, progress=False)
+    result = download_and_prepare(
+        f"{server}#md5={LFW_MINI_MD5}", out, limit_identities=10, progress=False
+    )
     assert result["written"] > 0 and (out / "manifest.csv").exists()
     assert Path(out / "raw" / "lfw-mini.tgz").exists()

@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "notebooks" / "src"
 REPO_URL = "https://github.com/maskdet/mask-detection"
 """Where the project lives on GitHub (used by the badge and by the Colab setup cell)."""
-COLAB = "https://colab.research.google.com/github/" + REPO_URL.split("github.com/")[1] + "/blob/main/notebooks/"
+COLAB = (
+    "https://colab.research.google.com/github/"
+    + REPO_URL.split("github.com/")[1]
+    + "/blob/main/notebooks/"
+)
 
 SETUP_MD = """## Setup
 
@@ -32,7 +36,7 @@ fetches MaskTheFace) and mounts Google Drive so that data and runs survive the s
 else it does nothing but move to the project root: install the project once with
 `pip install -r requirements.txt -e .` (see the README)."""
 
-SETUP_CODE = f'''import os
+SETUP_CODE = f"""import os
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
@@ -47,13 +51,12 @@ if IN_COLAB:
 
         drive.mount("/content/drive")
 elif os.path.basename(os.getcwd()) == "notebooks":
-    os.chdir("..")  # paths below are relative to the project root'''
+    os.chdir("..")  # paths below are relative to the project root"""
 
 PARAMS_MD = """## Parameters
 
 Quick settings keep the example fast; the full settings are in the comments. `python -m maskdet
 run --preset smoke|demo|full` sets these for every notebook (papermill)."""
-
 
 
 def storage_code(params: str) -> str:
@@ -75,8 +78,10 @@ def build(path: Path) -> nbformat.NotebookNode:
     """The notebook for one source module."""
     mod = _load(path)
     name = path.stem
-    badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-             f"({COLAB}{name}.ipynb)")
+    badge = (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"({COLAB}{name}.ipynb)"
+    )
     cells = [
         nbformat.v4.new_markdown_cell(f"# {mod.TITLE}\n\n{badge}\n\n{mod.INTRO.strip()}"),
         nbformat.v4.new_markdown_cell(SETUP_MD),
@@ -87,7 +92,9 @@ def build(path: Path) -> nbformat.NotebookNode:
     ]
     for kind, text in mod.CELLS:
         text = text.strip("\n")
-        cells.append(nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text))
+        cells.append(
+            nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text)
+        )
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},

@@ -27,60 +27,93 @@ WORKERS = 2
 """
 
 CELLS = [
-    ("md", """
+    (
+        "md",
+        """
 ## Download and crop
 
 Offline (as on the course's build machines) point `SOURCE` at a local copy, e.g.
 `../shared/data/lfw-deepfunneled.tgz`. Every download goes through one table of URLs and
 checksums in `maskdet.download`:
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import pandas as pd
 
 from maskdet import data, download
 
 pd.DataFrame([{"key": k, "file": r.filename, "md5": r.md5, "from": ", ".join(r.urls) or f"Google Drive {r.gdrive_id}"}
               for k, r in download.DOWNLOADS.items()])
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 result = data.download_and_prepare(SOURCE, DATA_DIR, seed=SEED, limit_identities=LIMIT_IDENTITIES or None,
                                    workers=WORKERS)
 pd.Series(result, dtype=object).to_frame("stage 01")
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 Every input image is accounted for: `images_in = written + skipped`, and each skipped image keeps
 its row in the manifest with the reason (unreadable, not an image, too small, ...).
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 assert result["images_in"] == result["written"] + result["skipped"]
 rows = data.check_stage01(DATA_DIR)
 pd.DataFrame(rows).query("status != 'ok'")[["source", "status", "reason"]].head(20)
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Framing
 
 Top: the aligned source images with the region we keep (green). Bottom: the stored 128x128 crops
 with the loader's 112x112 centre crop (orange). The margin between them is room for the random
 crops and small rotations of the training augmentation.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 data.framing_figure(DATA_DIR, n=6);
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Identity split
 
 Identities are ordered by a seeded hash and cut 80/10/10, so the split does not depend on the
 order files come in, and a re-run gives the same split. LFW is very unbalanced (one person has
 530 photos, most have one), so image counts per split differ from 80/10/10 while people follow it.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 data.check_identity_disjoint(rows)  # raises if anyone crosses splits
 data.split_table(rows)
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 pd.DataFrame(rows).head()
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 Next: **02_mask_synthesis** gives each of these faces a masked twin in the same split.
-"""),
+""",
+    ),
 ]

@@ -36,52 +36,82 @@ SEED = 0
 """
 
 CELLS = [
-    ("code", """
+    (
+        "code",
+        """
 import pandas as pd
 
 from maskdet import data, synthesis
 
 data.check_stage01(DATA_DIR)  # stops here with a clear message if 01_download has not run
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Synthesis
 
 Each worker process loads dlib once; each image's choices come from its own RNG seeded by
 (`SEED`, image id), so the result does not depend on how many workers run.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 summary = synthesis.synthesize_dataset(DATA_DIR, backend=SYNTH_BACKEND or None, workers=WORKERS, seed=SEED)
 pd.Series(summary, dtype=object).to_frame("stage 02")
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Accounting
 
 Images in, masked, masked with the fallback box, failed and dropped (with reasons). A face whose
 twin failed is `excluded` from training so that the two classes stay paired.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 assert summary["images_in"] == summary["masked"] + summary["failed"] + summary["dropped"]
 rows = data.check_stage01(DATA_DIR)
 data.check_identity_disjoint(rows)
 df = pd.DataFrame(rows)
 display(df.groupby(["split", "label", "status"]).size().unstack(fill_value=0))
 df[df.status != "ok"].groupby(["label", "status", "reason"]).size().to_frame("images")
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Masked samples, by mask type and by colour
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 synthesis.sample_grid(DATA_DIR, by="mask_type");
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 synthesis.sample_grid(DATA_DIR, by="mask_color");
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 masked = df[(df.label == "wearing_mask") & (df.status == "ok")]
 pd.concat([masked.mask_type.value_counts(), masked.mask_color.value_counts().head(10),
            masked.box_source.value_counts()], keys=["type", "colour", "face box"]).to_frame("images")
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 Next: **03_dataloader** turns these pairs into augmented 112x112 batches.
-"""),
+""",
+    ),
 ]
