@@ -1,0 +1,378 @@
+"""Stage 02: a masked twin for every face, written next to it by the same writer.
+
+Two backends share face finding (:mod:`maskdet.landmarks`), the per-image seeded RNG, the
+quality check, the worker pool and the manifest handling: ``masktheface`` (upstream MaskTheFace
+through :mod:`masktheface_patch`, the default when a checkout is found) and ``builtin``
+(:mod:`maskdet.masks`, for machines without it). Output bytes depend only on the input, the
+seed and the image's pair id, never on the worker count.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
+from .landmarks import Face, FaceFinder, landmark_model_path
+from .manifest import new_row, read_manifest, write_manifest
+
+BACKENDS = ("masktheface", "builtin")
+SPLITS = ("train", "val", "test")
+MIN_AREA_RATIO = 0.2
+"""A mask whose opaque area (alpha > 0.5) is below this fraction of the face box is dropped
+(on lfw-mini: 1st percentile 0.23 for masktheface incl. turned-head templates, broken masks < 0.1)."""
+KEY_POINTS = [30, 31, 32, 33, 34, 35] + list(range(48, 60))
+"""Nose tip, nostrils and outer lip landmarks: a usable mask covers (almost) all of them."""
+MIN_KEY_COVER = 0.9
+
+_STATE: dict = {}
+
+
+# ------------------------------------------------------------------------ backend choice
+
+def find_masktheface_dir(masktheface_dir: str | os.PathLike | None = None) -> Path | None:
+    """An upstream checkout: the argument, $MASKTHEFACE_DIR, <repo>/third_party/MaskTheFace or
+    /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does."""
+    repo = Path(__file__).resolve().parent.parent
+    cands = [masktheface_dir, os.environ.get("MASKTHEFACE_DIR"), repo / "third_party" / "MaskTheFace",
+             "/content/MaskTheFace"]
+    for c in cands:
+        if c and (Path(c).expanduser() / "mask_the_face.py").exists():
+            return Path(c).expanduser().resolve()
+    if masktheface_dir:
+        raise FileNotFoundError(f"{masktheface_dir} is not a MaskTheFace checkout (no mask_the_face.py)")
+    return None
+
+
+def resolve_backend(backend: str | None, masktheface_dir: str | os.PathLike | None = None,
+                    verbose: bool = True) -> tuple[str, Path | None]:
+    """(backend, checkout) for ``backend`` (None = masktheface when a checkout is found)."""
+    if backend not in (None, *BACKENDS):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    found = find_masktheface_dir(masktheface_dir) if backend != "builtin" else None
+    if backend == "masktheface" and found is None:
+        raise FileNotFoundError("backend masktheface needs an upstream checkout: pass --masktheface-dir "
+                                "or set MASKTHEFACE_DIR (colab_setup.sh clones it)")
+    chosen = backend or ("masktheface" if found else "builtin")
+    if verbose:
+        why = ("asked for" if backend else
+               f"default: upstream checkout found at {found}" if found else
+               "default: no MaskTheFace checkout found (arg, $MASKTHEFACE_DIR, third_party/, /content/)")
+        print(f"synthesis backend: {chosen} ({why})")
+    return chosen, found
+
+
+def make_renderer(backend: str, masktheface_dir: str | os.PathLike | None = None):
+    """The renderer object of a backend (both have ``render(rgb, face, rng) -> Rendered``)."""
+    if backend == "masktheface":
+        from masktheface_patch import MaskTheFaceRenderer
+
+        return MaskTheFaceRenderer(masktheface_dir or find_masktheface_dir())
+    from .masks import BuiltinRenderer
+
+    return BuiltinRenderer()
+
+
+def rng_for(seed: int, key: str) -> np.random.Generator:
+    """The per-image RNG: the same choices for an image whatever the order or worker count."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+# -------------------------------------------------------------------------- one image
+
+def check_quality(alpha: np.ndarray, face: Face) -> str:
+    """'' for a usable mask, else why it is dropped (thin/broken or missing nose and mouth)."""
+    l, t, r, b = face.box
+    box_area = max((r - l) * (b - t), 1)
+    ratio = float((alpha > 0.5).sum()) / box_area
+    if ratio < MIN_AREA_RATIO:
+        return f"thin mask: area {ratio:.2f} of face box < {MIN_AREA_RATIO}"
+    h, w = alpha.shape
+    pts = face.landmarks[KEY_POINTS]
+    xs, ys = np.clip(pts[:, 0], 0, w - 1), np.clip(pts[:, 1], 0, h - 1)
+    cover = float((alpha[ys, xs] > 0.5).mean())
+    if cover < MIN_KEY_COVER:
+        return f"mask misses nose/mouth: covers {cover:.0%} of key landmarks"
+    return ""
+
+
+def _init(backend: str, masktheface_dir: str | None, seed: int) -> None:
+    """Worker initializer: models and templates are loaded once per process."""
+    if _STATE.get("key") != (backend, masktheface_dir):
+        _STATE.update(key=(backend, masktheface_dir), finder=FaceFinder(landmark_model_path()),
+                      renderer=make_renderer(backend, masktheface_dir))
+    _STATE["seed"] = seed
+
+
+def _init_worker(backend: str, masktheface_dir: str | None, seed: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _init(backend, masktheface_dir, seed)
+
+
+def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
+    """Read, find the face, render, check, write: one result dict, never an exception."""
+    src, dest, key = job
+    res = {"status": "failed", "reason": "", "mask_type": "", "mask_color": "", "mask_texture": "",
+           "box_source": ""}
+    try:
+        rgb = read_rgb(src)
+    except BadImage as err:
+        res["reason"] = str(err)
+        return res
+    try:
+        face = _STATE["finder"].find(rgb)
+        res["box_source"] = face.box_source
+        out = _STATE["renderer"].render(rgb, face, rng_for(_STATE["seed"], key))
+    except Exception as err:  # upstream geometry can fail in many ways: record, never abort
+        res["reason"] = f"render failed: {type(err).__name__}: {err}".splitlines()[0][:160]
+        return res
+    res.update(mask_type=out.mask_type, mask_color=out.mask_color, mask_texture=out.mask_texture)
+    reason = check_quality(out.alpha, face)
+    if reason:
+        res.update(status="dropped", reason=reason)
+        Path(dest).unlink(missing_ok=True)
+        return res
+    write_face(dest, out.rgb)
+    res["status"] = "ok"
+    return res
+
+
+def run_jobs(jobs: list[tuple[str, str, str]], backend: str, masktheface_dir: str | os.PathLike | None,
+             workers: int | None = None, seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+    """Results of :func:`_mask_one` for ``jobs`` (src, dest, rng key), in order."""
+    mdir = str(masktheface_dir) if masktheface_dir else None
+    workers = workers or min(4, os.cpu_count() or 1)
+    bar = dict(total=len(jobs), desc=f"masks ({backend})", disable=not progress)
+    if workers <= 1 or len(jobs) < 2:
+        _init(backend, mdir, seed)
+        return [_mask_one(j) for j in tqdm(jobs, **bar)]
+    chunk = max(1, min(16, len(jobs) // (workers * 4)))
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(backend, mdir, seed)) as pool:
+        return list(tqdm(pool.map(_mask_one, jobs, chunksize=chunk), **bar))
+
+
+# -------------------------------------------------------------------------- data set
+
+def synthesize_dataset(data_dir: str | os.PathLike, backend: str | None = None,
+                       masktheface_dir: str | os.PathLike | None = None, workers: int | None = None,
+                       seed: int = 0, progress: bool = True) -> dict:
+    """Stage 02: a masked twin in ``<split>/wearing_mask/`` for every usable face; updates the manifest.
+
+    Re-running replaces the previous stage-02 rows and files. A face whose twin failed or was
+    dropped is marked ``excluded`` so every face used has its twin. Returns a summary dict.
+    """
+    data_dir = Path(data_dir)
+    rows = read_manifest(data_dir)
+    if not any(r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows):
+        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+    backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
+    rows = [r for r in rows if r["label"] != "wearing_mask"]
+    for r in rows:
+        if r["status"] == "excluded":
+            r.update(status="ok", reason="")
+    for split in SPLITS:
+        shutil.rmtree(data_dir / split / "wearing_mask", ignore_errors=True)
+    todo = [r for r in rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
+    dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
+    jobs = [(str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)]
+    t0 = time.perf_counter()
+    results = run_jobs(jobs, backend, mdir, workers, seed, progress)
+    seconds = time.perf_counter() - t0
+    for r, dest, res in zip(todo, dests, results):
+        ok = res["status"] == "ok"
+        rows.append(new_row(path=dest if ok else "", split=r["split"], label="wearing_mask",
+                            identity=r["identity"], source=r["path"], pair_id=r["pair_id"],
+                            backend=backend, **res))
+        if not ok:
+            r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
+    write_manifest(data_dir, rows)
+    return summarize(results, backend, seconds) | {"seed": seed}
+
+
+def summarize(results: list[dict[str, str]], backend: str = "", seconds: float = 0.0) -> dict:
+    """images_in == masked + failed + dropped, reasons, counts per mask type / colour / texture."""
+    ok = [r for r in results if r["status"] == "ok"]
+    status = Counter(r["status"] for r in results)
+    return {
+        "backend": backend,
+        "images_in": len(results),
+        "masked": len(ok),
+        "fallback_box": sum(r["box_source"] == "fallback" for r in ok),
+        "failed": status["failed"],
+        "dropped": status["dropped"],
+        "skipped": status["skipped"],
+        "reasons": dict(Counter(r["reason"].split(":")[0] for r in results if r["status"] != "ok")),
+        "mask_type": dict(sorted(Counter(r["mask_type"] for r in ok).items())),
+        "mask_color": dict(sorted(Counter(r["mask_color"] for r in ok).items())),
+        "mask_texture": dict(sorted(Counter(r["mask_texture"] for r in ok).items())),
+        "seconds": round(seconds, 2),
+    }
+
+
+# ---------------------------------------------------------------------- any folder
+
+def mask_files(in_dir: str | os.PathLike, out_dir: str | os.PathLike, backend: str | None = None,
+               masktheface_dir: str | os.PathLike | None = None, workers: int | None = None,
+               seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+    """Mask every file under ``in_dir`` into ``out_dir`` (same relative path, ``.png``).
+
+    One record per file (written to ``out_dir/records.csv`` too); files without an image name
+    are ``skipped``, unreadable ones ``failed``, with the reason. Never aborts on one file.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
+    files = sorted(p for p in in_dir.rglob("*") if p.is_file())
+    records: list[dict[str, str]] = []
+    jobs, used = [], set()
+    for p in files:
+        rel = p.relative_to(in_dir).as_posix()
+        rec = {"input": rel, "output": "", "status": "skipped", "reason": "not an image file name",
+               "mask_type": "", "mask_color": "", "mask_texture": "", "box_source": ""}
+        records.append(rec)
+        if not is_image_name(p.name):
+            continue
+        out = Path(rel).with_suffix(FACE_SUFFIX).as_posix()
+        if out in used:
+            out = rel + FACE_SUFFIX
+        used.add(out)
+        rec["output"] = out
+        jobs.append((rec, (str(p), str(out_dir / out), rel)))
+    results = run_jobs([j for _, j in jobs], backend, mdir, workers, seed, progress)
+    for (rec, _), res in zip(jobs, results):
+        rec.update(res)
+        if res["status"] != "ok":
+            rec["output"] = ""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "records.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["input"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(records)
+    return records
+
+
+# ------------------------------------------------------------------------- report
+
+def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_type"):
+    """A matplotlib Figure: one row of masked samples per value of ``by`` (mask_type / mask_color)."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"]
+    if not rows:
+        raise RuntimeError(f"{data_dir} has no masked faces: run synthesize first")
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in sorted(rows, key=lambda r: r["path"]):
+        groups.setdefault(r[by] or "?", []).append(r)
+    names = sorted(groups)
+    fig, axes = plt.subplots(len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False)
+    for i, name in enumerate(names):
+        picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(picks):
+                ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
+        axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
+    fig.suptitle(f"masked samples by {by}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------- benchmark
+
+def _bench_data(args, work: Path) -> Path:
+    """A DATA_DIR holding exactly ``args.images`` stage-01 faces (from --data or --source)."""
+    from .data import download_and_prepare
+
+    if args.data:
+        src_dir = Path(args.data)
+    else:
+        source = args.source or str(Path(__file__).resolve().parents[2] / "shared/data/lfw-deepfunneled.tgz")
+        src_dir = work / "prepared"
+        n_ids = max(3, args.images)  # LFW has >= 1 image per identity: enough faces
+        download_and_prepare(source, src_dir, limit_identities=n_ids, cache_dir=work / "raw", progress=False)
+    rows = [r for r in read_manifest(src_dir) if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
+    rows = sorted(rows, key=lambda r: r["pair_id"])[: args.images]
+    data = work / "data"
+    for r in rows:
+        (data / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_dir / r["path"], data / r["path"])
+    write_manifest(data, rows)
+    return data
+
+
+def _run_upstream_cli(mdir: Path, data: Path, work: Path) -> tuple[int, int, float]:
+    """Unmodified ``mask_the_face.py`` on a folder of the faces: (in, out, seconds)."""
+    folder = work / "upstream_in"
+    folder.mkdir()
+    n = 0
+    for p in sorted(data.glob("*/not_wearing_mask/*.png")):
+        shutil.copyfile(p, folder / p.name)
+        n += 1
+    shadow = work / "upstream"  # checkout mirrored by links, plus the local landmark model
+    shadow.mkdir()
+    for entry in mdir.iterdir():
+        if entry.name not in (".git", "dlib_models"):
+            (shadow / entry.name).symlink_to(entry)
+    (shadow / "dlib_models").mkdir()
+    (shadow / "dlib_models" / "shape_predictor_68_face_landmarks.dat").symlink_to(landmark_model_path())
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "mask_the_face.py", "--path", str(folder), "--mask_type", "random"],
+                          cwd=shadow, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"upstream CLI failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    out = Path(str(folder) + "_masked")
+    return n, len(list(out.glob("*.png"))) if out.exists() else 0, seconds
+
+
+def benchmark(args) -> list[dict]:
+    """``python -m maskdet bench synthesis``: images/s for upstream CLI, patched driver, builtin."""
+    work = Path(tempfile.mkdtemp(prefix="bench_synthesis_"))
+    try:
+        data = _bench_data(args, work)
+        mdir = find_masktheface_dir(getattr(args, "masktheface_dir", None))
+        table: list[dict] = []
+        if mdir:
+            n_in, n_out, sec = _run_upstream_cli(mdir, data, work)
+            table.append({"method": "upstream mask_the_face.py (random)", "in": n_in, "out": n_out, "s": sec})
+        runs = [("masktheface", w) for w in (1, 2)] if mdir else []
+        runs += [("builtin", w) for w in (1, 2)]
+        for backend, w in runs:
+            t0 = time.perf_counter()
+            res = synthesize_dataset(data, backend=backend, masktheface_dir=mdir, workers=w, progress=False)
+            sec = time.perf_counter() - t0
+            name = "patched driver" if backend == "masktheface" else "builtin renderer"
+            table.append({"method": f"{name}, {w} worker{'s' * (w > 1)}", "in": res["images_in"],
+                          "out": res["masked"], "s": sec,
+                          "note": f"dropped {res['dropped']}, failed {res['failed']}, fallback {res['fallback_box']}"})
+        base = table[0]["out"] / table[0]["s"] if mdir and table[0]["out"] else None
+        print(f"\n{'method':38} {'in':>5} {'out':>5} {'seconds':>8} {'img/s':>7} {'vs upstream':>11}  note")
+        for row in table:
+            ips = row["out"] / row["s"] if row["s"] else 0.0
+            ratio = f"{ips / base:.1f}x" if base else "-"
+            print(f"{row['method']:38} {row['in']:5d} {row['out']:5d} {row['s']:8.2f} {ips:7.1f} {ratio:>11}  "
+                  f"{row.get('note', '')}")
+        print(f"({os.cpu_count()} CPUs; times include process start and model loading)")
+        return table
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["BACKENDS", "find_masktheface_dir", "resolve_backend", "make_renderer", "rng_for",
+           "check_quality", "run_jobs", "synthesize_dataset", "summarize", "mask_files", "sample_grid",
+           "benchmark"]
