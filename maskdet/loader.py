@@ -1,0 +1,891 @@
+"""Stage 03: the augmented 112x112 loader (per-image DataLoader and a cached, batched fast path).
+
+Two ways to feed the model, one augmentation family (:class:`AugmentConfig`):
+
+``dataloader``
+    :class:`FaceDataset` reads each PNG with :func:`maskdet.imageio.read_rgb` in DataLoader worker
+    processes and augments it with ``torchvision.transforms.v2`` (per image, on the CPU).
+``cached``
+    :func:`build_cache` decodes every image once into a ``uint8`` memory-mapped array in
+    ``DATA_DIR/cache``; :class:`CachedLoader` slices whole batches from it, moves them to the
+    training device (pinned memory, ``non_blocking``) and augments the batch there with tensor
+    operations (:class:`BatchAugment`): one ``grid_sample`` for crop + flip + rotation, vectorised
+    colour jitter, grouped-conv blur, down-up resampling and JPEG re-encoding on random subsets.
+
+Train augmentations aim at real masks on real photos, not MaskTheFace's artefacts: random resized
+crop (scale range) to 112, horizontal flip, small rotations, mild colour jitter, blur, low
+resolution and JPEG quality. Val/test: deterministic resize to 128 and centre crop to 112.
+Both use ImageNet normalisation. A bad or missing image is skipped and counted, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from . import LABELS
+from .imageio import BadImage, read_rgb
+from .manifest import read_manifest, usable
+
+IMAGE_SIZE = 112
+"""Network input side (pixels)."""
+RESIZE_SIZE = 128
+"""Val/test images are resized to this side, then centre-cropped to :data:`IMAGE_SIZE`."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASS_NAMES = [name for name, _ in sorted(LABELS.items(), key=lambda kv: kv[1])]
+"""Index = label: ``["not_wearing_mask", "wearing_mask"]``."""
+CACHE_DIRNAME = "cache"
+
+
+# ------------------------------------------------------------------------ augmentation
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The train augmentation family; both loaders read the same settings."""
+
+    scale: tuple[float, float] = (0.55, 1.0)  # area fraction kept by the random resized crop
+    ratio: tuple[float, float] = (0.85, 1.18)  # aspect ratio range of the crop
+    hflip: float = 0.5
+    rotate_deg: float = 10.0  # uniform in [-rotate_deg, rotate_deg]
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+    hue: float = 0.03
+    blur_p: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.6)
+    lowres_p: float = 0.2
+    lowres_side: tuple[int, int] = (28, 72)  # downsample to this side, then back up
+    jpeg_p: float = 0.3
+    jpeg_quality: tuple[int, int] = (30, 90)
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "default": AugmentConfig(),
+    "light": AugmentConfig(scale=(0.7, 1.0), rotate_deg=5.0, blur_p=0.0, lowres_p=0.0, jpeg_p=0.0),
+    "none": AugmentConfig(scale=(0.766, 0.766), ratio=(1.0, 1.0), hflip=0.0, rotate_deg=0.0,
+                          brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
+                          blur_p=0.0, lowres_p=0.0, jpeg_p=0.0),
+}
+"""``none`` is the val/test view (centre 112 of 128) without randomness."""
+
+
+def get_augment(aug: str | AugmentConfig) -> AugmentConfig:
+    if isinstance(aug, AugmentConfig):
+        return aug
+    if aug not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augmentation preset {aug!r}; choose from {sorted(AUGMENT_PRESETS)}")
+    return AUGMENT_PRESETS[aug]
+
+
+class _LowRes(torch.nn.Module):
+    """Down-sample to a random side and back up (per image, uint8 CHW tensor)."""
+
+    def __init__(self, sides: tuple[int, int]):
+        super().__init__()
+        self.sides = sides
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        side = int(torch.randint(self.sides[0], self.sides[1] + 1, ()).item())
+        h, w = img.shape[-2:]
+        small = F.interpolate(img[None].float(), size=(side, side), mode="area")
+        big = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        return big[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def train_transform(aug: str | AugmentConfig = "default", size: int = IMAGE_SIZE):
+    """Per-image train transform (torchvision v2) on a uint8 CHW tensor -> normalised float."""
+    from torchvision.transforms import v2
+
+    c = get_augment(aug)
+    steps: list = []
+    if c.rotate_deg:
+        steps.append(v2.RandomRotation(c.rotate_deg, interpolation=v2.InterpolationMode.BILINEAR))
+    steps.append(v2.RandomResizedCrop(size, scale=c.scale, ratio=c.ratio, antialias=True))
+    if c.hflip:
+        steps.append(v2.RandomHorizontalFlip(c.hflip))
+    if c.brightness or c.contrast or c.saturation or c.hue:
+        steps.append(v2.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue))
+    if c.lowres_p:
+        steps.append(v2.RandomApply([_LowRes(c.lowres_side)], p=c.lowres_p))
+    if c.blur_p:
+        steps.append(v2.RandomApply([v2.GaussianBlur(7, sigma=c.blur_sigma)], p=c.blur_p))
+    if c.jpeg_p:
+        steps.append(v2.RandomApply([v2.JPEG(list(c.jpeg_quality))], p=c.jpeg_p))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(steps)
+
+
+def eval_transform(size: int = IMAGE_SIZE, resize: int = RESIZE_SIZE):
+    """Deterministic val/test transform: resize the shorter side, centre crop, normalise."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.Resize(resize, antialias=True), v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def to_tensor_uint8(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 array -> 3xHxW uint8 tensor (a tv_tensors.Image, so v2 treats it as an image)."""
+    from torchvision import tv_tensors
+
+    return tv_tensors.Image(torch.from_numpy(np.array(rgb, copy=not rgb.flags.writeable)).permute(2, 0, 1))
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Normalised float batch -> float in [0, 1] (for figures and TensorBoard)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(-1, 1, 1)
+    return (x.float() * std + mean).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------ items
+
+@dataclass(frozen=True)
+class Item:
+    path: str  # relative to DATA_DIR
+    label: int
+
+
+def select_rows(rows: list[dict[str, str]], split: str, limit: int | None = None,
+                seed: int = 0) -> list[Item]:
+    """Usable rows of one split as items, sorted by path; ``limit`` keeps whole twin pairs.
+
+    With a limit, pairs (a face and its masked twin) are ordered by a seeded hash and the first
+    ones kept, so a small subset stays balanced between the classes and is the same every run.
+    """
+    rows = usable(rows, split)
+    if limit is not None and limit < len(rows):
+        by_pair: dict[str, list[dict[str, str]]] = {}
+        for r in rows:
+            by_pair.setdefault(r["pair_id"] or r["path"], []).append(r)
+        order = sorted(by_pair, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+        kept: list[dict[str, str]] = []
+        for p in order:
+            if len(kept) >= limit:
+                break
+            kept += by_pair[p]
+        rows = kept[:limit]
+    items = [Item(r["path"], LABELS[r["label"]]) for r in rows]
+    return sorted(items, key=lambda it: it.path)
+
+
+# ------------------------------------------------------------------ per-image dataset
+
+@dataclass
+class Skipped:
+    """What a dataset returns instead of a sample when the image cannot be used."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class FaceDataset(Dataset):
+    """Faces of one split listed in the manifest (status ``ok``), read with :func:`read_rgb`.
+
+    ``__getitem__`` returns ``(image, label, index)``; an unreadable or missing file gives a
+    :class:`Skipped` record instead, which :func:`collate_skip` drops and reports.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, split: str, transform=None,
+                 limit: int | None = None, seed: int = 0, items: list[Item] | None = None):
+        self.data_dir = Path(data_dir)
+        self.split = split
+        self.items = items if items is not None else select_rows(
+            read_manifest(data_dir), split, limit, seed)
+        self.transform = transform if transform is not None else eval_transform()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [it.label for it in self.items]
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            rgb = read_rgb(self.data_dir / item.path)
+        except BadImage as err:
+            return Skipped(index, item.path, str(err))
+        return self.transform(to_tensor_uint8(rgb)), item.label, index
+
+
+@dataclass
+class Batch:
+    """A training batch: images (B,3,112,112 float), labels (B,), dataset indices (B,), skips."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.indices.pin_memory(),
+                     self.skipped)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=non_blocking),
+                     self.labels.to(device, non_blocking=non_blocking), self.indices, self.skipped)
+
+
+def collate_skip(samples: list) -> Batch:
+    """Stack good samples; drop :class:`Skipped` ones but keep them in ``Batch.skipped``."""
+    good = [s for s in samples if not isinstance(s, Skipped)]
+    bad = [s for s in samples if isinstance(s, Skipped)]
+    if not good:
+        return Batch(torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE), torch.empty(0), torch.empty(0, dtype=torch.long), bad)
+    return Batch(torch.stack([torch.as_tensor(s[0]) for s in good]),
+                 torch.tensor([float(s[1]) for s in good]),
+                 torch.tensor([s[2] for s in good], dtype=torch.long), bad)
+
+
+def default_workers() -> int:
+    """DataLoader workers sized to the machine: the usable cores, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores))
+
+
+class SkipCounter:
+    """Accumulates skipped images over the batches seen (``counts`` by reason, ``paths``)."""
+
+    def __init__(self):
+        self.paths: dict[str, str] = {}
+
+    def add(self, skipped: list[Skipped]) -> None:
+        for s in skipped:
+            self.paths[s.path] = s.reason
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(self.paths.values())
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class FaceLoader:
+    """The per-image path: a DataLoader over :class:`FaceDataset` that yields :class:`Batch`es.
+
+    Shuffling is seeded per epoch (``set_epoch``), so an epoch's order and augmentations are the
+    same whether or not training was interrupted before it.
+    """
+
+    def __init__(self, dataset: FaceDataset, batch_size: int = 64, shuffle: bool = False,
+                 workers: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
+                 drop_last: bool = False):
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.workers = default_workers() if workers is None else workers
+        self.device = torch.device(device)
+        self.seed, self.epoch, self.drop_last = seed, 0, drop_last
+        self.skips = SkipCounter()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, generator=g,
+            num_workers=self.workers, collate_fn=collate_skip, pin_memory=cuda,
+            drop_last=self.drop_last, persistent_workers=False,
+            prefetch_factor=4 if self.workers else None,
+        )
+        for batch in loader:
+            self.skips.add(batch.skipped)
+            if len(batch.labels):
+                yield batch.to(self.device, non_blocking=cuda)
+
+
+# ------------------------------------------------------------------------ cached path
+
+def _decode_for_cache(path: Path, side: int) -> tuple[np.ndarray | None, str]:
+    try:
+        rgb = read_rgb(path)
+    except BadImage as err:
+        return None, str(err)
+    if rgb.shape[:2] != (side, side):
+        h, w = rgb.shape[:2]
+        s = min(h, w)
+        rgb = rgb[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        interp = cv2.INTER_AREA if s > side else cv2.INTER_CUBIC
+        rgb = cv2.resize(rgb, (side, side), interpolation=interp)
+    return rgb, ""
+
+
+class _DecodeSet(Dataset):
+    def __init__(self, data_dir: Path, items: list[Item], side: int):
+        self.data_dir, self.items, self.side = data_dir, items, side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        arr, reason = _decode_for_cache(self.data_dir / self.items[i].path, self.side)
+        return i, arr, reason
+
+
+@dataclass
+class ImageCache:
+    """Decoded uint8 images ``(N, side, side, 3)`` of one split, memory-mapped from disk.
+
+    ``valid[i]`` is False for an image that could not be read; ``skipped`` maps its path to the
+    reason. ``items`` keeps the manifest order (sorted by path).
+    """
+
+    items: list[Item]
+    images: np.ndarray
+    valid: np.ndarray
+    skipped: dict[str, str]
+    path: Path | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([it.label for it in self.items], dtype=np.float32)
+
+
+def _cache_key(data_dir: Path, items: list[Item], side: int) -> str:
+    h = hashlib.sha256(f"v1:{side}".encode())
+    for it in items:
+        try:
+            st = (data_dir / it.path).stat()
+            h.update(f"{it.path}:{it.label}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{it.path}:{it.label}:missing\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(data_dir: str | os.PathLike, split: str, limit: int | None = None, seed: int = 0,
+                side: int = RESIZE_SIZE, workers: int | None = None, in_memory: bool = False,
+                progress: bool = False) -> ImageCache:
+    """Decode every usable image of a split once into ``DATA_DIR/cache/<split>-<key>.u8``.
+
+    The key hashes the item list with sizes and modification times: changed data gives a new
+    cache, an unchanged one is reused at once. ``in_memory`` keeps the array in RAM instead.
+    """
+    data_dir = Path(data_dir)
+    items = select_rows(read_manifest(data_dir), split, limit, seed)
+    key = _cache_key(data_dir, items, side)
+    cache_dir = data_dir / CACHE_DIRNAME
+    base = cache_dir / f"{split}-{key}"
+    shape = (len(items), side, side, 3)
+    meta_path = base.with_suffix(".json")
+    if not in_memory and meta_path.exists() and base.with_suffix(".u8").exists():
+        meta = json.loads(meta_path.read_text())
+        images = np.memmap(base.with_suffix(".u8"), dtype=np.uint8, mode="r", shape=shape)
+        valid = np.array(meta["valid"], dtype=bool)
+        return ImageCache(items, images, valid, meta["skipped"], base.with_suffix(".u8"))
+    if in_memory or not items:
+        images = np.zeros(shape, dtype=np.uint8)
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = base.with_suffix(".u8.part")
+        images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+    valid = np.zeros(len(items), dtype=bool)
+    skipped: dict[str, str] = {}
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(_DecodeSet(data_dir, items, side), batch_size=32, num_workers=workers,
+                        collate_fn=lambda b: b)
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc=f"cache {split}", total=len(loader))
+    for chunk in it:
+        for i, arr, reason in chunk:
+            if arr is None:
+                skipped[items[i].path] = reason
+            else:
+                images[i] = arr
+                valid[i] = True
+    if in_memory or not items:
+        return ImageCache(items, images, valid, skipped, None)
+    images.flush()
+    del images
+    os.replace(base.with_suffix(".u8.part"), base.with_suffix(".u8"))
+    meta_path.write_text(json.dumps({"split": split, "side": side, "n": len(items),
+                                     "valid": valid.tolist(), "skipped": skipped}))
+    images = np.memmap(base.with_suffix(".u8"), dtype=np.uint8, mode="r", shape=shape)
+    return ImageCache(items, images, valid, skipped, base.with_suffix(".u8"))
+
+
+def _gaussian_kernels(sigma: torch.Tensor, ksize: int) -> torch.Tensor:
+    r = torch.arange(ksize, device=sigma.device, dtype=torch.float32) - ksize // 2
+    k = torch.exp(-0.5 * (r[None] / sigma[:, None]) ** 2)
+    return k / k.sum(1, keepdim=True)
+
+
+def _jpeg_cpu(img: torch.Tensor, quality: int) -> torch.Tensor:
+    arr = np.ascontiguousarray(img.permute(1, 2, 0).numpy()[:, :, ::-1])
+    ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+
+
+class BatchAugment:
+    """The train augmentation family applied to a whole batch at once.
+
+    Input: uint8 ``(B, 3, H, W)``; output: normalised float ``(B, 3, size, size)`` on the input's
+    device. :meth:`sample` draws every random parameter of the batch from ``generator`` (seeded
+    per epoch by the loader); two kernels apply them:
+
+    ``torch``  tensor operations on the training device (GPU): one ``grid_sample`` for crop + flip
+               + rotation, one batched 3x3 colour matrix (jitter and normalisation folded in),
+               grouped-conv blur, down-up resampling and nvJPEG on random subsets.
+    ``cv2``    the same parameters with OpenCV's SIMD ``uint8`` kernels per image; on a CPU this
+               is several times faster than float tensor ops (the default when ``device`` is CPU).
+    """
+
+    def __init__(self, aug: str | AugmentConfig = "default", size: int = IMAGE_SIZE,
+                 backend: str = "auto"):
+        if backend not in ("auto", "torch", "cv2"):
+            raise ValueError(f"backend must be auto, torch or cv2, not {backend!r}")
+        self.cfg, self.size, self.backend = get_augment(aug), size, backend
+
+    # -- parameters
+    def sample(self, b: int, side: int, g: torch.Generator | None, device: torch.device) -> dict:
+        """Per-image parameters: affine ``theta`` (B,2,3, normalised coordinates), colour
+        factors, and the subsets (boolean masks) with sides, sigmas and JPEG qualities."""
+        c = self.cfg
+
+        def uniform(lo, hi, n=b):
+            return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+
+        area = uniform(*c.scale)
+        ar = torch.exp(uniform(math.log(c.ratio[0]), math.log(c.ratio[1])))
+        sw = torch.sqrt(area * ar).clamp(max=1.0)  # crop width / image width
+        sh = torch.sqrt(area / ar).clamp(max=1.0)
+        tx, ty = uniform(-1, 1) * (1 - sw), uniform(-1, 1) * (1 - sh)
+        ang = uniform(-1, 1) * math.radians(c.rotate_deg)
+        flip = torch.where(uniform(0, 1) < c.hflip, -1.0, 1.0)
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([sw * cos * flip, -sh * sin, tx], 1),
+                             torch.stack([sw * sin * flip, sh * cos, ty], 1)], 1)
+        return {
+            "theta": theta,
+            "brightness": uniform(1 - c.brightness, 1 + c.brightness),
+            "contrast": uniform(1 - c.contrast, 1 + c.contrast),
+            "saturation": uniform(1 - c.saturation, 1 + c.saturation),
+            "hue": uniform(-c.hue, c.hue) * 2 * math.pi,
+            "lowres": uniform(0, 1) < c.lowres_p,
+            "lowres_side": int(c.lowres_side[0] + (c.lowres_side[1] - c.lowres_side[0]) * uniform(0, 1, 1).item()),
+            "blur": uniform(0, 1) < c.blur_p,
+            "sigma": uniform(*c.blur_sigma),
+            "jpeg": uniform(0, 1) < c.jpeg_p,
+            "quality": (c.jpeg_quality[0] + (c.jpeg_quality[1] - c.jpeg_quality[0]) * uniform(0, 1)).round().int(),
+        }
+
+    @staticmethod
+    def colour_matrix(p: dict, grey_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image affine colour map on 0..1 RGB: ``y = M x + o`` (brightness, contrast around
+        the mean grey level ``grey_mean`` of the image, saturation, hue as a YIQ rotation)."""
+        dev = grey_mean.device
+        b = grey_mean.shape[0]
+        lum = torch.tensor([0.299, 0.587, 0.114], device=dev)
+        eye = torch.eye(3, device=dev).expand(b, 3, 3)
+        bri, con, sat = p["brightness"], p["contrast"], p["saturation"]
+        m = eye * (bri * con).view(-1, 1, 1)
+        grey_mat = torch.ones(3, 1, device=dev) @ lum.view(1, 3)
+        m = (sat.view(-1, 1, 1) * eye + (1 - sat).view(-1, 1, 1) * grey_mat) @ m
+        h = p["hue"]
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                               [0.211, -0.523, 0.312]], device=dev)
+        rot = torch.zeros(b, 3, 3, device=dev)
+        rot[:, 0, 0] = 1
+        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(h), -torch.sin(h)
+        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(h), torch.cos(h)
+        m = torch.linalg.inv(to_yiq) @ rot @ to_yiq @ m
+        offset = ((1 - con) * bri * grey_mean).view(-1, 1).expand(b, 3)
+        return m, offset
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        p = self.sample(x.shape[0], x.shape[-1], g, x.device)
+        backend = self.backend
+        if backend == "auto":
+            backend = "torch" if x.device.type != "cpu" else "cv2"
+        return self._apply_cv2(x, p) if backend == "cv2" else self._apply_torch(x, p)
+
+    # -- kernels
+    def _apply_torch(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        dev, b, s = x.device, x.shape[0], self.size
+        mean = torch.tensor(IMAGENET_MEAN, device=dev)
+        std = torch.tensor(IMAGENET_STD, device=dev)
+        grid = F.affine_grid(p["theta"], [b, 3, s, s], align_corners=False)
+        img = x.float()
+        if x.shape[-1] > 1.5 * s:  # strong down-scaling: pre-filter against aliasing
+            img = F.interpolate(img, scale_factor=s / x.shape[-1], mode="area")
+        img = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        lum = torch.tensor([0.299, 0.587, 0.114], device=dev)
+        grey = torch.einsum("bchw,c->b", img, lum) / (s * s * 255.0)
+        m, offset = self.colour_matrix(p, grey)
+        # colour map and normalisation folded together, then one clamp to the valid range
+        m = m / (255.0 * std.view(1, 3, 1))
+        offset = (offset - mean) / std
+        img = torch.baddbmm(offset.unsqueeze(2), m, img.flatten(2)).view(b, 3, s, s)
+        lo, hi = (-mean / std).view(1, 3, 1, 1), ((1 - mean) / std).view(1, 3, 1, 1)
+        img = torch.maximum(torch.minimum(img, hi), lo)
+        sel = p["lowres"].nonzero().flatten()
+        if len(sel):
+            side = p["lowres_side"]
+            small = F.interpolate(img[sel], size=(side, side), mode="area")
+            up = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+            img[sel] = torch.maximum(torch.minimum(up, hi), lo)
+        sel = p["blur"].nonzero().flatten()
+        if len(sel):
+            n = len(sel)
+            k = _gaussian_kernels(p["sigma"][sel], 7).repeat_interleave(3, 0)
+            sub = img[sel].reshape(1, n * 3, s, s)
+            sub = F.conv2d(F.pad(sub, (0, 0, 3, 3), mode="reflect"), k.view(n * 3, 1, 7, 1), groups=n * 3)
+            sub = F.conv2d(F.pad(sub, (3, 3, 0, 0), mode="reflect"), k.view(n * 3, 1, 1, 7), groups=n * 3)
+            img[sel] = sub.view(n, 3, s, s)
+        sel = p["jpeg"].nonzero().flatten()
+        if len(sel):
+            q = p["quality"][sel].tolist()
+            s255, m255 = (std * 255).view(1, 3, 1, 1), (mean * 255).view(1, 3, 1, 1)
+            u8 = (img[sel] * s255 + m255).round_().clamp_(0, 255).to(torch.uint8)
+            if dev.type == "cuda":
+                import torchvision.io as tio
+
+                out = [tio.decode_jpeg(tio.encode_jpeg(u8[i], quality=q[i]), device=dev)
+                       for i in range(len(sel))]
+            else:
+                out = [_jpeg_cpu(u8[i].cpu(), q[i]) for i in range(len(sel))]
+            img[sel] = (torch.stack(out).to(dev).float() - m255) / s255
+        return img
+
+    def _apply_cv2(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        s = self.size
+        src = x.permute(0, 2, 3, 1).numpy()  # NHWC view, no copy for a cache batch
+        w_in = x.shape[-1]
+        theta = p["theta"].double().numpy()
+        a = theta[:, :, :2]
+        # normalised (align_corners=False) affine -> pixel inverse map for cv2.warpAffine
+        mats = (w_in / s) * a
+        offs = (w_in / 2) * (a @ np.array([1.0 / s - 1, 1.0 / s - 1]) + theta[:, :, 2] + 1) - 0.5
+        out = np.empty((x.shape[0], s, s, 3), dtype=np.uint8)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        if w_in > 1.5 * s:
+            flags = cv2.INTER_AREA | cv2.WARP_INVERSE_MAP
+        rgb_means = np.empty((x.shape[0], 3), dtype=np.float32)
+        for i in range(x.shape[0]):
+            m = np.concatenate([mats[i], offs[i][:, None]], 1)
+            cv2.warpAffine(np.ascontiguousarray(src[i]), m, (s, s), dst=out[i], flags=flags,
+                           borderMode=cv2.BORDER_REFLECT_101)
+            rgb_means[i] = cv2.mean(out[i])[:3]
+        grey = torch.from_numpy(rgb_means) @ torch.tensor([0.299, 0.587, 0.114]) / 255.0
+        m, offset = self.colour_matrix(p, grey)
+        cmat = torch.cat([m, 255.0 * offset.unsqueeze(2)], 2).double().numpy()
+        lowres, blur, jpeg = p["lowres"].tolist(), p["blur"].tolist(), p["jpeg"].tolist()
+        side, sigma, quality = p["lowres_side"], p["sigma"].tolist(), p["quality"].tolist()
+        for i in range(len(out)):
+            im = cv2.transform(out[i], cmat[i])  # saturating uint8 colour map
+            if lowres[i]:
+                im = cv2.resize(cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA), (s, s),
+                                interpolation=cv2.INTER_LINEAR)
+            if blur[i]:
+                im = cv2.GaussianBlur(im, (7, 7), sigma[i], borderType=cv2.BORDER_REFLECT_101)
+            if jpeg[i]:
+                ok, buf = cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality[i]])
+                im = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+            out[i] = im
+        # normalise in NHWC order (contiguous, fast); the result is a channels_last NCHW tensor
+        t = torch.from_numpy(out).float()
+        t.sub_(torch.tensor(IMAGENET_MEAN) * 255.0).div_(torch.tensor(IMAGENET_STD) * 255.0)
+        return t.permute(0, 3, 1, 2)
+
+
+def center_crop_batch(x: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Val/test view of a cached uint8 batch: centre crop, normalise (the cache is already 128)."""
+    h, w = x.shape[-2:]
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
+    return (x[..., y0 : y0 + size, x0 : x0 + size].float() - mean) / std
+
+
+class CachedLoader:
+    """The fast path: batches sliced from an :class:`ImageCache`, augmented on ``device``.
+
+    A background thread gathers the next batch's uint8 pixels (pinned on CUDA) while the current
+    one trains. ``augment=None`` gives the deterministic val/test view.
+    """
+
+    def __init__(self, cache: ImageCache, batch_size: int = 64, shuffle: bool = False,
+                 augment: str | AugmentConfig | None = None, device: str | torch.device = "cpu",
+                 seed: int = 0, drop_last: bool = False, backend: str = "auto"):
+        self.cache, self.batch_size, self.shuffle = cache, batch_size, shuffle
+        self.device = torch.device(device)
+        self.augment = BatchAugment(augment, backend=backend) if augment is not None else None
+        self.seed, self.epoch, self.drop_last = seed, 0, drop_last
+        self.index = np.flatnonzero(cache.valid)
+        self.labels = torch.from_numpy(cache.labels)
+        self.skips = SkipCounter()
+        self.skips.add([Skipped(-1, p, r) for p, r in cache.skipped.items()])
+
+    @property
+    def dataset_items(self) -> list[Item]:
+        return self.cache.items
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.index)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _batches(self) -> list[np.ndarray]:
+        idx = self.index
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            idx = idx[torch.randperm(len(idx), generator=g).numpy()]
+        out = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.drop_last and out and len(out[-1]) < self.batch_size:
+            out.pop()
+        return out
+
+    def _gather(self, sel: np.ndarray) -> torch.Tensor:
+        order = np.argsort(sel)  # read the memmap in file order, then restore the batch order
+        arr = np.empty((len(sel),) + self.cache.images.shape[1:], dtype=np.uint8)
+        arr[order] = self.cache.images[sel[order]]
+        t = torch.from_numpy(arr).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            t = t.contiguous().pin_memory()
+        return t
+
+    def __iter__(self) -> Iterator[Batch]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        cuda = self.device.type == "cuda"
+        g = None
+        if self.augment is not None:
+            g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch + 7)
+        batches = self._batches()
+        with ThreadPoolExecutor(1) as pool:
+            nxt = pool.submit(self._gather, batches[0]) if batches else None
+            for i, sel in enumerate(batches):
+                u8 = nxt.result()
+                if i + 1 < len(batches):
+                    nxt = pool.submit(self._gather, batches[i + 1])
+                u8 = u8.to(self.device, non_blocking=cuda)
+                x = self.augment(u8, g) if self.augment is not None else center_crop_batch(u8)
+                y = self.labels[sel].to(self.device, non_blocking=cuda)
+                yield Batch(x, y, torch.from_numpy(sel))
+
+
+# ----------------------------------------------------------------------------- factory
+
+def make_loaders(data_dir: str | os.PathLike, batch_size: int = 64, mode: str = "cached",
+                 aug: str | AugmentConfig = "default", workers: int | None = None,
+                 device: str | torch.device = "cpu", limit: int | None = None,
+                 val_limit: int | None = None, seed: int = 0,
+                 splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FaceLoader | CachedLoader]:
+    """Loaders for the splits: train shuffled and augmented, val/test deterministic.
+
+    ``mode``: ``cached`` (decode once, augment batches on ``device``) or ``dataloader``
+    (per-image transforms in ``workers`` processes). ``limit``/``val_limit`` cap the images
+    per split (whole twin pairs, seeded). Train drops a last partial batch only when it has
+    fewer than 2 images (BatchNorm needs 2).
+    """
+    if mode not in ("cached", "dataloader"):
+        raise ValueError(f"loader mode must be 'cached' or 'dataloader', not {mode!r}")
+    rows = read_manifest(data_dir)
+    out: dict = {}
+    for split in splits:
+        lim = limit if split == "train" else (val_limit if val_limit is not None else limit)
+        train = split == "train"
+        items = select_rows(rows, split, lim, seed)
+        drop_last = train and len(items) % batch_size == 1
+        if mode == "cached":
+            cache = build_cache(data_dir, split, lim, seed, workers=workers)
+            out[split] = CachedLoader(cache, batch_size, shuffle=train, augment=aug if train else None,
+                                      device=device, seed=seed, drop_last=drop_last)
+        else:
+            tf = train_transform(aug) if train else eval_transform()
+            ds = FaceDataset(data_dir, split, tf, items=items)
+            out[split] = FaceLoader(ds, batch_size, shuffle=train, workers=workers, device=device,
+                                    seed=seed, drop_last=drop_last)
+    return out
+
+
+def loader_items(loader: FaceLoader | CachedLoader) -> list[Item]:
+    """The items a loader's ``Batch.indices`` refer to."""
+    return loader.cache.items if isinstance(loader, CachedLoader) else loader.dataset.items
+
+
+# ------------------------------------------------------------------------------ figures
+
+def augmented_grid(data_dir: str | os.PathLike, n_per_class: int = 8, aug: str | AugmentConfig = "default",
+                   mode: str = "cached", split: str = "train", seed: int = 0, repeats: int = 1):
+    """A matplotlib figure: originals and augmented training views of both classes.
+
+    Rows: for each class, the original (centre crop) and ``repeats`` augmented views of the same
+    ``n_per_class`` faces (masked row and unmasked row are twins where both exist).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = read_manifest(data_dir)
+    items = select_rows(rows, split)
+    by_pair: dict[str, dict[int, Item]] = {}
+    pair_of = {r["path"]: r["pair_id"] for r in usable(rows, split)}
+    for it in items:
+        by_pair.setdefault(pair_of.get(it.path, it.path), {})[it.label] = it
+    pairs = [p for p in sorted(by_pair) if len(by_pair[p]) == 2] or sorted(by_pair)
+    rng = np.random.default_rng(seed)
+    chosen = [pairs[i] for i in sorted(rng.choice(len(pairs), min(n_per_class, len(pairs)), replace=False))]
+    data_dir = Path(data_dir)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    tf = train_transform(aug)
+    batch_aug = BatchAugment(aug)
+    grid_rows, row_names = [], []
+    for label in (1, 0):
+        pics = [by_pair[p].get(label) for p in chosen]
+        raws = [to_tensor_uint8(_decode_for_cache(data_dir / it.path, RESIZE_SIZE)[0]) if it else
+                torch.zeros(3, RESIZE_SIZE, RESIZE_SIZE, dtype=torch.uint8) for it in pics]
+        u8 = torch.stack([torch.as_tensor(r) for r in raws])
+        grid_rows.append(denormalize(center_crop_batch(u8)))
+        row_names.append(f"{CLASS_NAMES[label]}\noriginal")
+        for _ in range(repeats):
+            if mode == "cached":
+                aug_x = batch_aug(u8, g)
+            else:
+                aug_x = torch.stack([tf(r) for r in raws])
+            grid_rows.append(denormalize(aug_x))
+            row_names.append(f"{CLASS_NAMES[label]}\naugmented ({mode})")
+    nr, nc = len(grid_rows), len(chosen)
+    fig, axes = plt.subplots(nr, nc, figsize=(1.3 * nc + 1.2, 1.35 * nr), squeeze=False)
+    for r in range(nr):
+        for col in range(nc):
+            ax = axes[r][col]
+            ax.imshow(grid_rows[r][col].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(row_names[r], fontsize=7)
+    fig.suptitle(f"Train augmentations ({mode} path), {IMAGE_SIZE}x{IMAGE_SIZE} inputs")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+def baseline_imagefolder_loader(data_dir: str | os.PathLike, batch_size: int = 64,
+                                workers: int | None = None, split: str = "train") -> DataLoader:
+    """The reference point: ``torchvision.datasets.ImageFolder`` + PIL transforms, same family
+    as far as PIL transforms go (rotation, resized crop, flip, colour jitter, blur)."""
+    from torchvision import datasets, transforms as T
+
+    c = AugmentConfig()
+    tf = T.Compose([
+        T.RandomRotation(c.rotate_deg, interpolation=T.InterpolationMode.BILINEAR),
+        T.RandomResizedCrop(IMAGE_SIZE, scale=c.scale, ratio=c.ratio),
+        T.RandomHorizontalFlip(c.hflip),
+        T.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue),
+        T.RandomApply([T.GaussianBlur(7, sigma=c.blur_sigma)], p=c.blur_p),
+        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    ds = datasets.ImageFolder(str(Path(data_dir) / split), transform=tf)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True,
+                      num_workers=default_workers() if workers is None else workers)
+
+
+def _throughput(loader, batches: int, device: torch.device, warmup: int = 1) -> float:
+    """Images/s over ``batches`` batches (after ``warmup``), cycling the loader as needed."""
+    n = seen = 0
+    t0 = None
+    epoch = 0
+    while seen < batches + warmup:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for b in loader:
+            x = b.images if isinstance(b, Batch) else b[0]
+            if device.type == "cuda":
+                x = x.to(device, non_blocking=True)
+                torch.cuda.synchronize()
+            seen += 1
+            if seen == warmup:
+                t0 = time.perf_counter()
+            elif seen > warmup:
+                n += x.shape[0]
+            if seen >= batches + warmup:
+                break
+        epoch += 1
+    return n / (time.perf_counter() - t0)
+
+
+def _bench_data(args) -> Path:
+    if getattr(args, "data", None):
+        return Path(args.data)
+    from .data import download_and_prepare
+
+    source = getattr(args, "source", None) or "../shared/data/lfw-deepfunneled.tgz"
+    n_id = max(3, (getattr(args, "images", None) or 200) // 2)
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"maskdet-bench-loader-{n_id}"
+    if not (out / "manifest.csv").exists():
+        download_and_prepare(source, out, limit_identities=n_id, progress=False)
+        try:
+            from .synthesis import synthesize_dataset
+
+            synthesize_dataset(out, backend="builtin")
+        except ImportError:
+            pass
+    return out
+
+
+def benchmark(args) -> dict:
+    """``python -m maskdet bench loader``: augmented 112x112 images/s at batch 64, side by side."""
+    data_dir = _bench_data(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batches = args.batches or 20
+    workers = default_workers()
+    n_train = len(select_rows(read_manifest(data_dir), "train"))
+    print(f"data {data_dir}: {n_train} train images; device {device}; {workers} workers; "
+          f"{batches} batches of 64 after 1 warm-up; torch threads {torch.get_num_threads()}")
+    results = {}
+    base = baseline_imagefolder_loader(data_dir, 64, workers)
+    results["baseline ImageFolder+PIL"] = _throughput(base, batches, device)
+    default = make_loaders(data_dir, 64, mode="dataloader", workers=workers, device=device,
+                           splits=("train",))["train"]
+    results["default loader (dataloader, v2)"] = _throughput(default, batches, device)
+    t = time.perf_counter()
+    cached = make_loaders(data_dir, 64, mode="cached", workers=workers, device=device, splits=("train",))["train"]
+    build_s = time.perf_counter() - t
+    results["cached (batch aug on " + device.type + ")"] = _throughput(cached, batches, device)
+    ref = results["baseline ImageFolder+PIL"]
+    print(f"{'loader':40s} {'images/s':>10s} {'x baseline':>11s}")
+    for name, v in results.items():
+        print(f"{name:40s} {v:10.0f} {v / ref:10.1f}x")
+    print(f"cache build/open: {build_s:.1f} s (once per data version; reused afterwards)")
+    return {"images_per_s": results, "cache_build_s": build_s}
+
+
+__all__ = [
+    "IMAGE_SIZE", "RESIZE_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "CLASS_NAMES", "AugmentConfig",
+    "AUGMENT_PRESETS", "get_augment", "train_transform", "eval_transform", "denormalize", "Item",
+    "select_rows", "Skipped", "FaceDataset", "Batch", "collate_skip", "default_workers", "SkipCounter",
+    "FaceLoader", "ImageCache", "build_cache", "BatchAugment", "center_crop_batch", "CachedLoader",
+    "make_loaders", "loader_items", "augmented_grid", "baseline_imagefolder_loader", "benchmark",
+]

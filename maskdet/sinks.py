@@ -1,0 +1,226 @@
+"""Where each epoch's metrics go: one dict per epoch, handed to every sink (timm style).
+
+The training loop builds ONE flat dict of scalars per epoch (``train/loss``, ``val/auc``, ...)
+plus an :class:`EpochExtras` with what is not a scalar (validation labels and probabilities for
+the ROC and PR curves, a batch of augmented sample images). Every sink gets both:
+
+- :class:`CSVSink`: ``RUN_DIR/metrics.csv`` and ``RUN_DIR/metrics.jsonl`` (the notebook plots these),
+- :class:`TensorBoardSink`: ``RUN_DIR/tb`` (scalars under their dict keys, ``val/roc`` figure,
+  ``val/pr`` curve, ``train/samples`` images, hyperparameters at the end),
+- :class:`WandbSink`: the same dict, an ROC plot; online with an API key, offline without one,
+  disabled in tests; it never prompts and never waits on a missing network.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import netrc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class EpochExtras:
+    """Non-scalar epoch outputs: validation labels/probabilities and sample images (N,3,H,W, 0..1)."""
+
+    val_labels: np.ndarray | None = None
+    val_probs: np.ndarray | None = None
+    samples: torch.Tensor | None = None
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str = "val ROC"):
+    """A small ROC figure (matplotlib) with the AUC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(labels, probs):.3f}")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+class Sink:
+    """Interface: ``log(epoch, metrics, extras)`` each epoch, ``close(hparams, final)`` once."""
+
+    def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self, hparams: dict, final: dict) -> None:
+        pass
+
+
+class CSVSink(Sink):
+    """``metrics.csv`` and ``metrics.jsonl`` in the run folder; on resume, rows from the epochs
+    being redone are dropped first, so each epoch appears once."""
+
+    def __init__(self, run_dir: str | os.PathLike, start_epoch: int = 0):
+        self.csv = Path(run_dir) / "metrics.csv"
+        self.jsonl = Path(run_dir) / "metrics.jsonl"
+        kept = []
+        if self.jsonl.exists():
+            for line in self.jsonl.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if row.get("epoch", 0) < start_epoch:
+                        kept.append(row)
+        self.rows: list[dict] = kept
+        self._write()
+
+    def _write(self) -> None:
+        self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        with open(self.csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
+        self.rows.append(dict(metrics))
+        self._write()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch metrics dicts of a run (from ``metrics.jsonl``)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _scalar_items(metrics: dict):
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "epoch":
+            yield k, float(v)
+
+
+class TensorBoardSink(Sink):
+    """TensorBoard event files in ``RUN_DIR/tb`` (``purge_step`` drops redone epochs on resume)."""
+
+    def __init__(self, run_dir: str | os.PathLike, start_epoch: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = Path(run_dir) / "tb"
+        self.writer = SummaryWriter(str(self.dir), purge_step=start_epoch if start_epoch else None)
+
+    def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
+        import matplotlib.pyplot as plt
+
+        for k, v in _scalar_items(metrics):
+            self.writer.add_scalar(k, v, epoch)
+        if extras.val_labels is not None and len(extras.val_labels):
+            fig = roc_figure(extras.val_labels, extras.val_probs, f"val ROC, epoch {epoch}")
+            self.writer.add_figure("val/roc", fig, epoch)
+            plt.close(fig)
+            self.writer.add_pr_curve("val/pr", torch.as_tensor(extras.val_labels).int(),
+                                     torch.as_tensor(extras.val_probs).float(), epoch)
+        if extras.samples is not None:
+            self.writer.add_images("train/samples", extras.samples, epoch)
+        self.writer.flush()
+
+    def close(self, hparams: dict, final: dict) -> None:
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        self.writer.add_hparams(hp, {f"hparam/{k.replace('/', '_')}": v for k, v in _scalar_items(final)},
+                                run_name="hparams")
+        self.writer.close()
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """``online`` with an API key (``WANDB_API_KEY`` or a netrc entry), else ``offline``;
+    ``disabled``/``offline``/``online`` when asked for; ``WANDB_MODE`` overrides ``auto``."""
+    if requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled"):
+        return env
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        if os.path.exists(path) and netrc.netrc(path).authenticators("api.wandb.ai"):
+            return "online"
+    except (netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+class WandbSink(Sink):
+    """Weights & Biases: the same metrics dict each epoch, an ROC plot, the config.
+
+    Runs are written under ``RUN_DIR/wandb``. Online mode falls back to offline when the server
+    cannot be reached in time (``init_timeout``); it never asks for a key.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict, mode: str = "auto",
+                 project: str = "mask-detection", name: str | None = None, resume_id: str | None = None):
+        import wandb
+
+        self.mode = wandb_mode(mode)
+        self.run = None
+        if self.mode == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = dict(project=project, dir=str(run_dir), config=config, name=name or run_dir.name,
+                      id=resume_id, resume="allow" if resume_id else None, reinit="finish_previous",
+                      settings=wandb.Settings(init_timeout=60, silent=True, console="off",
+                                              x_disable_stats=True))
+        try:
+            self.run = wandb.init(mode=self.mode, **kwargs)
+        except Exception as err:  # online but unreachable or key rejected: keep the run offline
+            if self.mode != "online":
+                raise
+            print(f"WandB online init failed ({err}); logging offline instead")
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", **kwargs)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
+        if self.run is None:
+            return
+        import matplotlib.pyplot as plt
+        import wandb
+
+        data = dict(_scalar_items(metrics))
+        data["epoch"] = epoch
+        if extras.val_labels is not None and len(np.unique(extras.val_labels)) == 2:
+            probs = np.asarray(extras.val_probs)
+            data["val/roc_curve"] = wandb.plot.roc_curve(
+                np.asarray(extras.val_labels).astype(int), np.stack([1 - probs, probs], 1),
+                labels=["not_wearing_mask", "wearing_mask"], classes_to_plot=[1])
+            fig = roc_figure(extras.val_labels, probs, f"val ROC, epoch {epoch}")
+            data["val/roc"] = wandb.Image(fig)
+            plt.close(fig)
+        if extras.samples is not None:
+            data["train/samples"] = [wandb.Image(img.permute(1, 2, 0).numpy()) for img in extras.samples[:16]]
+        self.run.log(data, step=epoch)
+
+    def close(self, hparams: dict, final: dict) -> None:
+        if self.run is None:
+            return
+        self.run.summary.update(dict(_scalar_items(final)))
+        self.run.finish()
+
+
+__all__ = ["EpochExtras", "Sink", "CSVSink", "TensorBoardSink", "WandbSink", "wandb_mode",
+           "roc_figure", "read_metrics"]
