@@ -1,0 +1,541 @@
+"""Stage 04: train the ResNet-50 mask classifier, one metrics dict per epoch to every sink.
+
+``BCEWithLogitsLoss`` on one logit (wearing_mask = 1). Defaults follow the assignment: 50 epochs,
+batch 64, lr 0.01, SGD with momentum (AdamW selectable), linear warm-up then cosine decay per
+step. On CUDA: mixed precision (bf16 where supported, else fp16 with a GradScaler) and
+channels_last. Every epoch: validation loss/accuracy/ROC AUC, a threshold chosen on val, the
+validation predictions in ``RUN_DIR/preds/val_epoch_XXX.csv`` (for stage 05), and checkpoints:
+``last.pt`` (everything needed to resume) and ``best.pt`` (by val AUC; weights plus what inference
+needs). Checkpoints hold only tensors and plain Python values and load with
+``torch.load(..., weights_only=True)``. Re-running the same command resumes after the last
+finished epoch and ends with the same weights as an uninterrupted run (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import pickle
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .loader import (CLASS_NAMES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE, Batch,
+                     default_workers, denormalize, loader_items, make_loaders)
+from .model import build_model
+from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
+
+CHECKPOINT_FORMAT = "maskdet-checkpoint-v1"
+RESUME_KEYS = ("arch", "batch_size", "epochs", "lr", "optimizer", "weight_decay", "warmup_epochs",
+               "limit", "val_limit", "seed", "aug", "loader", "pretrained")
+"""Settings that must match for a run to resume (anything else may change between sessions)."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/demo"
+    out: str = "runs/demo"
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum 0.9, Nesterov) | adamw
+    weight_decay: float | None = None  # None: 1e-4 for SGD, 0.05 for AdamW
+    warmup_epochs: float = 2.0
+    min_lr_ratio: float = 0.01
+    arch: str = "resnet50"
+    pretrained: bool = True
+    loader: str = "cached"  # cached | dataloader
+    aug: str = "default"
+    workers: int | None = None
+    device: str = "auto"
+    limit: int | None = None  # images per split (train; val/test too unless val_limit)
+    val_limit: int | None = None
+    seed: int = 0
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    wandb: str = "auto"  # auto | online | offline | disabled
+    wandb_project: str = "mask-detection"
+    tensorboard: bool = True
+    resume: bool = True
+    stop_after: int | None = None  # stop after this many epochs in this call (simulates a cut)
+    test_preds: bool = True
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum 0.9, Nesterov) or AdamW; no weight decay on BatchNorm and biases."""
+    wd = cfg.weight_decay if cfg.weight_decay is not None else (1e-4 if cfg.optimizer == "sgd" else 0.05)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optimizer must be sgd or adamw, not {cfg.optimizer!r}")
+
+
+class WarmupCosine:
+    """lr factor per optimizer step: linear warm-up to 1, then cosine down to ``min_ratio``.
+
+    A picklable callable whose state is plain numbers (the scheduler's state_dict stays
+    weights_only-safe)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float = 0.01):
+        self.total, self.warmup, self.min_ratio = max(1, total_steps), max(0, warmup_steps), min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values."""
+    np_state = np.random.get_state()
+    py = random.getstate()
+    out = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss_next": py[2]},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(v):
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Atomic ``torch.save`` (temporary file, then rename): a cut never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(..., weights_only=True)``: anything but tensors and plain values is refused."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"refused to load {path}: it holds more than tensors and plain values "
+                         f"(weights_only=True): {str(err).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a maskdet checkpoint")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Model in eval mode plus its metadata (arch, image_size, mean, std, class_names, threshold)."""
+    ckpt = load_checkpoint(path, "cpu")
+    model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
+    model.load_state_dict(ckpt["model"])
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+    return model.to(device).eval(), meta
+
+
+def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Threshold on val maximising Youden's J (TPR - FPR); 0.5 when val has one class."""
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thr = roc_curve(labels, probs)
+    i = int(np.argmax(tpr - fpr))
+    return float(min(1.0, max(0.0, thr[i])))
+
+
+def auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
+            channels_last: bool = False) -> dict:
+    """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``."""
+    model.eval()
+    crit = nn.BCEWithLogitsLoss(reduction="sum")
+    items = loader_items(loader)
+    labels, probs, idx = [], [], []
+    loss = torch.zeros((), device=device)
+    for batch in loader:
+        x = batch.images.contiguous(memory_format=torch.channels_last) if channels_last else batch.images
+        with _autocast(device, amp):
+            logits = model(x).squeeze(1).float()
+        loss += crit(logits, batch.labels.float())
+        labels.append(batch.labels.cpu())
+        probs.append(torch.sigmoid(logits).cpu())
+        idx.append(batch.indices)
+    n = sum(len(v) for v in labels)
+    labels_np = torch.cat(labels).numpy() if labels else np.zeros(0)
+    idx_np = torch.cat(idx).numpy() if idx else np.zeros(0, dtype=int)
+    return {"paths": [items[i].path for i in idx_np], "labels": labels_np,
+            "probs": torch.cat(probs).numpy() if probs else np.zeros(0),
+            "loss": float(loss) / max(1, n)}
+
+
+def write_predictions(path: str | os.PathLike, pred: dict) -> None:
+    """CSV ``path,label,prob`` (paths relative to DATA_DIR; label 1 = wearing_mask)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["path", "label", "prob"])
+        for p, y, pr in zip(pred["paths"], pred["labels"], pred["probs"]):
+            w.writerow([p, int(y), f"{float(pr):.6f}"])
+
+
+# ------------------------------------------------------------------------------ training
+
+def _checkpoint_meta(cfg: TrainConfig, threshold: float) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "arch": cfg.arch, "image_size": IMAGE_SIZE,
+            "resize_size": RESIZE_SIZE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "class_names": list(CLASS_NAMES), "positive_class": CLASS_NAMES[1],
+            "threshold": float(threshold), "hparams": {k: _plain(v) for k, v in asdict(cfg).items()}}
+
+
+def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
+    """Train (or resume) a run in ``cfg.out``; returns a summary dict of the run."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    amp = cfg.amp and cuda
+    channels_last = cfg.channels_last and cuda
+    last_path, best_path = out / "last.pt", out / "best.pt"
+
+    ckpt = None
+    if cfg.resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, "cpu")
+        old = ckpt["hparams"]
+        diff = {k: (old.get(k), _plain(getattr(cfg, k))) for k in RESUME_KEYS if old.get(k) != _plain(getattr(cfg, k))}
+        if diff:
+            raise ValueError(f"{last_path} was made with other settings {diff}; use another --out "
+                             "or --no-resume to start over")
+        if ckpt["epoch"] + 1 >= cfg.epochs:
+            print(f"{out}: already trained for {cfg.epochs} epochs (delete last.pt or use --no-resume to retrain)")
+            return json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    elif not cfg.resume:
+        for stale in (last_path, best_path, out / "summary.json"):
+            stale.unlink(missing_ok=True)
+        for d in ("tb", "preds"):
+            shutil.rmtree(out / d, ignore_errors=True)
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model, imagenet = build_model(cfg.arch, cfg.pretrained and ckpt is None)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    loaders = make_loaders(cfg.data, cfg.batch_size, cfg.loader, cfg.aug, workers, device,
+                           cfg.limit, cfg.val_limit, cfg.seed,
+                           splits=("train", "val", "test") if cfg.test_preds else ("train", "val"))
+    train_loader, val_loader = loaders["train"], loaders["val"]
+    if len(train_loader) == 0:
+        raise ValueError(f"no training images in {cfg.data}: run stages 01 and 02 first")
+    steps = len(train_loader)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, WarmupCosine(cfg.epochs * steps, int(round(cfg.warmup_epochs * steps)), cfg.min_lr_ratio))
+    use_scaler = amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    start, best_auc, best_thr = 0, -1.0, 0.5
+    wandb_id = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start, best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
+        wandb_id = ckpt.get("wandb_id") or None
+        print(f"resuming {out} at epoch {start} (best val AUC so far {best_auc:.4f})")
+    step_model = torch.compile(model) if cfg.compile else model
+    crit = nn.BCEWithLogitsLoss()
+    hparams = {k: _plain(v) for k, v in asdict(cfg).items()} | {"imagenet_weights": imagenet, "device": str(device)}
+    if sinks is None:
+        sinks = [CSVSink(out, start)]
+        if cfg.tensorboard:
+            sinks.append(TensorBoardSink(out, start))
+        wb = WandbSink(out, hparams, cfg.wandb, cfg.wandb_project, resume_id=wandb_id)
+        wandb_id = wb.run_id
+        sinks.append(wb)
+    print(f"training {cfg.arch} on {device}: {len(loader_items(train_loader))} train / "
+          f"{len(loader_items(val_loader))} val images, {steps} steps/epoch, epochs {start}..{cfg.epochs - 1}, "
+          f"loader {cfg.loader}, amp {amp}, channels_last {channels_last}")
+
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
+    metrics: dict = {}
+    for epoch in range(start, end):
+        train_loader.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen, wait = 0, 0.0
+        samples = None
+        t0 = time.perf_counter()
+        it = iter(train_loader)
+        while True:
+            tw = time.perf_counter()
+            batch: Batch | None = next(it, None)
+            wait += time.perf_counter() - tw
+            if batch is None:
+                break
+            x, y = batch.images, batch.labels.float()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if epoch == 0 and samples is None:
+                samples = denormalize(x[:16]).cpu()
+            with _autocast(device, amp):
+                logits = step_model(x).squeeze(1)
+            loss = crit(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += loss.detach() * len(y)
+            correct += ((logits.detach() > 0) == (y > 0.5)).sum()
+            seen += len(y)
+        if cuda:
+            torch.cuda.synchronize()
+        train_s = time.perf_counter() - t0
+        val = predict(model, val_loader, device, amp, channels_last)
+        val_auc = auc(val["labels"], val["probs"])
+        thr = choose_threshold(val["labels"], val["probs"])
+        metrics = {
+            "epoch": epoch,
+            "train/loss": float(loss_sum) / max(1, seen),
+            "train/acc": float(correct) / max(1, seen),
+            "train/lr": opt.param_groups[0]["lr"],
+            "train/images_per_s": seen / train_s,
+            "train/data_wait_share": wait / train_s,
+            "train/epoch_s": train_s,
+            "val/loss": val["loss"],
+            "val/acc": float(np.mean((val["probs"] > 0.5) == (val["labels"] > 0.5))) if len(val["labels"]) else float("nan"),
+            "val/auc": val_auc,
+            "val/threshold": thr,
+            "val/acc_at_threshold": float(np.mean((val["probs"] >= thr) == (val["labels"] > 0.5))) if len(val["labels"]) else float("nan"),
+            "data/skipped": len(train_loader.skips) + len(val_loader.skips),
+        }
+        write_predictions(out / "preds" / f"val_epoch_{epoch:03d}.csv", val)
+        score = val_auc if not math.isnan(val_auc) else -metrics["val/loss"]
+        is_best = score > best_auc
+        if is_best:
+            best_auc, best_thr = score, thr
+            save_checkpoint(best_path, _checkpoint_meta(cfg, thr) | {
+                "epoch": epoch, "model": model.state_dict(), "val_auc": val_auc, "metrics": metrics})
+        save_checkpoint(last_path, _checkpoint_meta(cfg, thr) | {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+            "best_auc": best_auc, "val_auc": val_auc, "metrics": metrics, "wandb_id": wandb_id or ""})
+        metrics["val/best_auc"] = best_auc
+        extras = EpochExtras(val["labels"], val["probs"], samples)
+        for s in sinks:
+            s.log(epoch, metrics, extras)
+        print(f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
+              f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  val AUC {val_auc:.4f}  "
+              f"lr {metrics['train/lr']:.2e}  {metrics['train/images_per_s']:.1f} img/s  "
+              f"data wait {100 * metrics['train/data_wait_share']:.0f}%" + ("  *best" if is_best else ""))
+
+    finished = end >= cfg.epochs
+    summary = {"run_dir": str(out), "epochs_done": end, "finished": finished, "best_val_auc": best_auc,
+               "last": metrics, "imagenet_weights": imagenet, "device": str(device),
+               "skipped_images": {**train_loader.skips.paths, **val_loader.skips.paths}}
+    if finished:
+        if cfg.test_preds and best_path.exists() and "test" in loaders:
+            best_model, _ = load_model(best_path, device)
+            pred = predict(best_model, loaders["test"], device, amp, False)
+            write_predictions(out / "preds" / "test_best.csv", pred)
+            summary["test_auc_best"] = auc(pred["labels"], pred["probs"])
+        final = {"best_val_auc": best_auc} | {k: v for k, v in metrics.items() if k.startswith("val/")}
+        for s in sinks:
+            s.close(hparams, final)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    else:
+        for s in sinks:
+            if isinstance(s, TensorBoardSink):
+                s.writer.close()
+            elif isinstance(s, WandbSink) and s.run is not None:
+                s.run.finish()
+    return summary
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``python -m maskdet train`` (defaults from :class:`TrainConfig`)."""
+    d = TrainConfig()
+    p.add_argument("--data", default=d.data, help="DATA_DIR (stages 01-02 output)")
+    p.add_argument("--out", default=d.out, help="RUN_DIR: checkpoints, metrics, TensorBoard, WandB")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--arch", choices=["resnet50", "resnet18"], default=d.arch)
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
+                   help="ImageNet weights when they can be loaded")
+    p.add_argument("--loader", choices=["cached", "dataloader"], default=d.loader)
+    p.add_argument("--aug", default=d.aug, help="augmentation preset: default | light | none")
+    p.add_argument("--workers", type=int, default=None, help="default: the machine's cores (max 8)")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per split (whole twin pairs)")
+    p.add_argument("--val-limit", type=int, default=None, help="at most N val/test images (default --limit)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="CUDA only")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=d.wandb)
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard)
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=d.resume,
+                   help="continue after the last finished epoch in RUN_DIR/last.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this call")
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(a).items() if k in names})
+
+
+def train_cli(args: argparse.Namespace) -> dict:
+    summary = train(config_from_args(args))
+    print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2, default=str))
+    return summary
+
+
+# ---------------------------------------------------------------------------- benchmark
+
+def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1) -> float:
+    """Training images/s over the given batches (after ``warmup`` of them)."""
+    n, t0 = 0, None
+    for i, (x, y) in enumerate(batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            loss = crit(model(x).squeeze(1).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            n += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def benchmark(args) -> dict:
+    """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting,
+    and the full pipeline (cached loader + augmentation + step) against the model-only ceiling."""
+    from .loader import _bench_data
+
+    device = resolve_device(args.device or "auto")
+    cuda = device.type == "cuda"
+    n = args.batches or (30 if cuda else 3)
+    bs = 64
+    print(f"device {device}; resnet50 at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, {n} timed batches "
+          f"after warm-up; torch threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    x = torch.randn(bs, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    y = (torch.rand(bs, device=device) > 0.5).float()
+    crit = nn.BCEWithLogitsLoss()
+    settings = [("eager fp32", False, False, False), ("channels_last fp32", False, True, False)]
+    if cuda:
+        settings += [("channels_last + AMP", True, True, False),
+                     ("channels_last + AMP + compile", True, True, True)]
+    results = {}
+    for name, amp, cl, comp in settings:
+        model, _ = build_model("resnet50", pretrained=False, verbose=False)
+        model.to(device).train()
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        step_model = torch.compile(model) if comp else model
+        warm = 3 if comp else 1
+        results[name] = _time_steps(step_model, opt, crit, [(x, y)] * (n + warm), device, amp, cl, warm)
+        print(f"  {name:34s} {results[name]:8.1f} img/s (model only)")
+    best_name = max(results, key=results.get)
+    amp, cl, comp = next((a, c, k) for nm, a, c, k in settings if nm == best_name)
+    data_dir = _bench_data(args)
+    loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))["train"]
+    model, _ = build_model("resnet50", pretrained=False, verbose=False)
+    model.to(device).train()
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step_model = torch.compile(model) if comp else model
+    warm = 3 if comp else 1
+
+    def real_batches():
+        epoch, k = 0, 0
+        while True:
+            loader.set_epoch(epoch)
+            for b in loader:
+                if len(b.labels) == bs:
+                    yield b.images, b.labels.float()
+                    k += 1
+                    if k >= n + warm:
+                        return
+            epoch += 1
+
+    full = _time_steps(step_model, opt, crit, real_batches(), device, amp, cl, warm)
+    ratio = full / results[best_name]
+    print(f"  {'full pipeline (' + best_name + ')':34s} {full:8.1f} img/s  = {100 * ratio:.0f}% of model-only")
+    return {"model_only": results, "full_pipeline": full, "ratio": ratio, "device": str(device)}
+
+
+__all__ = ["TrainConfig", "train", "add_train_args", "config_from_args", "train_cli", "benchmark",
+           "load_checkpoint", "load_model", "save_checkpoint", "predict", "write_predictions",
+           "choose_threshold", "WarmupCosine", "make_optimizer", "resolve_device"]

@@ -1,0 +1,141 @@
+"""Stage 04 training on real faces (lfw-mini, stages 01-02 for real): no mocks of torch or data."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskdet.loader import make_loaders, select_rows
+from maskdet.manifest import read_manifest
+from maskdet.model import build_model
+from maskdet.train import TrainConfig, load_checkpoint, load_model, train
+
+TB_SCALARS = {"train/loss", "train/acc", "train/lr", "train/images_per_s", "train/data_wait_share",
+              "val/loss", "val/acc", "val/auc", "val/threshold"}
+
+
+@pytest.fixture(scope="module")
+def masked_data(tmp_path_factory, lfw_mini):
+    from maskdet.data import download_and_prepare
+    from maskdet.synthesis import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("train") / "data"
+    download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
+    synthesize_dataset(out, backend="builtin", workers=1, progress=False)
+    return out
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), epochs=2, batch_size=4, limit=8, val_limit=4,
+                pretrained=False, wandb="disabled", workers=0, warmup_epochs=0.5)
+    return TrainConfig(**(base | kw))
+
+
+def test_overfits_one_batch(masked_data):
+    torch.manual_seed(0)
+    loader = make_loaders(masked_data, 8, "cached", workers=0, limit=8, splits=("val",))["val"]
+    batch = next(iter(loader))
+    assert set(batch.labels.tolist()) == {0.0, 1.0}
+    model, _ = build_model("resnet50", pretrained=False, verbose=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    crit = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    for step in range(25):
+        logits = model(batch.images).squeeze(1)
+        loss = crit(logits, batch.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        acc = ((logits.detach() > 0) == (batch.labels > 0.5)).float().mean().item()
+        if acc == 1.0 and loss.item() < 0.1:
+            break
+    assert acc == 1.0 and loss.item() < 0.1, (step, acc, loss.item())
+
+
+def test_smoke_training_writes_every_sink(masked_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = tmp_path / "data"
+    shutil.copytree(masked_data, data, ignore=shutil.ignore_patterns("cache"))
+    bad = select_rows(read_manifest(data), "train", limit=8)[0].path
+    (data / bad).write_bytes(b"not an image at all")
+    run = tmp_path / "run"
+    summary = train(_cfg(data, run, wandb="offline"))
+    assert summary["finished"] and summary["epochs_done"] == 2
+    assert summary["skipped_images"] == {bad: "not an image"}  # skipped and counted, no crash
+
+    ea = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert TB_SCALARS <= set(tags["scalars"]), tags["scalars"]
+    assert [e.step for e in ea.Scalars("val/auc")] == [0, 1]
+    assert {"val/roc", "train/samples"} <= set(tags["images"])
+    assert "val/pr" in tags["tensors"]
+    hp = EventAccumulator(str(run / "tb" / "hparams"))
+    hp.Reload()
+    assert any(t.startswith("hparam/") for t in hp.Tags()["scalars"])
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert all(0 <= float(r["val/auc"]) <= 1 and float(r["train/images_per_s"]) > 0 for r in rows)
+    assert rows[0]["data/skipped"] == "1"
+    preds = list(csv.DictReader(open(run / "preds" / "val_epoch_001.csv")))
+    assert len(preds) == 4 and {p["label"] for p in preds} == {"0", "1"}
+    assert all(0 <= float(p["prob"]) <= 1 for p in preds)
+    assert (run / "preds" / "test_best.csv").exists()
+
+    offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and offline[0].stat().st_size > 0
+
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        assert ckpt["arch"] == "resnet50" and ckpt["image_size"] == 112
+        assert ckpt["class_names"] == ["not_wearing_mask", "wearing_mask"]
+        assert len(ckpt["mean"]) == 3 and 0 <= ckpt["threshold"] <= 1
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(torch.load(run / "last.pt", weights_only=True))
+    model, meta = load_model(run / "best.pt")
+    assert meta["threshold"] == torch.load(run / "best.pt", weights_only=True)["threshold"]
+    assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 1)
+
+
+def test_resume_equals_uninterrupted(masked_data, tmp_path):
+    kw = dict(arch="resnet18", epochs=3, limit=12)
+    full = train(_cfg(masked_data, tmp_path / "full", **kw))
+    part = train(_cfg(masked_data, tmp_path / "cut", stop_after=1, **kw))
+    assert part["epochs_done"] == 1 and not part["finished"]
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = train(_cfg(masked_data, tmp_path / "cut", stop_after=1, **kw))  # a second session
+    assert resumed["epochs_done"] == 2
+    resumed = train(_cfg(masked_data, tmp_path / "cut", **kw))
+    assert resumed["finished"]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    metrics = [l for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines() if l]
+    assert len(metrics) == 3  # each epoch once
+    assert not (tmp_path / "full" / "wandb").exists()  # disabled mode makes no WandB run
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).with_name("PWNED"),))
+
+
+def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
+    marker = Path(__file__).with_name("PWNED")
+    marker.unlink(missing_ok=True)
+    model, _ = build_model("resnet18", pretrained=False, verbose=False)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "maskdet-checkpoint-v1", "arch": "resnet18", "model": model.state_dict(),
+                "extra": _Payload()}, path)
+    with pytest.raises(ValueError, match="refused"):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match="refused"):
+        load_model(path)
+    assert not marker.exists()
