@@ -89,7 +89,19 @@ def _smooth(line: np.ndarray, rounds: int = 2) -> np.ndarray:
 
 
 def outline(mask_type: str, pts: np.ndarray) -> np.ndarray:
-    """The mask's polygon (N, 2) in image coordinates for one of :data:`MASK_TYPES`."""
+    """The mask's polygon (N, 2) in image coordinates for one of :data:`MASK_TYPES`.
+
+    No point lies higher (along the face's vertical) than 60% of the way from the eye line to
+    the top of the mask on the nose, so the mask never reaches the eyes on tilted heads."""
+    poly = _outline(mask_type, pts)
+    o, _, ey, fw = face_frame(pts)
+    top = pts[27] + 0.55 * (pts[30] - pts[27])
+    vmin = max(0.6 * float((top - o) @ ey), 0.08 * fw)
+    v = (poly - o) @ ey
+    return poly + np.clip(vmin - v, 0, None)[:, None] * ey
+
+
+def _outline(mask_type: str, pts: np.ndarray) -> np.ndarray:
     pts = pts.astype(np.float64)
     o, ex, ey, fw = face_frame(pts)
     top = pts[27] + 0.55 * (pts[30] - pts[27])  # half-way down the nose bridge
@@ -160,7 +172,7 @@ class BuiltinRenderer:
     name = "builtin"
 
     def choose(self, rng: np.random.Generator) -> tuple[str, str, str]:
-        """(mask_type, colour name(s), texture) for one image."""
+        """(mask_type, colour name, texture[/second colour]) for one image."""
         types = list(MASK_TYPES)
         mask_type = str(rng.choice(types, p=np.array(list(MASK_TYPES.values())) / sum(MASK_TYPES.values())))
         color = str(rng.choice(TYPE_COLORS[mask_type]))
@@ -169,9 +181,8 @@ class BuiltinRenderer:
             texture = str(rng.choice(list(CLOTH_TEXTURES), p=list(CLOTH_TEXTURES.values())))
         elif mask_type == "N95" and rng.random() < 0.25:
             texture = "noise"
-        if texture != "solid":
-            second = str(rng.choice([c for c in COLORS if c != color]))
-            color = f"{color}+{second}"
+        if texture != "solid":  # the pattern's second colour goes with the texture
+            texture += "/" + str(rng.choice([c for c in COLORS if c != color]))
         return mask_type, color, texture
 
     def render(self, rgb: np.ndarray, face: Face, rng: np.random.Generator) -> Rendered:
@@ -196,10 +207,9 @@ class BuiltinRenderer:
         dx, dy = xx - o[0], yy - o[1]
         u = (dx * ex[0] + dy * ex[1]) / fw  # across the face, 0 at the nose
         v = (dx * ey[0] + dy * ey[1]) / fw  # down the face, 0 at the eyes
-        names = color.split("+")
-        c0 = rgb_of(COLORS[names[0]])
-        c1 = rgb_of(COLORS[names[-1]])
-        col = _pattern(texture, u, v, c0, c1, rng)
+        kind, _, second = texture.partition("/")
+        c0 = rgb_of(COLORS[color])
+        col = _pattern(kind, u, v, c0, rgb_of(COLORS[second or color]), rng)
 
         # shading: cylinder across the face, light from above, folds, edge darkening, scene light
         shade = 1.0 - 0.55 * np.clip(np.abs(u) / 0.55, 0, 1) ** 2.2 - 0.08 * (v - 0.6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -34,9 +35,11 @@ SPLITS = ("train", "val", "test")
 MIN_AREA_RATIO = 0.2
 """A mask whose opaque area (alpha > 0.5) is below this fraction of the face box is dropped
 (on lfw-mini: 1st percentile 0.23 for masktheface incl. turned-head templates, broken masks < 0.1)."""
-KEY_POINTS = [30, 31, 32, 33, 34, 35] + list(range(48, 60))
-"""Nose tip, nostrils and outer lip landmarks: a usable mask covers (almost) all of them."""
+KEY_POINTS = [30, 31, 32, 33, 34, 35] + list(range(48, 68))
+"""Nose tip, nostrils and lip landmarks: a usable mask covers (almost) all of them."""
 MIN_KEY_COVER = 0.9
+CORE_POINTS = [30, 33, 51, 57, 62, 66]
+"""Nose tip, lip centres and mouth centre: all must be under the mask."""
 
 _STATE: dict = {}
 
@@ -95,7 +98,8 @@ def rng_for(seed: int, key: str) -> np.random.Generator:
 # -------------------------------------------------------------------------- one image
 
 def check_quality(alpha: np.ndarray, face: Face) -> str:
-    """'' for a usable mask, else why it is dropped (thin/broken or missing nose and mouth)."""
+    """'' for a usable mask, else why it is dropped: thin/broken, missing nose and mouth, or
+    reaching above the line through the eye centres (tilted heads, gas-mask cartridges)."""
     l, t, r, b = face.box
     box_area = max((r - l) * (b - t), 1)
     ratio = float((alpha > 0.5).sum()) / box_area
@@ -104,9 +108,16 @@ def check_quality(alpha: np.ndarray, face: Face) -> str:
     h, w = alpha.shape
     pts = face.landmarks[KEY_POINTS]
     xs, ys = np.clip(pts[:, 0], 0, w - 1), np.clip(pts[:, 1], 0, h - 1)
-    cover = float((alpha[ys, xs] > 0.5).mean())
-    if cover < MIN_KEY_COVER:
+    covered = alpha[ys, xs] > 0.5
+    cover = float(covered.mean())
+    if cover < MIN_KEY_COVER or not covered[[KEY_POINTS.index(i) for i in CORE_POINTS]].all():
         return f"mask misses nose/mouth: covers {cover:.0%} of key landmarks"
+    le, re = face.landmarks[36:42].mean(0), face.landmarks[42:48].mean(0)
+    ys, xs = np.nonzero(alpha > 0.5)
+    eye_y = le[1] + (xs - le[0]) * (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
+    above = int((ys < eye_y).sum())
+    if above:
+        return f"mask above the eyes: {above} px above the eye line"
     return ""
 
 
@@ -163,7 +174,10 @@ def run_jobs(jobs: list[tuple[str, str, str]], backend: str, masktheface_dir: st
         _init(backend, mdir, seed)
         return [_mask_one(j) for j in tqdm(jobs, **bar)]
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(backend, mdir, seed)) as pool:
+    # spawn, not fork: a forked child inherits OpenCV's thread pool in a broken state and hangs
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(backend, mdir, seed)) as pool:
         return list(tqdm(pool.map(_mask_one, jobs, chunksize=chunk), **bar))
 
 

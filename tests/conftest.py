@@ -32,3 +32,13 @@ def mini_data(tmp_path_factory, lfw_mini) -> Path:
     out = tmp_path_factory.mktemp("mini") / "data"
     download_and_prepare(str(lfw_mini), out, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_faces(tmp_path_factory, lfw_mini) -> Path:
+    """Stage 01 output for 16 lfw-mini people (synthesis tests); copy it before modifying."""
+    from maskdet.data import download_and_prepare
+
+    out = tmp_path_factory.mktemp("small") / "data"
+    download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
+    return out
