@@ -43,7 +43,8 @@ import pandas as pd
 
 from maskdet import data, synthesis
 
-data.check_stage01(DATA_DIR)  # stops here with a clear message if 01_download has not run
+rows = data.check_stage01(DATA_DIR)  # stops with a clear message if 01_download has not run
+print(f"{len(rows)} faces from stage 01 in {DATA_DIR}")
 """,
     ),
     (
