@@ -889,3 +889,19 @@ __all__ = [
     "FaceLoader", "ImageCache", "build_cache", "BatchAugment", "center_crop_batch", "CachedLoader",
     "make_loaders", "loader_items", "augmented_grid", "baseline_imagefolder_loader", "benchmark",
 ]
+
+
+def check_stage02(data_dir: str | os.PathLike) -> dict[str, Counter]:
+    """For a notebook started on its own: usable images per split and class, or an error that
+    names the stage to run first (01_download for no faces, 02_mask_synthesis for no masks)."""
+    rows = read_manifest(data_dir)  # names stage 01 when there is no manifest
+    ok = usable(rows)
+    if not any(r["label"] == "not_wearing_mask" for r in ok):
+        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+    if not any(r["label"] == "wearing_mask" for r in ok):
+        raise RuntimeError(f"{data_dir} has no masked faces yet: run stage 02 first "
+                           "(notebook 02_mask_synthesis or `python -m maskdet synthesize`)")
+    return {split: Counter(r["label"] for r in ok if r["split"] == split) for split in ("train", "val", "test")}
+
+
+__all__ += ["check_stage02"]

@@ -36,9 +36,6 @@ class EpochExtras:
 
 def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str = "val ROC"):
     """A small ROC figure (matplotlib) with the AUC in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
