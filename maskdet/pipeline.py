@@ -15,33 +15,64 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
+_COMMON = {
+    "SYNTH_BACKEND": "",
+    "WORKERS": 2,
+    "SEED": 0,
+    "LR": 0.01,
+    "OPTIMIZER": "sgd",
+    "ARCH": "resnet50",
+    "LOADER": "cached",
+    "AUG": "default",
+}
 PRESETS: dict[str, dict] = {
+    # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
     "smoke": {
+        **_COMMON,
         "SOURCE": str(SHARED / "lfw-mini.tgz"),
         "DATA_DIR": "data/smoke",
         "RUN_DIR": "runs/smoke",
         "LIMIT_IDENTITIES": 30,
-        "SYNTH_BACKEND": "",
-        "WORKERS": 2,
-        "SEED": 0,
+        "EPOCHS": 1,
+        "BATCH_SIZE": 4,
+        "WARMUP_EPOCHS": 0.5,
+        "LIMIT": 8,
+        "VAL_LIMIT": 4,
+        "PRETRAINED": False,
+        "WANDB": "disabled",
+        "BENCH_BATCHES": 1,
     },
+    # a 2-core CPU in under 15 minutes, clearly better than chance on the val split
     "demo": {
+        **_COMMON,
         "SOURCE": "lfw",
         "DATA_DIR": "data/demo",
         "RUN_DIR": "runs/demo",
         "LIMIT_IDENTITIES": 600,
-        "SYNTH_BACKEND": "",
-        "WORKERS": 2,
-        "SEED": 0,
+        "EPOCHS": 4,
+        "BATCH_SIZE": 32,
+        "WARMUP_EPOCHS": 1.0,
+        "LIMIT": 600,
+        "VAL_LIMIT": 120,
+        "PRETRAINED": True,
+        "WANDB": "auto",
+        "BENCH_BATCHES": 5,
     },
+    # the assignment on a GPU: all of LFW, 50 epochs, batch 64, lr 0.01
     "full": {
+        **_COMMON,
         "SOURCE": "lfw",
         "DATA_DIR": "data/full",
         "RUN_DIR": "runs/full",
         "LIMIT_IDENTITIES": 0,
-        "SYNTH_BACKEND": "",
-        "WORKERS": 2,
-        "SEED": 0,
+        "EPOCHS": 50,
+        "BATCH_SIZE": 64,
+        "WARMUP_EPOCHS": 2.0,
+        "LIMIT": 0,
+        "VAL_LIMIT": 0,
+        "PRETRAINED": True,
+        "WANDB": "auto",
+        "BENCH_BATCHES": 20,
     },
 }
 
