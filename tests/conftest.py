@@ -42,3 +42,15 @@ def small_faces(tmp_path_factory, lfw_mini) -> Path:
     out = tmp_path_factory.mktemp("small") / "data"
     download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def masked_mini(tmp_path_factory, lfw_mini) -> Path:
+    """16 lfw-mini people through stage 01 and stage 02 (builtin masks), for real; read-only."""
+    from maskdet.data import download_and_prepare
+    from maskdet.synthesis import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("masked") / "data"
+    download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
+    synthesize_dataset(out, backend="builtin", workers=1, progress=False)
+    return out

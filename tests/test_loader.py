@@ -15,15 +15,9 @@ from maskdet.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
-def masked_data(tmp_path_factory, lfw_mini):
+def masked_data(masked_mini):
     """16 lfw-mini people with builtin masked twins (stages 01 and 02 for real)."""
-    from maskdet.data import download_and_prepare
-    from maskdet.synthesis import synthesize_dataset
-
-    out = tmp_path_factory.mktemp("loader") / "data"
-    download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
-    synthesize_dataset(out, backend="builtin", workers=1, progress=False)
-    return out
+    return masked_mini
 
 
 def _all(loader, epoch=0):
