@@ -106,7 +106,7 @@ def write_face(path: str | os.PathLike, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format=FACE_FORMAT, compress_level=6, optimize=False)
+    Image.fromarray(rgb, "RGB").save(buf, format=FACE_FORMAT, compress_level=1, optimize=False)
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)

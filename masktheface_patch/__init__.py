@@ -152,11 +152,11 @@ class MaskTheFaceRenderer:
         elif angle > ANGLE_THRESHOLD:
             variant += "_left"
 
-        # template scale: about twice the mask's width on the face, as a power-of-two reduction
+        # template scale: one to two times the mask's width on the face (power-of-two reduction)
         _, pts0 = self.cfg[variant]
         width_face = float(np.linalg.norm(six[0] - six[2])) or 1.0
         width_tmpl = float(np.linalg.norm(pts0[0] - pts0[2])) or 1.0
-        level = int(np.clip(math.floor(math.log2(max(width_tmpl / (2 * width_face), 1.0))), 0, MAX_LEVEL))
+        level = int(np.clip(math.floor(math.log2(max(width_tmpl / width_face, 1.0))), 0, MAX_LEVEL))
         tmpl, pts = self._template(variant, level)
 
         if choice["texture"] != "none":
