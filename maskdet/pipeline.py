@@ -130,10 +130,11 @@ def run_notebooks(
     for nb in notebooks(stages):
         t0 = time.time()
         print(f"== {nb.name}", flush=True)
+        declared = pm.inspect_notebook(str(nb))  # pass each notebook only its own parameters
         pm.execute_notebook(
             str(nb),
             str(out / nb.name),
-            parameters=params,
+            parameters={k: v for k, v in params.items() if k in declared},
             cwd=str(ROOT),
             kernel_name="python3",
             progress_bar=False,
