@@ -70,3 +70,22 @@ def test_notebooks_in_git_have_no_outputs_and_a_kernelspec():
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
         assert "colab-badge.svg" in "".join(nb["cells"][0]["source"])
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+
+
+def test_parameters_cells_parse_and_cover_the_presets():
+    import re
+
+    import papermill as pm
+
+    from maskdet.pipeline import PRESETS
+
+    declared_anywhere = set()
+    for nb_path in notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        names = set(re.findall(r"^([A-Z_]+)\s*=", cell.source, flags=re.MULTILINE))
+        declared = set(pm.inspect_notebook(str(nb_path)))
+        assert names == declared, (nb_path.name, names ^ declared)  # papermill parsed every line
+        declared_anywhere |= declared
+    for name, preset in PRESETS.items():
+        assert set(preset) <= declared_anywhere, (name, set(preset) - declared_anywhere)

@@ -30,7 +30,7 @@ the second synthesizer of the cross-synthesizer ablation in stage 05.
 
 PARAMS = """
 DATA_DIR = "data/demo"
-SYNTH_BACKEND = ""  # "" = masktheface when its checkout is present, else builtin
+SYNTH_BACKEND = ""  # empty: masktheface when its checkout is present, else builtin
 WORKERS = 2
 SEED = 0
 """
