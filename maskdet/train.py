@@ -476,6 +476,16 @@ def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1)
     return n / (time.perf_counter() - t0)
 
 
+def _bench_model(device: torch.device, channels_last: bool, compile_: bool):
+    """A fresh ResNet-50 in train mode, its SGD optimizer, the (compiled) step model, warm-up steps."""
+    model, _ = build_model("resnet50", pretrained=False, verbose=False)
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return model, opt, (torch.compile(model) if compile_ else model), (3 if compile_ else 1)
+
+
 def benchmark(args) -> dict:
     """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting,
     and the full pipeline (cached loader + augmentation + step) against the model-only ceiling."""
@@ -497,26 +507,14 @@ def benchmark(args) -> dict:
                      ("channels_last + AMP + compile", True, True, True)]
     results = {}
     for name, amp, cl, comp in settings:
-        model, _ = build_model("resnet50", pretrained=False, verbose=False)
-        model.to(device).train()
-        if cl:
-            model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        step_model = torch.compile(model) if comp else model
-        warm = 3 if comp else 1
+        model, opt, step_model, warm = _bench_model(device, cl, comp)
         results[name] = _time_steps(step_model, opt, crit, [(x, y)] * (n + warm), device, amp, cl, warm)
         print(f"  {name:34s} {results[name]:8.1f} img/s (model only)")
     best_name = max(results, key=results.get)
     amp, cl, comp = next((a, c, k) for nm, a, c, k in settings if nm == best_name)
     data_dir = _bench_data(args)
     loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))["train"]
-    model, _ = build_model("resnet50", pretrained=False, verbose=False)
-    model.to(device).train()
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    step_model = torch.compile(model) if comp else model
-    warm = 3 if comp else 1
+    model, opt, step_model, warm = _bench_model(device, cl, comp)
 
     def real_batches():
         epoch, k = 0, 0
