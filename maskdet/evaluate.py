@@ -29,9 +29,8 @@ import json
 import math
 import os
 import re
-from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -41,6 +40,7 @@ EPOCH_PREDS_RE = re.compile(r"val_epoch_(\d+)\.csv$")
 
 
 # ------------------------------------------------------------------------ basic checks
+
 
 def _arrays(labels: Sequence, probs: Sequence) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.int64).ravel()
@@ -60,7 +60,10 @@ def _both_classes(y: np.ndarray) -> bool:
 
 # --------------------------------------------------------------------------------- ROC
 
-def roc_curve_points(labels: Sequence, probs: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def roc_curve_points(
+    labels: Sequence, probs: Sequence
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) for every distinct score, starting at (0, 0) with threshold +inf.
 
     ``prob >= thresholds[i]`` gives the point ``(fpr[i], tpr[i])``; same points as
@@ -110,8 +113,14 @@ def _auc_pos_neg(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((less.sum() + 0.5 * (less_eq - less).sum()) / (pos.size * neg.size))
 
 
-def bootstrap_auc_ci(labels: Sequence, probs: Sequence, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95, groups: Sequence | None = None) -> dict:
+def bootstrap_auc_ci(
+    labels: Sequence,
+    probs: Sequence,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: Sequence | None = None,
+) -> dict:
     """Percentile bootstrap interval of the AUC (seeded: the same numbers on every call).
 
     Without ``groups``: stratified (positives and negatives resampled separately). With
@@ -146,9 +155,16 @@ def bootstrap_auc_ci(labels: Sequence, probs: Sequence, n_boot: int = 1000, seed
             aucs[b] = _auc_pos_neg(p[pick][yb == 1], p[pick][yb == 0])
             b += 1
     lo, hi = np.quantile(aucs, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"auc": roc_auc(y, p), "low": float(lo), "high": float(hi), "level": level,
-            "n_boot": n_boot, "seed": seed, "method": "grouped" if groups is not None else "stratified",
-            "redrawn": redrawn}
+    return {
+        "auc": roc_auc(y, p),
+        "low": float(lo),
+        "high": float(hi),
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+        "method": "grouped" if groups is not None else "stratified",
+        "redrawn": redrawn,
+    }
 
 
 def tpr_at_fpr(labels: Sequence, probs: Sequence, target: float) -> dict:
@@ -156,10 +172,16 @@ def tpr_at_fpr(labels: Sequence, probs: Sequence, target: float) -> dict:
     fpr, tpr, thr = roc_curve_points(labels, probs)
     ok = np.flatnonzero(fpr <= target + 1e-12)
     i = ok[np.argmax(tpr[ok])]
-    return {"fpr_target": target, "tpr": float(tpr[i]), "fpr": float(fpr[i]), "threshold": float(thr[i])}
+    return {
+        "fpr_target": target,
+        "tpr": float(tpr[i]),
+        "fpr": float(fpr[i]),
+        "threshold": float(thr[i]),
+    }
 
 
 # ---------------------------------------------------------------------------------- PR
+
 
 def pr_curve_points(labels: Sequence, probs: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(precision, recall, thresholds) per distinct score, in order of increasing threshold,
@@ -184,6 +206,7 @@ def average_precision(labels: Sequence, probs: Sequence) -> float:
 
 
 # ------------------------------------------------------------------------- thresholds
+
 
 def confusion(labels: Sequence, probs: Sequence, threshold: float = 0.5) -> np.ndarray:
     """2x2 counts [[TN, FP], [FN, TP]] (rows: true class 0/1, columns: predicted 0/1)."""
@@ -214,7 +237,10 @@ def threshold_metrics(labels: Sequence, probs: Sequence, threshold: float = 0.5)
         "recall": recall,
         "specificity": _div(tn, tn + fp),
         "f1": _div(2 * precision * recall, precision + recall),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
     }
 
 
@@ -244,7 +270,10 @@ def choose_threshold(labels: Sequence, probs: Sequence, method: str = "youden") 
 
 # ---------------------------------------------------------------------- groups, errors
 
-def group_metrics(labels: Sequence, probs: Sequence, groups: Sequence[str], threshold: float) -> dict:
+
+def group_metrics(
+    labels: Sequence, probs: Sequence, groups: Sequence[str], threshold: float
+) -> dict:
     """Per group value of the positives (e.g. mask type): n, mean probability, recall at
     ``threshold``, and AUC of that group's positives against all negatives."""
     y, p = _arrays(labels, probs)
@@ -263,8 +292,9 @@ def group_metrics(labels: Sequence, probs: Sequence, groups: Sequence[str], thre
     return out
 
 
-def confident_mistakes(paths: Sequence[str], labels: Sequence, probs: Sequence, threshold: float = 0.5,
-                       k: int = 16) -> list[dict]:
+def confident_mistakes(
+    paths: Sequence[str], labels: Sequence, probs: Sequence, threshold: float = 0.5, k: int = 16
+) -> list[dict]:
     """The ``k`` wrong predictions at ``threshold`` with the most confidence (largest |p - label|)."""
     y, p = _arrays(labels, probs)
     wrong = np.flatnonzero((p >= threshold) != (y == 1))
@@ -274,17 +304,27 @@ def confident_mistakes(paths: Sequence[str], labels: Sequence, probs: Sequence, 
 
 # ------------------------------------------------------------------------- one report
 
-def evaluate_predictions(labels: Sequence, probs: Sequence, threshold: float | None = None,
-                         paths: Sequence[str] | None = None, groups: dict[str, Sequence[str]] | None = None,
-                         clusters: Sequence | None = None, n_boot: int = 1000, seed: int = 0,
-                         n_mistakes: int = 16) -> dict:
+
+def evaluate_predictions(
+    labels: Sequence,
+    probs: Sequence,
+    threshold: float | None = None,
+    paths: Sequence[str] | None = None,
+    groups: dict[str, Sequence[str]] | None = None,
+    clusters: Sequence | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_mistakes: int = 16,
+) -> dict:
     """Every number of stage 05 as a JSON-able dict (``threshold``: chosen on val; None -> 0.5 only)."""
     y, p = _arrays(labels, probs)
     op = 0.5 if threshold is None else float(threshold)
     fpr, tpr, thr = roc_curve_points(y, p)
     prec, rec, pthr = pr_curve_points(y, p)
     out = {
-        "n": int(y.size), "n_pos": int(y.sum()), "n_neg": int(y.size - y.sum()),
+        "n": int(y.size),
+        "n_pos": int(y.sum()),
+        "n_neg": int(y.size - y.sum()),
         "auc": bootstrap_auc_ci(y, p, n_boot=n_boot, seed=seed, groups=clusters),
         "average_precision": average_precision(y, p),
         "at_0.5": threshold_metrics(y, p, 0.5),
@@ -292,7 +332,11 @@ def evaluate_predictions(labels: Sequence, probs: Sequence, threshold: float | N
         "tpr_at_fpr": {f"{t:g}": tpr_at_fpr(y, p, t) for t in FPR_TARGETS},
         "confusion_at_threshold": confusion(y, p, op).tolist(),
         "confusion_at_0.5": confusion(y, p, 0.5).tolist(),
-        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": [float(min(t, 1e9)) for t in thr]},
+        "roc": {
+            "fpr": fpr.tolist(),
+            "tpr": tpr.tolist(),
+            "thresholds": [float(min(t, 1e9)) for t in thr],
+        },
         "pr": {"precision": prec.tolist(), "recall": rec.tolist(), "thresholds": pthr.tolist()},
     }
     if groups:
@@ -303,6 +347,7 @@ def evaluate_predictions(labels: Sequence, probs: Sequence, threshold: float | N
 
 
 # --------------------------------------------------------------------- per-epoch files
+
 
 def read_predictions(path: str | os.PathLike) -> dict[str, list]:
     """A predictions CSV (columns path, label, prob at least) as lists by column."""
@@ -317,7 +362,9 @@ def read_predictions(path: str | os.PathLike) -> dict[str, list]:
     }
 
 
-def write_predictions(path: str | os.PathLike, paths: Sequence[str], labels: Sequence, probs: Sequence) -> Path:
+def write_predictions(
+    path: str | os.PathLike, paths: Sequence[str], labels: Sequence, probs: Sequence
+) -> Path:
     """Write path,label,prob rows (the format :func:`read_predictions` reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,11 +392,16 @@ def epoch_aucs(run_dir: str | os.PathLike) -> dict[int, float]:
     out = {}
     for epoch, f in epoch_prediction_files(run_dir).items():
         d = read_predictions(f)
-        out[epoch] = roc_auc(d["label"], d["prob"]) if _both_classes(np.asarray(d["label"])) else float("nan")
+        out[epoch] = (
+            roc_auc(d["label"], d["prob"])
+            if _both_classes(np.asarray(d["label"]))
+            else float("nan")
+        )
     return out
 
 
 # ---------------------------------------------------------------------------- figures
+
 
 def _new_ax(ax=None, size=(4.5, 4.2)):
     import matplotlib.pyplot as plt
@@ -364,15 +416,29 @@ def plot_roc(result: dict, ax=None, title: str = "ROC"):
     operating points at 0.5 and at the val threshold."""
     fig, ax = _new_ax(ax)
     auc = result["auc"]
-    ax.plot(result["roc"]["fpr"], result["roc"]["tpr"], lw=2,
-            label=f"AUC {auc['auc']:.4f} [{auc['low']:.4f}, {auc['high']:.4f}]")
+    ax.plot(
+        result["roc"]["fpr"],
+        result["roc"]["tpr"],
+        lw=2,
+        label=f"AUC {auc['auc']:.4f} [{auc['low']:.4f}, {auc['high']:.4f}]",
+    )
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="chance")
     for key, marker in (("at_0.5", "o"), ("at_threshold", "s")):
         m = result[key]
-        ax.plot(1 - m["specificity"], m["recall"], marker, ms=7,
-                label=f"threshold {m['threshold']:.3g}: TPR {m['recall']:.3f}, FPR {1 - m['specificity']:.3f}")
-    ax.set(xlabel="false positive rate (unmasked called masked)", ylabel="true positive rate (masks found)",
-           title=title, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+        ax.plot(
+            1 - m["specificity"],
+            m["recall"],
+            marker,
+            ms=7,
+            label=f"threshold {m['threshold']:.3g}: TPR {m['recall']:.3f}, FPR {1 - m['specificity']:.3f}",
+        )
+    ax.set(
+        xlabel="false positive rate (unmasked called masked)",
+        ylabel="true positive rate (masks found)",
+        title=title,
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     return fig
@@ -380,8 +446,13 @@ def plot_roc(result: dict, ax=None, title: str = "ROC"):
 
 def plot_pr(result: dict, ax=None, title: str = "Precision-recall"):
     fig, ax = _new_ax(ax)
-    ax.step(result["pr"]["recall"], result["pr"]["precision"], where="post", lw=2,
-            label=f"AP {result['average_precision']:.4f}")
+    ax.step(
+        result["pr"]["recall"],
+        result["pr"]["precision"],
+        where="post",
+        lw=2,
+        label=f"AP {result['average_precision']:.4f}",
+    )
     base = result["n_pos"] / max(result["n"], 1)
     ax.axhline(base, color="k", ls=":", lw=1, label=f"chance ({base:.2f})")
     ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(-0.01, 1.01), ylim=(0, 1.02))
@@ -390,7 +461,9 @@ def plot_pr(result: dict, ax=None, title: str = "Precision-recall"):
     return fig
 
 
-def plot_confusion(result: dict, key: str = "confusion_at_threshold", ax=None, title: str | None = None):
+def plot_confusion(
+    result: dict, key: str = "confusion_at_threshold", ax=None, title: str | None = None
+):
     from . import LABELS
 
     fig, ax = _new_ax(ax, (4, 3.6))
@@ -399,8 +472,15 @@ def plot_confusion(result: dict, key: str = "confusion_at_threshold", ax=None, t
     names = [n.replace("_", " ") for n, _ in sorted(LABELS.items(), key=lambda kv: kv[1])]
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=12)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=12,
+            )
     ax.set_xticks([0, 1], names)
     ax.set_yticks([0, 1], names)
     thr = result["at_threshold" if key == "confusion_at_threshold" else "at_0.5"]["threshold"]
@@ -414,7 +494,9 @@ def plot_epoch_rocs(run_dir: str | os.PathLike, ax=None, max_curves: int = 60):
 
     files = epoch_prediction_files(run_dir)
     if not files:
-        raise FileNotFoundError(f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first")
+        raise FileNotFoundError(
+            f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first"
+        )
     fig, ax = _new_ax(ax, (5.2, 4.5))
     epochs = sorted(files)
     if len(epochs) > max_curves:  # keep first, last and evenly spaced epochs
@@ -426,8 +508,14 @@ def plot_epoch_rocs(run_dir: str | os.PathLike, ax=None, max_curves: int = 60):
         d = read_predictions(files[e])
         fpr, tpr, _ = roc_curve_points(d["label"], d["prob"])
         c = cmap((e - lo) / max(hi - lo, 1))
-        ax.plot(fpr, tpr, color=c, lw=1.2, alpha=0.85,
-                label=f"epoch {e}: AUC {roc_auc(d['label'], d['prob']):.4f}" if e in (lo, hi) else None)
+        ax.plot(
+            fpr,
+            tpr,
+            color=c,
+            lw=1.2,
+            alpha=0.85,
+            label=f"epoch {e}: AUC {roc_auc(d['label'], d['prob']):.4f}" if e in (lo, hi) else None,
+        )
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
     fig.colorbar(sm, ax=ax, label="epoch")
@@ -440,7 +528,9 @@ def plot_epoch_rocs(run_dir: str | os.PathLike, ax=None, max_curves: int = 60):
 def plot_auc_vs_epoch(run_dir: str | os.PathLike, ax=None):
     aucs = epoch_aucs(run_dir)
     if not aucs:
-        raise FileNotFoundError(f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first")
+        raise FileNotFoundError(
+            f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first"
+        )
     fig, ax = _new_ax(ax, (5, 3.5))
     ep = sorted(aucs)
     ax.plot(ep, [aucs[e] for e in ep], "o-", ms=3)
@@ -461,11 +551,17 @@ def plot_groups(result: dict, name: str, ax=None):
     for i, k in enumerate(keys):
         ax.text(i, groups[k]["recall"], f"n={groups[k]['n']}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=8)
-    ax.set(ylim=(0, 1.1), ylabel="recall at val threshold", title=f"masked faces found, per {name.replace('_', ' ')}")
+    ax.set(
+        ylim=(0, 1.1),
+        ylabel="recall at val threshold",
+        title=f"masked faces found, per {name.replace('_', ' ')}",
+    )
     return fig
 
 
-def mistakes_gallery(mistakes: list[dict], data_dir: str | os.PathLike, cols: int = 8, title: str = ""):
+def mistakes_gallery(
+    mistakes: list[dict], data_dir: str | os.PathLike, cols: int = 8, title: str = ""
+):
     """The images of :func:`confident_mistakes` with their true label and probability."""
     import matplotlib.pyplot as plt
 
@@ -482,10 +578,252 @@ def mistakes_gallery(mistakes: list[dict], data_dir: str | os.PathLike, cols: in
         except BadImage as err:
             ax.text(0.5, 0.5, str(err), ha="center", va="center", fontsize=6, wrap=True)
         truth = "mask" if m["label"] == 1 else "no mask"
-        ax.set_title(f"true: {truth}\np(mask)={m['prob']:.3f}", fontsize=7,
-                     color="tab:red")
+        ax.set_title(f"true: {truth}\np(mask)={m['prob']:.3f}", fontsize=7, color="tab:red")
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------ a whole run
+
+
+def _resolve_data_dir(data_dir: str | os.PathLike | None, meta: dict) -> Path:
+    from .pipeline import ROOT
+
+    cand = Path(data_dir or meta.get("hparams", {}).get("data", ""))
+    for p in (cand, ROOT / cand):
+        if (p / "manifest.csv").exists():
+            return p
+    raise FileNotFoundError(
+        f"no manifest.csv in {cand}: pass --data DATA_DIR (the data the run was trained on)"
+    )
+
+
+def predict_split(
+    model,
+    data_dir: str | os.PathLike,
+    split: str,
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    workers: int | None = None,
+) -> dict:
+    """Probabilities for a split with the project's deterministic val/test loader (cached path)."""
+    import torch
+
+    from .loader import make_loaders
+    from .train import predict
+
+    loader = make_loaders(
+        data_dir,
+        batch_size=batch_size,
+        mode="cached",
+        splits=(split,),
+        limit=limit,
+        val_limit=limit,
+        device=device,
+        workers=workers,
+    )[split]
+    pred = predict(model, loader, torch.device(device))
+    pred["skipped"] = dict(loader.skips.paths)
+    return pred
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    checkpoint: str = "best.pt",
+    limit: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    wandb: str = "auto",
+    tensorboard: bool = True,
+    device: str = "cpu",
+    workers: int | None = None,
+    threshold_method: str = "youden",
+) -> dict:
+    """Evaluate a training run's best checkpoint on ``split``: all numbers, JSON and PNGs.
+
+    Writes ``RUN_DIR/eval_<split>.json``, ``RUN_DIR/preds/<split>_eval.csv`` and figures in
+    ``RUN_DIR/eval_<split>/``; logs the scalars and figures to TensorBoard (``RUN_DIR/tb``, tags
+    ``<split>/...``) and to a WandB run named ``<run>-eval-<split>``. The operating threshold is
+    the one chosen on val at training time (stored in the checkpoint); if absent it is chosen here
+    on val with ``threshold_method``.
+    """
+    import matplotlib.pyplot as plt
+
+    from .manifest import read_manifest
+    from .train import load_model
+
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / checkpoint
+    if not ckpt_path.exists():
+        raise FileNotFoundError(
+            f"{ckpt_path} not found: train first (notebook 04 or `python -m maskdet train`)"
+        )
+    model, meta = load_model(ckpt_path, device)
+    data_dir = _resolve_data_dir(data_dir, meta)
+    pred = predict_split(model, data_dir, split, limit=limit, device=device, workers=workers)
+    if threshold_method and meta.get("threshold") is not None:
+        thr = {
+            "threshold": float(meta["threshold"]),
+            "method": "checkpoint (chosen on val at training time, Youden's J)",
+        }
+    else:
+        val = predict_split(model, data_dir, "val", limit=limit, device=device, workers=workers)
+        thr = choose_threshold(val["labels"], val["probs"], threshold_method)
+        thr["method"] = f"val, {thr['method']}"
+    rows = {r["path"]: r for r in read_manifest(data_dir)}
+    paths = list(pred["paths"])
+    info = [rows.get(p, {}) for p in paths]
+    groups = {k: [r.get(k, "") for r in info] for k in ("mask_type", "mask_color")}
+    clusters = [r.get("identity") or p for r, p in zip(info, paths)]
+    result = evaluate_predictions(
+        pred["labels"],
+        pred["probs"],
+        thr["threshold"],
+        paths=paths,
+        groups=groups,
+        clusters=clusters,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    result.update(
+        {
+            "split": split,
+            "run_dir": str(run_dir),
+            "checkpoint": str(ckpt_path),
+            "data_dir": str(data_dir),
+            "best_epoch": meta.get("epoch"),
+            "best_val_auc": meta.get("val_auc"),
+            "arch": meta.get("arch"),
+            "threshold_choice": thr,
+            "skipped_images": pred["skipped"],
+            "bootstrap_note": "percentile bootstrap over identities (a face and its masked twin move together)",
+        }
+    )
+    write_predictions(
+        run_dir / PREDS_DIRNAME / f"{split}_eval.csv", paths, pred["labels"], pred["probs"]
+    )
+
+    fig_dir = run_dir / f"eval_{split}"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs = {
+        "roc": plot_roc(result, title=f"{split} ROC (best epoch {meta.get('epoch')})"),
+        "pr": plot_pr(result, title=f"{split} precision-recall"),
+        "confusion": plot_confusion(result),
+        "groups_mask_type": plot_groups(result, "mask_type"),
+        "groups_mask_color": plot_groups(result, "mask_color"),
+        "mistakes": mistakes_gallery(
+            result["mistakes"], data_dir, title=f"{split}: most confident mistakes"
+        ),
+    }
+    if epoch_prediction_files(run_dir):
+        figs["epoch_rocs"] = plot_epoch_rocs(run_dir)
+        figs["auc_vs_epoch"] = plot_auc_vs_epoch(run_dir)
+        result["val_auc_per_epoch"] = {str(k): v for k, v in epoch_aucs(run_dir).items()}
+    result["figures"] = {}
+    for name, fig in figs.items():
+        path = fig_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        result["figures"][name] = str(path)
+    (run_dir / f"eval_{split}.json").write_text(json.dumps(result, indent=1, default=float))
+    _log_eval(run_dir, split, result, figs, meta, wandb, tensorboard)
+    for fig in figs.values():
+        plt.close(fig)
+    return result
+
+
+def headline(result: dict) -> dict[str, float]:
+    """The scalar results of :func:`evaluate_predictions` under flat names (for sinks and tables)."""
+    out = {
+        "auc": result["auc"]["auc"],
+        "auc_ci_low": result["auc"]["low"],
+        "auc_ci_high": result["auc"]["high"],
+        "average_precision": result["average_precision"],
+    }
+    for key, tag in (("at_0.5", "at_0.5"), ("at_threshold", "at_val_threshold")):
+        for m in ("accuracy", "precision", "recall", "specificity", "f1"):
+            out[f"{m}_{tag}"] = result[key][m]
+    out["val_threshold"] = result["at_threshold"]["threshold"]
+    for t, v in result["tpr_at_fpr"].items():
+        out[f"tpr_at_fpr_{t}"] = v["tpr"]
+    return out
+
+
+def _log_eval(
+    run_dir: Path,
+    split: str,
+    result: dict,
+    figs: dict,
+    meta: dict,
+    wandb_mode: str,
+    tensorboard: bool,
+) -> None:
+    """The evaluation's scalars and figures to TensorBoard and WandB (same sinks as training)."""
+    from .sinks import TensorBoardSink, WandbSink
+
+    step = int(meta.get("epoch") or 0)
+    scalars = {f"{split}/{k}": v for k, v in headline(result).items()}
+    if tensorboard:
+        tb = TensorBoardSink(run_dir)
+        for k, v in scalars.items():
+            tb.writer.add_scalar(k, v, step)
+        for name, fig in figs.items():
+            tb.writer.add_figure(f"{split}/{name}", fig, step, close=False)
+        tb.writer.close()
+    if wandb_mode != "disabled":
+        import wandb
+
+        wb = WandbSink(
+            run_dir,
+            {"split": split, "checkpoint": result["checkpoint"], **meta.get("hparams", {})},
+            wandb_mode,
+            name=f"{run_dir.name}-eval-{split}",
+        )
+        if wb.run is not None:
+            wb.run.log({**scalars, **{f"{split}/{n}": wandb.Image(f) for n, f in figs.items()}})
+            wb.run.summary.update(scalars)
+            wb.run.finish()
+
+
+def add_evaluate_args(p) -> None:
+    """Options of ``python -m maskdet evaluate``."""
+    p.add_argument("--run", required=True, help="RUN_DIR of a training run (holds best.pt)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"
+    )
+    p.add_argument("--checkpoint", default="best.pt", help="file name inside RUN_DIR")
+    p.add_argument(
+        "--limit", type=int, default=None, help="at most N images of the split (whole twin pairs)"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto")
+    p.add_argument("--device", default="cpu")
+
+
+def evaluate_cli(a) -> dict:
+    """``python -m maskdet evaluate --run RUN_DIR [--split test]``: prints the headline numbers."""
+    r = evaluate_run(
+        a.run, a.split, a.data, a.checkpoint, a.limit, a.bootstrap, a.seed, a.wandb, device=a.device
+    )
+    print(
+        json.dumps(
+            {
+                "split": r["split"],
+                "n": r["n"],
+                **headline(r),
+                "figures": r["figures"],
+                "json": str(Path(a.run) / f"eval_{a.split}.json"),
+            },
+            indent=2,
+        )
+    )
+    return r

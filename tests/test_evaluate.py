@@ -10,6 +10,10 @@ from sklearn import metrics as skm
 
 from maskdet import evaluate as ev
 
+from . import run_fixtures
+
+tiny_run = run_fixtures.tiny_run  # the shared fixture, used by name
+
 
 def _cases():
     rng = np.random.default_rng(3)
@@ -48,7 +52,9 @@ def test_threshold_metrics_match_sklearn(case, threshold):
     y, p = _cases()[case]
     pred = (p >= threshold).astype(int)
     m = ev.threshold_metrics(y, p, threshold)
-    np.testing.assert_array_equal(ev.confusion(y, p, threshold), skm.confusion_matrix(y, pred, labels=[0, 1]))
+    np.testing.assert_array_equal(
+        ev.confusion(y, p, threshold), skm.confusion_matrix(y, pred, labels=[0, 1])
+    )
     sp, sr, sf, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
     assert m["precision"] == pytest.approx(sp)
     assert m["recall"] == pytest.approx(sr)
@@ -66,7 +72,9 @@ def test_tpr_at_fpr_is_best_point_within_budget():
         assert r["tpr"] == pytest.approx(tpr[fpr <= target].max())
         # the reported threshold really gives that TPR/FPR
         m = ev.threshold_metrics(y, p, r["threshold"])
-        assert m["recall"] == pytest.approx(r["tpr"]) and 1 - m["specificity"] == pytest.approx(r["fpr"])
+        assert m["recall"] == pytest.approx(r["tpr"]) and 1 - m["specificity"] == pytest.approx(
+            r["fpr"]
+        )
 
 
 def test_choose_threshold_youden_and_f1():
@@ -95,9 +103,13 @@ def test_bootstrap_ci_contains_estimate_narrows_and_is_seeded():
     large = ev.bootstrap_auc_ci(y_l, p_l, n_boot=400, seed=1)
     for ci in (small, large):
         assert ci["low"] < ci["auc"] < ci["high"]
-        assert ci["auc"] == pytest.approx(skm.roc_auc_score(*((y_s, p_s) if ci is small else (y_l, p_l))))
+        assert ci["auc"] == pytest.approx(
+            skm.roc_auc_score(*((y_s, p_s) if ci is small else (y_l, p_l)))
+        )
     assert (large["high"] - large["low"]) < 0.5 * (small["high"] - small["low"])
-    assert ev.bootstrap_auc_ci(y_s, p_s, n_boot=200, seed=7) == ev.bootstrap_auc_ci(y_s, p_s, n_boot=200, seed=7)
+    assert ev.bootstrap_auc_ci(y_s, p_s, n_boot=200, seed=7) == ev.bootstrap_auc_ci(
+        y_s, p_s, n_boot=200, seed=7
+    )
     # grouped bootstrap: twins share a group; the interval still holds the estimate
     groups = np.arange(y_l.size) % (y_l.size // 2)
     g = ev.bootstrap_auc_ci(y_l, p_l, n_boot=200, seed=1, groups=groups)
@@ -116,7 +128,9 @@ def test_group_metrics_and_mistakes():
     paths = [f"img{i}.png" for i in range(8)]
     mis = ev.confident_mistakes(paths, y, p, 0.5, k=5)
     assert [m["path"] for m in mis] == ["img2.png", "img5.png"]  # |0.2 - 1| > |0.7 - 0|
-    res = ev.evaluate_predictions(y, p, threshold=0.5, paths=paths, groups={"mask_type": types}, n_boot=50)
+    res = ev.evaluate_predictions(
+        y, p, threshold=0.5, paths=paths, groups={"mask_type": types}, n_boot=50
+    )
     json.dumps(res)  # JSON-able
     assert res["confusion_at_threshold"] == skm.confusion_matrix(y, (p >= 0.5).astype(int)).tolist()
 
@@ -138,7 +152,12 @@ def test_epoch_files_figures(tmp_path):
     rng = np.random.default_rng(1)
     for e in (1, 2, 3):
         noisy = np.clip(p + rng.normal(0, 0.4 / e, p.size), 0, 1)
-        ev.write_predictions(tmp_path / "preds" / f"val_epoch_{e:03d}.csv", [f"f{i}" for i in range(y.size)], y, noisy)
+        ev.write_predictions(
+            tmp_path / "preds" / f"val_epoch_{e:03d}.csv",
+            [f"f{i}" for i in range(y.size)],
+            y,
+            noisy,
+        )
     aucs = ev.epoch_aucs(tmp_path)
     assert sorted(aucs) == [1, 2, 3]
     d = ev.read_predictions(tmp_path / "preds" / "val_epoch_002.csv")
@@ -146,3 +165,42 @@ def test_epoch_files_figures(tmp_path):
     for fig in (ev.plot_epoch_rocs(tmp_path), ev.plot_auc_vs_epoch(tmp_path)):
         fig.savefig(tmp_path / "f.png")
         assert (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_evaluate_run_end_to_end(tiny_run, masked_mini):
+    """A real run: JSON with every section, PNGs, predictions CSV, TensorBoard tags read back."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from maskdet.manifest import read_manifest, usable
+
+    r = ev.evaluate_run(tiny_run, "test", n_boot=100, wandb="disabled", workers=0)
+    saved = json.loads((tiny_run / "eval_test.json").read_text())
+    assert saved["auc"]["auc"] == pytest.approx(r["auc"]["auc"])
+    n_test = len(usable(read_manifest(masked_mini), "test"))
+    assert r["n"] == n_test and r["n_pos"] == r["n_neg"]  # every test face and its twin
+    d = ev.read_predictions(tiny_run / "preds" / "test_eval.csv")
+    assert r["auc"]["auc"] == pytest.approx(skm.roc_auc_score(d["label"], d["prob"]))
+    assert (
+        r["auc"]["method"] == "grouped" and r["auc"]["low"] <= r["auc"]["auc"] <= r["auc"]["high"]
+    )
+    assert set(r["groups"]) == {"mask_type", "mask_color"} and r["groups"]["mask_type"]
+    assert sum(g["n"] for g in r["groups"]["mask_type"].values()) == r["n_pos"]
+    assert r["at_threshold"]["threshold"] == pytest.approx(r["threshold_choice"]["threshold"])
+    for name in (
+        "roc",
+        "pr",
+        "confusion",
+        "groups_mask_type",
+        "mistakes",
+        "epoch_rocs",
+        "auc_vs_epoch",
+    ):
+        assert (tiny_run / "eval_test" / f"{name}.png").stat().st_size > 3000
+    assert sorted(r["val_auc_per_epoch"]) == ["0", "1"]
+    acc = EventAccumulator(str(tiny_run / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"test/auc", "test/auc_ci_low", "test/average_precision"} <= set(acc.Tags()["scalars"])
+    assert "test/roc" in acc.Tags()["images"]

@@ -1,0 +1,142 @@
+"""Predictions, export and Grad-CAM with a real (briefly trained) model on real faces and photos."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskdet import detect, gradcam, predict
+from maskdet.imageio import read_rgb
+
+from . import run_fixtures
+from .conftest import QUALITATIVE
+
+tiny_run = run_fixtures.tiny_run  # the shared fixture, used by name
+
+PHOTOS = [
+    "masked_02.jpg",
+    "masked_08.jpg",
+    "masked_11.jpg",
+    "masked_16.jpg",
+    "masked_23.jpg",
+    "unmasked_03.jpg",
+    "unmasked_05.jpg",
+    "unmasked_13.jpg",
+]
+
+
+@pytest.fixture(scope="session")
+def detector() -> detect.FaceDetector:
+    return detect.FaceDetector("mtcnn")
+
+
+def test_predict_photos_row_per_face_and_bad_files_recorded(tmp_path, tiny_run, detector):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in PHOTOS:
+        shutil.copy(QUALITATIVE / name, folder / ("sub" if name.startswith("un") else "") / name)
+    (folder / "corrupt.jpg").write_bytes((QUALITATIVE / PHOTOS[0]).read_bytes()[:300])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image: ignored when walking a folder")
+    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    rows = predict.predict_paths(clf, [folder], photos=True, detector=detector)
+    out = predict.write_rows(tmp_path / "preds.csv", rows)
+    with open(out, newline="") as fh:
+        back = list(csv.DictReader(fh))
+    assert len(back) == len(rows) and list(back[0]) == predict.CSV_COLUMNS
+    by_file: dict[str, list[dict]] = {}
+    for r in back:
+        by_file.setdefault(Path(r["path"]).name, []).append(r)
+    assert set(by_file) == set(PHOTOS) | {"corrupt.jpg", "empty.png"}
+    for name in ("corrupt.jpg", "empty.png"):
+        (r,) = by_file[name]
+        assert r["status"] == "error" and r["error"] and r["prob_mask"] == ""
+    assert "0 bytes" in by_file["empty.png"][0]["error"]
+    total_faces = 0
+    for name in PHOTOS:
+        found = detector.detect(read_rgb(QUALITATIVE / name))
+        got = by_file[name]
+        if not found:
+            assert [r["status"] for r in got] == ["no_face"]
+            continue
+        total_faces += len(found)
+        assert [int(r["face"]) for r in got] == list(range(len(found)))
+        for r, f in zip(got, found):
+            assert r["status"] == "ok" and 0.0 <= float(r["prob_mask"]) <= 1.0
+            assert r["label"] in ("wearing_mask", "not_wearing_mask")
+            assert float(r["left"]) == pytest.approx(f.box[0], abs=0.05)
+    assert total_faces >= 15  # masked_08 and masked_16 are crowds
+
+
+def test_crop_framing_is_normalised(tiny_run, masked_mini, detector):
+    """A stored LFW-like crop and a tight cut of the same face give nearly the same crop."""
+    rows = [p for p in sorted((masked_mini / "train" / "not_wearing_mask").glob("*.png"))][:3]
+    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    for path in rows:
+        rgb = read_rgb(path)
+        loose, face = predict.normalise_crop(rgb, detector)
+        assert face is not None
+        # the training framing maps a stored crop (almost) onto itself
+        sq = detect.crop_square(face.box, detect.FRAMING["mtcnn"])
+        assert detect.box_iou(sq, (0, 0, 128, 128)) > 0.8
+        # a tight cut around the face box, upscaled, is re-framed like the stored crop
+        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        tight = rgb[max(y0, 0) : y1, max(x0, 0) : x1]
+        tight = np.ascontiguousarray(np.repeat(np.repeat(tight, 2, 0), 2, 1))
+        reframed, face2 = predict.normalise_crop(tight, detector)
+        assert face2 is not None and reframed.shape == (128, 128, 3)
+        centre = slice(32, 96)  # the face itself (borders of a tight cut are replicated)
+        diff = np.abs(
+            reframed[centre, centre].astype(int) - loose[centre, centre].astype(int)
+        ).mean()
+        assert diff < 25, diff
+        p = clf.probs([loose, reframed])
+        assert abs(p[0] - p[1]) < 0.25
+
+
+def test_export_parity_onnx_and_torchscript(tmp_path, tiny_run, masked_mini):
+    crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:8]]
+    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    x = clf.preprocess(crops)
+    res = predict.export_model(tiny_run / "best.pt", tmp_path / "export", parity_images=x)
+    assert set(res["parity_max_abs_diff"]) == {"onnx", "torchscript"}
+    assert max(res["parity_max_abs_diff"].values()) <= 1e-4
+    ref = clf.probs(crops)
+    for name in ("model.onnx", "model.ts"):
+        other = predict.MaskClassifier(tmp_path / "export" / name)
+        assert other.threshold == pytest.approx(clf.threshold)
+        np.testing.assert_allclose(other.probs(crops), ref, atol=1e-4)
+        assert other.probs(crops[:1]).shape == (1,)  # batch 1 works (dynamic batch)
+
+
+def test_preprocess_matches_val_loader(masked_mini):
+    from maskdet.loader import eval_transform, to_tensor_uint8
+
+    crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
+    ours = predict.Preprocess()(crops)
+    ref = torch.stack([eval_transform()(to_tensor_uint8(c)) for c in crops]).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
+    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
+    x = torch.from_numpy(clf.preprocess(crops))
+    for layer in ("layer3", "layer4"):
+        for target in ("mask", "no_mask", "predicted"):
+            cams = gradcam.grad_cam(clf.model, x, target, layer=layer)
+            assert cams.shape == (4, 112, 112) and np.isfinite(cams).all()
+            assert np.all(cams >= 0) and np.all(cams <= 1)
+            # the rejected class may have no positive evidence at all (a zero map); the
+            # predicted class always has some
+            if target == "predicted":
+                assert all(c.std() > 1e-3 for c in cams), "a constant map"
+    ov = gradcam.overlay(crops[0], cams[0])
+    assert ov.shape == crops[0].shape and ov.dtype == np.uint8
+    with pytest.raises(ValueError):
+        gradcam.grad_cam(clf.model, x, "cat")
