@@ -80,3 +80,45 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
     return np.uint8(
         np.clip((1 - alpha) * rgb.astype(np.float32) + alpha * heat.astype(np.float32), 0, 255)
     )
+
+
+def gallery(
+    model: nn.Module,
+    crops: list[np.ndarray],
+    preprocess,
+    titles: list[str] | None = None,
+    layer: str = "layer4",
+    target: str = "predicted",
+    cols: int = 6,
+    title: str = "",
+):
+    """Figure: each face crop (top) and its Grad-CAM overlay (bottom), for ``target``.
+
+    ``preprocess``: crops -> normalised batch (e.g. ``MaskClassifier.preprocess``); the overlay is
+    drawn on the centre crop the network actually sees.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+
+    if not crops:
+        raise ValueError("no faces to show")
+    x = torch.from_numpy(preprocess(crops))
+    cams = grad_cam(model, x, target, layer)
+    s = x.shape[-1]
+    rows = math.ceil(len(crops) / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (crop, cam) in enumerate(zip(crops, cams)):
+        r, c = 2 * (i // cols), i % cols
+        h, w = crop.shape[:2]
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        seen = crop[y0 : y0 + s, x0 : x0 + s] if min(h, w) >= s else crop
+        axes[r, c].imshow(seen)
+        axes[r + 1, c].imshow(overlay(seen, cam))
+        if titles:
+            axes[r, c].set_title(titles[i], fontsize=7)
+    fig.suptitle(title or f"Grad-CAM ({layer}, {target} class)", fontsize=9)
+    fig.tight_layout()
+    return fig

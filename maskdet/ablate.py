@@ -1,0 +1,374 @@
+"""Ablations: which choices matter? (``python -m maskdet ablate``)
+
+Each experiment changes one thing against a shared baseline (the stage-04 settings of the preset)
+and is trained and evaluated on the test split for every seed:
+
+``init``          ImageNet weights vs random initialisation
+``augmentation``  the default train augmentation vs none
+``lr``            learning rate 0.01 vs 0.001
+``arch``          ResNet-50 vs ResNet-18
+``held_out``      one mask type removed from training (with the twins of those faces); the test
+                  masks of that type are then scored against all unmasked test faces and compared
+                  with the baseline's score on the same faces
+``synthesizer``   trained on one synthesizer's masks, tested on the other's (needs a second
+                  DATA_DIR made from the same stage-01 faces with the other backend)
+
+Presets: ``smoke`` (tests: seconds per run), ``small`` (this 2-core CPU: a few minutes per run),
+``full`` (a GPU: 20 epochs, 3 seeds). Results: ``OUT/ablations.csv`` (one row per run and seed) and
+``OUT/ablations_summary.csv`` (mean, standard deviation and count over seeds). Runs already done are
+reused, so an interrupted ablation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+PRESETS: dict[str, dict] = {
+    "smoke": {
+        "epochs": 1,
+        "batch_size": 8,
+        "limit": 16,
+        "val_limit": 8,
+        "arch": "resnet18",
+        "seeds": [0],
+        "warmup_epochs": 0.0,
+        "pretrained": False,
+        "n_boot": 100,
+    },
+    "small": {
+        "epochs": 3,
+        "batch_size": 32,
+        "limit": 400,
+        "val_limit": 120,
+        "arch": "resnet18",
+        "seeds": [0],
+        "warmup_epochs": 0.5,
+        "pretrained": True,
+        "n_boot": 500,
+    },
+    "full": {
+        "epochs": 20,
+        "batch_size": 64,
+        "limit": None,
+        "val_limit": None,
+        "arch": "resnet50",
+        "seeds": [0, 1, 2],
+        "warmup_epochs": 2.0,
+        "pretrained": True,
+        "n_boot": 1000,
+    },
+}
+EXPERIMENTS = ("init", "augmentation", "lr", "arch", "held_out", "synthesizer")
+TABLE_COLUMNS = [
+    "experiment",
+    "variant",
+    "seed",
+    "train_data",
+    "test_data",
+    "test_auc",
+    "test_auc_low",
+    "test_auc_high",
+    "test_accuracy",
+    "test_recall",
+    "test_specificity",
+    "best_val_auc",
+    "held_out_type",
+    "held_out_recall",
+    "held_out_auc",
+    "imagenet_weights",
+    "run_dir",
+    "status",
+]
+
+
+def held_out_data(data_dir: str | os.PathLike, mask_type: str, out_dir: str | os.PathLike) -> Path:
+    """A DATA_DIR view without the train and val masks of ``mask_type`` (and their unmasked twins).
+
+    The images are not copied: the split folders are symbolic links to ``data_dir``; only the
+    manifest differs (those rows get status ``excluded``, reason ``held out``).
+    """
+    from .manifest import read_manifest, write_manifest
+
+    src, out = Path(data_dir).resolve(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_manifest(src)
+    pairs = {
+        r["pair_id"] for r in rows if r["mask_type"] == mask_type and r["split"] in ("train", "val")
+    }
+    if not pairs:
+        raise ValueError(f"no training masks of type {mask_type!r} in {data_dir}")
+    for r in rows:
+        if r["pair_id"] in pairs and r["split"] in ("train", "val") and r["status"] == "ok":
+            r["status"], r["reason"] = "excluded", f"held out: mask type {mask_type}"
+    for split in ("train", "val", "test"):
+        link = out / split
+        if not link.exists() and (src / split).exists():
+            link.symlink_to(src / split, target_is_directory=True)
+    write_manifest(out, rows)
+    return out
+
+
+def most_common_mask_type(data_dir: str | os.PathLike) -> str:
+    from collections import Counter
+
+    from .manifest import read_manifest, usable
+
+    types = Counter(
+        r["mask_type"] for r in usable(read_manifest(data_dir), "test") if r["mask_type"]
+    )
+    if not types:
+        raise ValueError(f"{data_dir}: no masked test faces with a mask type")
+    return types.most_common(1)[0][0]
+
+
+def plan(
+    preset: str,
+    data_dir: str,
+    other_data: str | None,
+    experiments=EXPERIMENTS,
+    held_out_type: str | None = None,
+) -> list[dict]:
+    """The runs to make: experiment, variant, train settings overrides, train and test data."""
+    p = PRESETS[preset]
+    base_arch = p["arch"]
+    other_arch = "resnet18" if base_arch == "resnet50" else "resnet50"
+    runs: list[dict] = []
+
+    def add(exp, variant, train_data=data_dir, test_data=None, **over):
+        runs.append(
+            {
+                "experiment": exp,
+                "variant": variant,
+                "train_data": train_data,
+                "test_data": test_data or train_data,
+                "over": over,
+            }
+        )
+
+    add(
+        "baseline",
+        f"{base_arch}, {'ImageNet' if p['pretrained'] else 'random init'}, aug on, lr 0.01",
+    )
+    if "init" in experiments:
+        add(
+            "init", "random init" if p["pretrained"] else "ImageNet", pretrained=not p["pretrained"]
+        )
+    if "augmentation" in experiments:
+        add("augmentation", "no augmentation", aug="none")
+    if "lr" in experiments:
+        add("lr", "lr 0.001", lr=0.001)
+    if "arch" in experiments:
+        add("arch", other_arch, arch=other_arch)
+    if "held_out" in experiments:
+        t = held_out_type or most_common_mask_type(data_dir)
+        add("held_out", f"without {t}", held_out=t, test_data=data_dir)
+    if "synthesizer" in experiments and other_data:
+        add("synthesizer", "train A, test B", test_data=other_data)
+        add("synthesizer", "train B, test B", train_data=other_data)
+        add("synthesizer", "train B, test A", train_data=other_data, test_data=data_dir)
+    return runs
+
+
+def _run_name(r: dict, seed: int) -> str:
+    name = f"{r['experiment']}-{r['variant']}".lower()
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_") + f"-s{seed}"
+
+
+def run_ablations(
+    data_dir: str,
+    out_dir: str,
+    preset: str = "small",
+    other_data: str | None = None,
+    experiments=EXPERIMENTS,
+    seeds: list[int] | None = None,
+    held_out_type: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+) -> list[dict]:
+    """Train and evaluate every planned run for every seed; write and return the table."""
+    from .evaluate import evaluate_run
+    from .train import TrainConfig, train
+
+    p = PRESETS[preset]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    notes = []
+    if "synthesizer" in experiments and not other_data:
+        notes.append(
+            "synthesizer: skipped (no --other-data: make a second DATA_DIR from the same stage-01 faces "
+            "with the other synthesis backend)"
+        )
+    for r in plan(preset, data_dir, other_data, experiments, held_out_type):
+        for seed in seeds or p["seeds"]:
+            run_dir = out / _run_name(r, seed)
+            over = dict(r["over"])
+            held = over.pop("held_out", None)
+            train_data = r["train_data"]
+            if held:
+                train_data = str(held_out_data(train_data, held, out / f"data_without_{held}"))
+            cfg = TrainConfig(
+                data=str(train_data),
+                out=str(run_dir),
+                epochs=p["epochs"],
+                batch_size=p["batch_size"],
+                arch=p["arch"],
+                pretrained=p["pretrained"],
+                limit=p["limit"],
+                val_limit=p["val_limit"],
+                warmup_epochs=p["warmup_epochs"],
+                seed=seed,
+                workers=workers,
+                device=device,
+                wandb="disabled",
+                test_preds=False,
+            )
+            cfg = replace(cfg, **over)
+            row = {
+                "experiment": r["experiment"],
+                "variant": r["variant"],
+                "seed": seed,
+                "train_data": str(train_data),
+                "test_data": r["test_data"],
+                "run_dir": str(run_dir),
+                "held_out_type": held or "",
+            }
+            try:
+                summary = train(cfg)
+                res = evaluate_run(
+                    run_dir,
+                    "test",
+                    r["test_data"],
+                    limit=p["val_limit"],
+                    n_boot=p["n_boot"],
+                    seed=seed,
+                    wandb="disabled",
+                    tensorboard=False,
+                    device="cpu" if device == "auto" else device,
+                    workers=workers,
+                )
+            except Exception as err:  # one failed run is recorded, the others go on
+                rows.append({**row, "status": f"failed: {type(err).__name__}: {err}"[:300]})
+                continue
+            m = res["at_threshold"]
+            row.update(
+                test_auc=res["auc"]["auc"],
+                test_auc_low=res["auc"]["low"],
+                test_auc_high=res["auc"]["high"],
+                test_accuracy=m["accuracy"],
+                test_recall=m["recall"],
+                test_specificity=m["specificity"],
+                best_val_auc=summary.get("best_val_auc"),
+                imagenet_weights=summary.get("imagenet_weights"),
+                status="ok",
+            )
+            rows.append(row)
+    held_types = {r["held_out_type"] for r in rows if r["held_out_type"]}
+    for r in rows:  # the held-out type's faces, scored by every run (baseline vs held out)
+        if r.get("status") != "ok" or not held_types:
+            continue
+        t = next(iter(held_types))
+        res = json.loads((Path(r["run_dir"]) / "eval_test.json").read_text())
+        g = res.get("groups", {}).get("mask_type", {}).get(t)
+        if g and r["experiment"] in ("baseline", "held_out"):
+            r.update(
+                held_out_type=t, held_out_recall=g["recall"], held_out_auc=g["auc_vs_all_unmasked"]
+            )
+    write_table(out / "ablations.csv", rows, TABLE_COLUMNS)
+    summ = summarize(rows)
+    write_table(out / "ablations_summary.csv", summ, list(summ[0]) if summ else ["experiment"])
+    (out / "ablations.json").write_text(
+        json.dumps(
+            {"preset": preset, "notes": notes, "runs": rows, "summary": summ}, indent=1, default=str
+        )
+    )
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean, standard deviation (ddof 1) and count over seeds per experiment and variant."""
+    keys = (
+        "test_auc",
+        "test_accuracy",
+        "test_recall",
+        "test_specificity",
+        "best_val_auc",
+        "held_out_recall",
+        "held_out_auc",
+    )
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("status") == "ok":
+            groups.setdefault((r["experiment"], r["variant"]), []).append(r)
+    out = []
+    for (exp, var), rs in groups.items():
+        s = {"experiment": exp, "variant": var, "seeds": len(rs)}
+        for k in keys:
+            v = np.array([float(r[k]) for r in rs if r.get(k) not in (None, "")])
+            if v.size:
+                s[f"{k}_mean"] = round(float(v.mean()), 4)
+                s[f"{k}_std"] = round(float(v.std(ddof=1)), 4) if v.size > 1 else ""
+        out.append(s)
+    return out
+
+
+def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
+    cols = list(columns) + [k for r in rows for k in r if k not in columns]
+    cols = list(dict.fromkeys(cols))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k, "")) for k in cols})
+
+
+def read_table(out_dir: str | os.PathLike) -> dict:
+    """The saved ablation results (``ablations.json``) of ``out_dir``."""
+    path = Path(out_dir) / "ablations.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: run `python -m maskdet ablate --data DATA_DIR --out {out_dir}`"
+        )
+    return json.loads(path.read_text())
+
+
+def add_ablate_args(p) -> None:
+    p.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
+    p.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")
+    p.add_argument("--preset", choices=list(PRESETS), default="small")
+    p.add_argument(
+        "--other-data",
+        default=None,
+        help="DATA_DIR of the same faces masked by the other synthesizer (cross-synthesizer test)",
+    )
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset")
+    p.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
+    p.add_argument(
+        "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
+    )
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+
+
+def ablate_cli(a) -> list[dict]:
+    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
+    rows = run_ablations(
+        a.data,
+        a.out,
+        a.preset,
+        a.other_data,
+        tuple(a.experiments.split(",")),
+        seeds,
+        a.held_out_type,
+        a.workers,
+        a.device,
+    )
+    for s in summarize(rows):
+        print(json.dumps(s))
+    return rows

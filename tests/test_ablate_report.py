@@ -1,0 +1,89 @@
+"""Ablation plumbing (held-out mask type view, table, summary) and the HTML report, on real runs."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from maskdet import ablate
+from maskdet.manifest import read_manifest, usable
+
+
+def test_held_out_view_removes_type_and_twins_from_train_only(tmp_path, masked_mini):
+    t = ablate.most_common_mask_type(masked_mini)
+    view = ablate.held_out_data(masked_mini, t, tmp_path / "view")
+    rows = read_manifest(view)
+    orig = read_manifest(masked_mini)
+    assert len(rows) == len(orig)  # every image still accounted for
+    train = usable(rows, "train") + usable(rows, "val")
+    assert train and not any(r["mask_type"] == t for r in train)
+    pairs = {r["pair_id"] for r in train}
+    assert all(sum(r["pair_id"] == p for r in train) == 2 for p in pairs)  # twins stay together
+    assert usable(rows, "test") == usable(orig, "test")  # the test split is untouched
+    assert all(
+        r["reason"].startswith("held out")
+        for r in rows
+        if r["status"] == "excluded" and r["mask_type"] == t
+    )
+    assert (view / "train").resolve() == (masked_mini / "train").resolve()
+
+
+def test_ablate_smoke_table_and_summary(tmp_path, masked_mini):
+    rows = ablate.run_ablations(
+        str(masked_mini),
+        str(tmp_path / "abl"),
+        "smoke",
+        experiments=("lr", "held_out"),
+        seeds=[0, 1],
+        workers=0,
+        device="cpu",
+    )
+    assert [(r["experiment"], r["seed"]) for r in rows] == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("lr", 0),
+        ("lr", 1),
+        ("held_out", 0),
+        ("held_out", 1),
+    ]
+    assert all(r["status"] == "ok" for r in rows), [r["status"] for r in rows]
+    for r in rows:
+        assert 0.0 <= r["test_auc_low"] <= r["test_auc"] <= r["test_auc_high"] <= 1.0
+    held = [r for r in rows if r["experiment"] in ("baseline", "held_out")]
+    assert all(r["held_out_type"] and r["held_out_recall"] is not None for r in held)
+    saved = ablate.read_table(tmp_path / "abl")
+    summ = {(s["experiment"], s["variant"]): s for s in saved["summary"]}
+    assert all(s["seeds"] == 2 for s in summ.values())
+    lr = [r["test_auc"] for r in rows if r["experiment"] == "lr"]
+    s = next(v for k, v in summ.items() if k[0] == "lr")
+    assert s["test_auc_mean"] == pytest.approx(sum(lr) / 2, abs=1e-4)
+    assert any("synthesizer" in n for n in saved["notes"]) is False  # not asked for, so no note
+    assert (tmp_path / "abl" / "ablations.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_report_joins_executed_notebooks(tmp_path):
+    from maskdet.report import write_report
+
+    for i, name in enumerate(("01_a", "02_b")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_markdown_cell(f"# Chapter {i}\n\ntext {i}"),
+            nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "print('hi')",
+                outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text=f"output of chapter {i}\n")
+                ],
+            ),
+        ]
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    out = write_report(tmp_path, tmp_path / "report.html")
+    text = out.read_text()
+    assert "Chapter 0" in text and "Chapter 1" in text and "output of chapter 1" in text
+    assert text.index("Chapter 0") < text.index("Chapter 1")
+    assert "X = 1" not in text and "print(&#39;hi&#39;)" not in text and "print('hi')" not in text
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "none", tmp_path / "r.html")
+    json.dumps({"ok": True})
