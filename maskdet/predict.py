@@ -203,7 +203,7 @@ def normalise_crop(
     face = DetectedFace(
         box, f.score, None if f.landmarks is None else f.landmarks - pad, f.detector
     )
-    return crop_face(rgb, box, f.detector), face
+    return crop_face(rgb, box, f.detector, landmarks=face.landmarks), face
 
 
 # --------------------------------------------------------------------------- predict
@@ -270,7 +270,7 @@ def predict_paths(
         crops, faces, framings = [], [], []
         if photos:
             faces = detector.detect(rgb)
-            crops = [crop_face(rgb, f.box, f.detector) for f in faces]
+            crops = [crop_face(rgb, f.box, f.detector, landmarks=f.landmarks) for f in faces]
             framings = ["detected"] * len(faces)
             if not faces:
                 rows.append(_row(path, status="no_face", error="the detector found no face"))

@@ -82,7 +82,7 @@ def test_crop_framing_is_normalised(tiny_run, masked_mini, detector):
         loose, face = predict.normalise_crop(rgb, detector)
         assert face is not None
         # the training framing maps a stored crop (almost) onto itself
-        sq = detect.crop_square(face.box, detect.FRAMING["mtcnn"])
+        sq = detect.crop_square(face.box, detect.FRAMING["mtcnn"], face.landmarks)
         assert detect.box_iou(sq, (0, 0, 128, 128)) > 0.8
         # a tight cut around the face box, upscaled, is re-framed like the stored crop
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)
@@ -140,3 +140,64 @@ def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
     assert ov.shape == crops[0].shape and ov.dtype == np.uint8
     with pytest.raises(ValueError):
         gradcam.grad_cam(clf.model, x, "cat")
+
+
+def test_cli_entry_points(tmp_path, tiny_run, capsys):
+    """The argparse options and *_cli functions that ``python -m maskdet`` wires up."""
+    import argparse
+
+    from maskdet import evaluate
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    predict.add_predict_args(sub.add_parser("predict"))
+    predict.add_export_args(sub.add_parser("export"))
+    evaluate.add_evaluate_args(sub.add_parser("evaluate"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "p.csv"
+    a = p.parse_args(
+        [
+            "predict",
+            "--checkpoint",
+            str(tiny_run / "best.pt"),
+            "--out",
+            str(out),
+            "--photos",
+            str(QUALITATIVE / "masked_11.jpg"),
+            str(bad),
+        ]
+    )
+    predict.predict_cli(a)
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["ok", "error"] and "not an image" in rows[1]["error"]
+    assert '"errors": 1' in capsys.readouterr().out
+    a = p.parse_args(
+        [
+            "export",
+            "--checkpoint",
+            str(tiny_run / "best.pt"),
+            "--out",
+            str(tmp_path / "ex"),
+            "--format",
+            "onnx",
+        ]
+    )
+    res = predict.export_cli(a)
+    assert list(res["files"]) == ["onnx"] and res["parity_max_abs_diff"]["onnx"] <= 1e-4
+    a = p.parse_args(
+        [
+            "evaluate",
+            "--run",
+            str(tiny_run),
+            "--split",
+            "val",
+            "--bootstrap",
+            "50",
+            "--wandb",
+            "disabled",
+        ]
+    )
+    r = evaluate.evaluate_cli(a)
+    assert r["split"] == "val" and (tiny_run / "eval_val.json").exists()
