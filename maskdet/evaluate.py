@@ -643,15 +643,16 @@ def evaluate_run(
     tensorboard: bool = True,
     device: str = "cpu",
     workers: int | None = None,
-    threshold_method: str = "youden",
+    threshold_method: str = "checkpoint",
 ) -> dict:
     """Evaluate a training run's best checkpoint on ``split``: all numbers, JSON and PNGs.
 
     Writes ``RUN_DIR/eval_<split>.json``, ``RUN_DIR/preds/<split>_eval.csv`` and figures in
     ``RUN_DIR/eval_<split>/``; logs the scalars and figures to TensorBoard (``RUN_DIR/tb``, tags
-    ``<split>/...``) and to a WandB run named ``<run>-eval-<split>``. The operating threshold is
-    the one chosen on val at training time (stored in the checkpoint); if absent it is chosen here
-    on val with ``threshold_method``.
+    ``<split>/...``) and to a WandB run named ``<run>-eval-<split>``. The operating threshold:
+    ``threshold_method="checkpoint"`` (default) takes the one chosen on val at training time
+    (stored in the checkpoint; Youden's J on val here if the checkpoint has none); ``"youden"`` or
+    ``"f1"`` choose it again on val with :func:`choose_threshold`.
     """
     import matplotlib.pyplot as plt
 
@@ -667,14 +668,15 @@ def evaluate_run(
     model, meta = load_model(ckpt_path, device)
     data_dir = _resolve_data_dir(data_dir, meta)
     pred = predict_split(model, data_dir, split, limit=limit, device=device, workers=workers)
-    if threshold_method and meta.get("threshold") is not None:
+    if threshold_method == "checkpoint" and meta.get("threshold") is not None:
         thr = {
             "threshold": float(meta["threshold"]),
             "method": "checkpoint (chosen on val at training time, Youden's J)",
         }
     else:
         val = predict_split(model, data_dir, "val", limit=limit, device=device, workers=workers)
-        thr = choose_threshold(val["labels"], val["probs"], threshold_method)
+        method = "youden" if threshold_method == "checkpoint" else threshold_method
+        thr = choose_threshold(val["labels"], val["probs"], method)
         thr["method"] = f"val, {thr['method']}"
     rows = {r["path"]: r for r in read_manifest(data_dir)}
     paths = list(pred["paths"])

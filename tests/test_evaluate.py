@@ -200,6 +200,19 @@ def test_evaluate_run_end_to_end(tiny_run, masked_mini):
     ):
         assert (tiny_run / "eval_test" / f"{name}.png").stat().st_size > 3000
     assert sorted(r["val_auc_per_epoch"]) == ["0", "1"]
+    # the threshold chosen again on val (max F1) instead of the checkpoint's
+    f1 = ev.evaluate_run(
+        tiny_run,
+        "test",
+        n_boot=50,
+        wandb="disabled",
+        tensorboard=False,
+        workers=0,
+        threshold_method="f1",
+    )
+    assert f1["threshold_choice"]["method"] == "val, f1"
+    assert f1["at_threshold"]["threshold"] == f1["threshold_choice"]["threshold"]
+    assert f1["auc"]["auc"] == pytest.approx(r["auc"]["auc"])  # same predictions, another threshold
     acc = EventAccumulator(str(tiny_run / "tb"), size_guidance={"images": 0})
     acc.Reload()
     assert {"test/auc", "test/auc_ci_low", "test/average_precision"} <= set(acc.Tags()["scalars"])
