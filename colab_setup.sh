@@ -23,7 +23,7 @@ want torchvision "torchvision>=0.18"
 want dlib "dlib-bin>=19.24"
 want cv2 "opencv-python-headless>=4.8"
 want face_recognition_models "face_recognition_models>=0.3.0"
-for m in imutils dotmap gdown papermill tensorboard wandb sklearn:scikit-learn; do
+for m in imutils dotmap gdown papermill nbconvert tensorboard wandb sklearn:scikit-learn onnx onnxruntime onnxscript; do
   want "${m%%:*}" "${m##*:}"
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,6 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   "$PY" -m pip install -q "${missing[@]}"
 fi
 "$PY" -m pip install -q --no-deps -e .
+# MTCNN (weights in the wheel); its metadata pins torch<2.3, so never let pip resolve its deps
+"$PY" -c "import facenet_pytorch" 2>/dev/null || "$PY" -m pip install -q --no-deps facenet-pytorch==2.6.0
 
 if [ ! -d "$MTF_DIR/.git" ]; then
   mkdir -p "$(dirname "$MTF_DIR")"

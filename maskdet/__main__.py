@@ -61,6 +61,30 @@ def cmd_train(a: argparse.Namespace) -> None:
     train_cli(a)
 
 
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from .evaluate import evaluate_cli
+
+    evaluate_cli(a)
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from .predict import predict_cli
+
+    predict_cli(a)
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from .predict import export_cli
+
+    export_cli(a)
+
+
+def cmd_ablate(a: argparse.Namespace) -> None:
+    from .ablate import ablate_cli
+
+    ablate_cli(a)
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     if a.what == "synthesis":
         from .synthesis import benchmark
@@ -74,6 +98,10 @@ def cmd_bench(a: argparse.Namespace) -> None:
         from .train import benchmark
 
         benchmark(a)
+    elif a.what == "infer":
+        from .predict import bench_infer_cli
+
+        bench_infer_cli(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_args(t)
     t.set_defaults(func=cmd_train)
 
+    from .ablate import add_ablate_args
+    from .evaluate import add_evaluate_args
+    from .predict import add_export_args, add_predict_args
+
+    e = sub.add_parser("evaluate", help="stage 05: evaluate a run's best checkpoint")
+    add_evaluate_args(e)
+    e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("predict", help="classify face crops, or faces in photos with --photos")
+    add_predict_args(pr)
+    pr.set_defaults(func=cmd_predict)
+    x = sub.add_parser("export", help="ONNX + TorchScript with a parity check")
+    add_export_args(x)
+    x.set_defaults(func=cmd_export)
+    ab = sub.add_parser("ablate", help="ablation runs and their table")
+    add_ablate_args(ab)
+    ab.set_defaults(func=cmd_ablate)
+
     b = sub.add_parser("bench", help="print throughput numbers")
-    b.add_argument("what", choices=["synthesis", "loader", "train"])
+    b.add_argument("what", choices=["synthesis", "loader", "train", "infer"])
     b.add_argument(
         "--data", default=None, help="DATA_DIR to use (default: a temporary one from --source)"
     )
@@ -142,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--masktheface-dir", default=None)
     b.add_argument("--device", default=None)
     b.add_argument("--batches", type=int, default=None)
+    b.add_argument(
+        "--checkpoint", default=None, help="bench infer: best.pt (default: random-init --arch)"
+    )
+    b.add_argument("--arch", choices=["resnet50", "resnet18"], default="resnet50")
+    b.add_argument("--threads", type=int, default=2)
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import dlib
@@ -63,8 +63,11 @@ class FaceFinder:
         """The HOG box nearest the image centre, or None."""
         h, w = rgb.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(
-            rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = (
+            rgb
+            if scale == 1.0
+            else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        )
         for upsample in (0, 1):
             rects = self.detector(small, upsample)
             if len(rects):
@@ -113,6 +116,10 @@ def measure_fallback_box_on(data_dir: str | os.PathLike, limit: int | None = Non
     from .imageio import read_rgb
     from .manifest import read_manifest
 
-    rows = [r for r in read_manifest(data_dir) if r["label"] == "not_wearing_mask" and r["status"] != "skipped"]
+    rows = [
+        r
+        for r in read_manifest(data_dir)
+        if r["label"] == "not_wearing_mask" and r["status"] != "skipped"
+    ]
     rows = rows[:limit] if limit else rows
     return measure_fallback_box(read_rgb(Path(data_dir) / r["path"]) for r in rows)

@@ -26,9 +26,9 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -53,6 +53,7 @@ CACHE_DIRNAME = "cache"
 
 # ------------------------------------------------------------------------ augmentation
 
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """The train augmentation family; both loaders read the same settings."""
@@ -76,9 +77,19 @@ class AugmentConfig:
 AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "default": AugmentConfig(),
     "light": AugmentConfig(scale=(0.7, 1.0), rotate_deg=5.0, blur_p=0.0, lowres_p=0.0, jpeg_p=0.0),
-    "none": AugmentConfig(scale=(0.766, 0.766), ratio=(1.0, 1.0), hflip=0.0, rotate_deg=0.0,
-                          brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
-                          blur_p=0.0, lowres_p=0.0, jpeg_p=0.0),
+    "none": AugmentConfig(
+        scale=(0.766, 0.766),
+        ratio=(1.0, 1.0),
+        hflip=0.0,
+        rotate_deg=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        blur_p=0.0,
+        lowres_p=0.0,
+        jpeg_p=0.0,
+    ),
 }
 """``none`` is the val/test view (centre 112 of 128) without randomness."""
 
@@ -87,7 +98,9 @@ def get_augment(aug: str | AugmentConfig) -> AugmentConfig:
     if isinstance(aug, AugmentConfig):
         return aug
     if aug not in AUGMENT_PRESETS:
-        raise ValueError(f"unknown augmentation preset {aug!r}; choose from {sorted(AUGMENT_PRESETS)}")
+        raise ValueError(
+            f"unknown augmentation preset {aug!r}; choose from {sorted(AUGMENT_PRESETS)}"
+        )
     return AUGMENT_PRESETS[aug]
 
 
@@ -133,17 +146,23 @@ def eval_transform(size: int = IMAGE_SIZE, resize: int = RESIZE_SIZE):
     """Deterministic val/test transform: resize the shorter side, centre crop, normalise."""
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.Resize(resize, antialias=True), v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def to_tensor_uint8(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 array -> 3xHxW uint8 tensor (a tv_tensors.Image, so v2 treats it as an image)."""
     from torchvision import tv_tensors
 
-    return tv_tensors.Image(torch.from_numpy(np.array(rgb, copy=not rgb.flags.writeable)).permute(2, 0, 1))
+    return tv_tensors.Image(
+        torch.from_numpy(np.array(rgb, copy=not rgb.flags.writeable)).permute(2, 0, 1)
+    )
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
@@ -155,14 +174,16 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ items
 
+
 @dataclass(frozen=True)
 class Item:
     path: str  # relative to DATA_DIR
     label: int
 
 
-def select_rows(rows: list[dict[str, str]], split: str, limit: int | None = None,
-                seed: int = 0) -> list[Item]:
+def select_rows(
+    rows: list[dict[str, str]], split: str, limit: int | None = None, seed: int = 0
+) -> list[Item]:
     """Usable rows of one split as items, sorted by path; ``limit`` keeps whole twin pairs.
 
     With a limit, pairs (a face and its masked twin) are ordered by a seeded hash and the first
@@ -186,6 +207,7 @@ def select_rows(rows: list[dict[str, str]], split: str, limit: int | None = None
 
 # ------------------------------------------------------------------ per-image dataset
 
+
 @dataclass
 class Skipped:
     """What a dataset returns instead of a sample when the image cannot be used."""
@@ -202,12 +224,20 @@ class FaceDataset(Dataset):
     :class:`Skipped` record instead, which :func:`collate_skip` drops and reports.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, split: str, transform=None,
-                 limit: int | None = None, seed: int = 0, items: list[Item] | None = None):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        split: str,
+        transform=None,
+        limit: int | None = None,
+        seed: int = 0,
+        items: list[Item] | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.split = split
-        self.items = items if items is not None else select_rows(
-            read_manifest(data_dir), split, limit, seed)
+        self.items = (
+            items if items is not None else select_rows(read_manifest(data_dir), split, limit, seed)
+        )
         self.transform = transform if transform is not None else eval_transform()
 
     def __len__(self) -> int:
@@ -235,13 +265,21 @@ class Batch:
     indices: torch.Tensor
     skipped: list[Skipped] = field(default_factory=list)
 
-    def pin_memory(self) -> "Batch":
-        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.indices.pin_memory(),
-                     self.skipped)
+    def pin_memory(self) -> Batch:
+        return Batch(
+            self.images.pin_memory(),
+            self.labels.pin_memory(),
+            self.indices.pin_memory(),
+            self.skipped,
+        )
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(self.images.to(device, non_blocking=non_blocking),
-                     self.labels.to(device, non_blocking=non_blocking), self.indices, self.skipped)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
+            self.indices,
+            self.skipped,
+        )
 
 
 def collate_skip(samples: list) -> Batch:
@@ -249,10 +287,18 @@ def collate_skip(samples: list) -> Batch:
     good = [s for s in samples if not isinstance(s, Skipped)]
     bad = [s for s in samples if isinstance(s, Skipped)]
     if not good:
-        return Batch(torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE), torch.empty(0), torch.empty(0, dtype=torch.long), bad)
-    return Batch(torch.stack([torch.as_tensor(s[0]) for s in good]),
-                 torch.tensor([float(s[1]) for s in good]),
-                 torch.tensor([s[2] for s in good], dtype=torch.long), bad)
+        return Batch(
+            torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE),
+            torch.empty(0),
+            torch.empty(0, dtype=torch.long),
+            bad,
+        )
+    return Batch(
+        torch.stack([torch.as_tensor(s[0]) for s in good]),
+        torch.tensor([float(s[1]) for s in good]),
+        torch.tensor([s[2] for s in good], dtype=torch.long),
+        bad,
+    )
 
 
 def default_workers() -> int:
@@ -289,9 +335,16 @@ class FaceLoader:
     same whether or not training was interrupted before it.
     """
 
-    def __init__(self, dataset: FaceDataset, batch_size: int = 64, shuffle: bool = False,
-                 workers: int | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        dataset: FaceDataset,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        workers: int | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.workers = default_workers() if workers is None else workers
         self.device = torch.device(device)
@@ -309,9 +362,15 @@ class FaceLoader:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         cuda = self.device.type == "cuda"
         loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, generator=g,
-            num_workers=self.workers, collate_fn=collate_skip, pin_memory=cuda,
-            drop_last=self.drop_last, persistent_workers=False,
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            generator=g,
+            num_workers=self.workers,
+            collate_fn=collate_skip,
+            pin_memory=cuda,
+            drop_last=self.drop_last,
+            persistent_workers=False,
             prefetch_factor=4 if self.workers else None,
         )
         for batch in loader:
@@ -321,6 +380,7 @@ class FaceLoader:
 
 
 # ------------------------------------------------------------------------ cached path
+
 
 def _decode_for_cache(path: Path, side: int) -> tuple[np.ndarray | None, str]:
     try:
@@ -378,9 +438,16 @@ def _cache_key(data_dir: Path, items: list[Item], side: int) -> str:
     return h.hexdigest()[:16]
 
 
-def build_cache(data_dir: str | os.PathLike, split: str, limit: int | None = None, seed: int = 0,
-                side: int = RESIZE_SIZE, workers: int | None = None, in_memory: bool = False,
-                progress: bool = False) -> ImageCache:
+def build_cache(
+    data_dir: str | os.PathLike,
+    split: str,
+    limit: int | None = None,
+    seed: int = 0,
+    side: int = RESIZE_SIZE,
+    workers: int | None = None,
+    in_memory: bool = False,
+    progress: bool = False,
+) -> ImageCache:
     """Decode every usable image of a split once into ``DATA_DIR/cache/<split>-<key>.u8``.
 
     The key hashes the item list with sizes and modification times: changed data gives a new
@@ -407,8 +474,12 @@ def build_cache(data_dir: str | os.PathLike, split: str, limit: int | None = Non
     valid = np.zeros(len(items), dtype=bool)
     skipped: dict[str, str] = {}
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(_DecodeSet(data_dir, items, side), batch_size=32, num_workers=workers,
-                        collate_fn=lambda b: b)
+    loader = DataLoader(
+        _DecodeSet(data_dir, items, side),
+        batch_size=32,
+        num_workers=workers,
+        collate_fn=lambda b: b,
+    )
     it = loader
     if progress:
         from tqdm.auto import tqdm
@@ -426,8 +497,17 @@ def build_cache(data_dir: str | os.PathLike, split: str, limit: int | None = Non
     images.flush()
     del images
     os.replace(base.with_suffix(".u8.part"), base.with_suffix(".u8"))
-    meta_path.write_text(json.dumps({"split": split, "side": side, "n": len(items),
-                                     "valid": valid.tolist(), "skipped": skipped}))
+    meta_path.write_text(
+        json.dumps(
+            {
+                "split": split,
+                "side": side,
+                "n": len(items),
+                "valid": valid.tolist(),
+                "skipped": skipped,
+            }
+        )
+    )
     images = np.memmap(base.with_suffix(".u8"), dtype=np.uint8, mode="r", shape=shape)
     return ImageCache(items, images, valid, skipped, base.with_suffix(".u8"))
 
@@ -459,8 +539,9 @@ class BatchAugment:
                is several times faster than float tensor ops (the default when ``device`` is CPU).
     """
 
-    def __init__(self, aug: str | AugmentConfig = "default", size: int = IMAGE_SIZE,
-                 backend: str = "auto"):
+    def __init__(
+        self, aug: str | AugmentConfig = "default", size: int = IMAGE_SIZE, backend: str = "auto"
+    ):
         if backend not in ("auto", "torch", "cv2"):
             raise ValueError(f"backend must be auto, torch or cv2, not {backend!r}")
         self.cfg, self.size, self.backend = get_augment(aug), size, backend
@@ -482,8 +563,13 @@ class BatchAugment:
         ang = uniform(-1, 1) * math.radians(c.rotate_deg)
         flip = torch.where(uniform(0, 1) < c.hflip, -1.0, 1.0)
         cos, sin = torch.cos(ang), torch.sin(ang)
-        theta = torch.stack([torch.stack([sw * cos * flip, -sh * sin, tx], 1),
-                             torch.stack([sw * sin * flip, sh * cos, ty], 1)], 1)
+        theta = torch.stack(
+            [
+                torch.stack([sw * cos * flip, -sh * sin, tx], 1),
+                torch.stack([sw * sin * flip, sh * cos, ty], 1),
+            ],
+            1,
+        )
         return {
             "theta": theta,
             "brightness": uniform(1 - c.brightness, 1 + c.brightness),
@@ -491,11 +577,15 @@ class BatchAugment:
             "saturation": uniform(1 - c.saturation, 1 + c.saturation),
             "hue": uniform(-c.hue, c.hue) * 2 * math.pi,
             "lowres": uniform(0, 1) < c.lowres_p,
-            "lowres_side": int(c.lowres_side[0] + (c.lowres_side[1] - c.lowres_side[0]) * uniform(0, 1, 1).item()),
+            "lowres_side": int(
+                c.lowres_side[0] + (c.lowres_side[1] - c.lowres_side[0]) * uniform(0, 1, 1).item()
+            ),
             "blur": uniform(0, 1) < c.blur_p,
             "sigma": uniform(*c.blur_sigma),
             "jpeg": uniform(0, 1) < c.jpeg_p,
-            "quality": (c.jpeg_quality[0] + (c.jpeg_quality[1] - c.jpeg_quality[0]) * uniform(0, 1)).round().int(),
+            "quality": (c.jpeg_quality[0] + (c.jpeg_quality[1] - c.jpeg_quality[0]) * uniform(0, 1))
+            .round()
+            .int(),
         }
 
     @staticmethod
@@ -511,8 +601,9 @@ class BatchAugment:
         grey_mat = torch.ones(3, 1, device=dev) @ lum.view(1, 3)
         m = (sat.view(-1, 1, 1) * eye + (1 - sat).view(-1, 1, 1) * grey_mat) @ m
         h = p["hue"]
-        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                               [0.211, -0.523, 0.312]], device=dev)
+        to_yiq = torch.tensor(
+            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev
+        )
         rot = torch.zeros(b, 3, 3, device=dev)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2] = torch.cos(h), -torch.sin(h)
@@ -537,7 +628,9 @@ class BatchAugment:
         img = x.float()
         if x.shape[-1] > 1.5 * s:  # strong down-scaling: pre-filter against aliasing
             img = F.interpolate(img, scale_factor=s / x.shape[-1], mode="area")
-        img = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        img = F.grid_sample(
+            img, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
         lum = torch.tensor([0.299, 0.587, 0.114], device=dev)
         grey = torch.einsum("bchw,c->b", img, lum) / (s * s * 255.0)
         m, offset = self.colour_matrix(p, grey)
@@ -558,8 +651,12 @@ class BatchAugment:
             n = len(sel)
             k = _gaussian_kernels(p["sigma"][sel], 7).repeat_interleave(3, 0)
             sub = img[sel].reshape(1, n * 3, s, s)
-            sub = F.conv2d(F.pad(sub, (0, 0, 3, 3), mode="reflect"), k.view(n * 3, 1, 7, 1), groups=n * 3)
-            sub = F.conv2d(F.pad(sub, (3, 3, 0, 0), mode="reflect"), k.view(n * 3, 1, 1, 7), groups=n * 3)
+            sub = F.conv2d(
+                F.pad(sub, (0, 0, 3, 3), mode="reflect"), k.view(n * 3, 1, 7, 1), groups=n * 3
+            )
+            sub = F.conv2d(
+                F.pad(sub, (3, 3, 0, 0), mode="reflect"), k.view(n * 3, 1, 1, 7), groups=n * 3
+            )
             img[sel] = sub.view(n, 3, s, s)
         sel = p["jpeg"].nonzero().flatten()
         if len(sel):
@@ -569,8 +666,10 @@ class BatchAugment:
             if dev.type == "cuda":
                 import torchvision.io as tio
 
-                out = [tio.decode_jpeg(tio.encode_jpeg(u8[i], quality=q[i]), device=dev)
-                       for i in range(len(sel))]
+                out = [
+                    tio.decode_jpeg(tio.encode_jpeg(u8[i], quality=q[i]), device=dev)
+                    for i in range(len(sel))
+                ]
             else:
                 out = [_jpeg_cpu(u8[i].cpu(), q[i]) for i in range(len(sel))]
             img[sel] = (torch.stack(out).to(dev).float() - m255) / s255
@@ -592,8 +691,14 @@ class BatchAugment:
         rgb_means = np.empty((x.shape[0], 3), dtype=np.float32)
         for i in range(x.shape[0]):
             m = np.concatenate([mats[i], offs[i][:, None]], 1)
-            cv2.warpAffine(np.ascontiguousarray(src[i]), m, (s, s), dst=out[i], flags=flags,
-                           borderMode=cv2.BORDER_REFLECT_101)
+            cv2.warpAffine(
+                np.ascontiguousarray(src[i]),
+                m,
+                (s, s),
+                dst=out[i],
+                flags=flags,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )
             rgb_means[i] = cv2.mean(out[i])[:3]
         grey = torch.from_numpy(rgb_means) @ torch.tensor([0.299, 0.587, 0.114]) / 255.0
         m, offset = self.colour_matrix(p, grey)
@@ -603,12 +708,17 @@ class BatchAugment:
         for i in range(len(out)):
             im = cv2.transform(out[i], cmat[i])  # saturating uint8 colour map
             if lowres[i]:
-                im = cv2.resize(cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA), (s, s),
-                                interpolation=cv2.INTER_LINEAR)
+                im = cv2.resize(
+                    cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA),
+                    (s, s),
+                    interpolation=cv2.INTER_LINEAR,
+                )
             if blur[i]:
                 im = cv2.GaussianBlur(im, (7, 7), sigma[i], borderType=cv2.BORDER_REFLECT_101)
             if jpeg[i]:
-                ok, buf = cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality[i]])
+                ok, buf = cv2.imencode(
+                    ".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality[i]]
+                )
                 im = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
             out[i] = im
         # normalise in NHWC order (contiguous, fast); the result is a channels_last NCHW tensor
@@ -633,9 +743,17 @@ class CachedLoader:
     one trains. ``augment=None`` gives the deterministic val/test view.
     """
 
-    def __init__(self, cache: ImageCache, batch_size: int = 64, shuffle: bool = False,
-                 augment: str | AugmentConfig | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0, drop_last: bool = False, backend: str = "auto"):
+    def __init__(
+        self,
+        cache: ImageCache,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        augment: str | AugmentConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+        backend: str = "auto",
+    ):
         self.cache, self.batch_size, self.shuffle = cache, batch_size, shuffle
         self.device = torch.device(device)
         self.augment = BatchAugment(augment, backend=backend) if augment is not None else None
@@ -681,7 +799,9 @@ class CachedLoader:
         cuda = self.device.type == "cuda"
         g = None
         if self.augment is not None:
-            g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch + 7)
+            g = torch.Generator(device=self.device).manual_seed(
+                self.seed * 100_003 + self.epoch + 7
+            )
         batches = self._batches()
         with ThreadPoolExecutor(1) as pool:
             nxt = pool.submit(self._gather, batches[0]) if batches else None
@@ -697,11 +817,19 @@ class CachedLoader:
 
 # ----------------------------------------------------------------------------- factory
 
-def make_loaders(data_dir: str | os.PathLike, batch_size: int = 64, mode: str = "cached",
-                 aug: str | AugmentConfig = "default", workers: int | None = None,
-                 device: str | torch.device = "cpu", limit: int | None = None,
-                 val_limit: int | None = None, seed: int = 0,
-                 splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, FaceLoader | CachedLoader]:
+
+def make_loaders(
+    data_dir: str | os.PathLike,
+    batch_size: int = 64,
+    mode: str = "cached",
+    aug: str | AugmentConfig = "default",
+    workers: int | None = None,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    val_limit: int | None = None,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict[str, FaceLoader | CachedLoader]:
     """Loaders for the splits: train shuffled and augmented, val/test deterministic.
 
     ``mode``: ``cached`` (decode once, augment batches on ``device``) or ``dataloader``
@@ -720,13 +848,27 @@ def make_loaders(data_dir: str | os.PathLike, batch_size: int = 64, mode: str = 
         drop_last = train and len(items) % batch_size == 1
         if mode == "cached":
             cache = build_cache(data_dir, split, lim, seed, workers=workers)
-            out[split] = CachedLoader(cache, batch_size, shuffle=train, augment=aug if train else None,
-                                      device=device, seed=seed, drop_last=drop_last)
+            out[split] = CachedLoader(
+                cache,
+                batch_size,
+                shuffle=train,
+                augment=aug if train else None,
+                device=device,
+                seed=seed,
+                drop_last=drop_last,
+            )
         else:
             tf = train_transform(aug) if train else eval_transform()
             ds = FaceDataset(data_dir, split, tf, items=items)
-            out[split] = FaceLoader(ds, batch_size, shuffle=train, workers=workers, device=device,
-                                    seed=seed, drop_last=drop_last)
+            out[split] = FaceLoader(
+                ds,
+                batch_size,
+                shuffle=train,
+                workers=workers,
+                device=device,
+                seed=seed,
+                drop_last=drop_last,
+            )
     return out
 
 
@@ -737,8 +879,16 @@ def loader_items(loader: FaceLoader | CachedLoader) -> list[Item]:
 
 # ------------------------------------------------------------------------------ figures
 
-def augmented_grid(data_dir: str | os.PathLike, n_per_class: int = 8, aug: str | AugmentConfig = "default",
-                   mode: str = "cached", split: str = "train", seed: int = 0, repeats: int = 1):
+
+def augmented_grid(
+    data_dir: str | os.PathLike,
+    n_per_class: int = 8,
+    aug: str | AugmentConfig = "default",
+    mode: str = "cached",
+    split: str = "train",
+    seed: int = 0,
+    repeats: int = 1,
+):
     """A matplotlib figure: originals and augmented training views of both classes.
 
     Rows: for each class, the original (centre crop) and ``repeats`` augmented views of the same
@@ -754,7 +904,10 @@ def augmented_grid(data_dir: str | os.PathLike, n_per_class: int = 8, aug: str |
         by_pair.setdefault(pair_of.get(it.path, it.path), {})[it.label] = it
     pairs = [p for p in sorted(by_pair) if len(by_pair[p]) == 2] or sorted(by_pair)
     rng = np.random.default_rng(seed)
-    chosen = [pairs[i] for i in sorted(rng.choice(len(pairs), min(n_per_class, len(pairs)), replace=False))]
+    chosen = [
+        pairs[i]
+        for i in sorted(rng.choice(len(pairs), min(n_per_class, len(pairs)), replace=False))
+    ]
     data_dir = Path(data_dir)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -763,8 +916,12 @@ def augmented_grid(data_dir: str | os.PathLike, n_per_class: int = 8, aug: str |
     grid_rows, row_names = [], []
     for label in (1, 0):
         pics = [by_pair[p].get(label) for p in chosen]
-        raws = [to_tensor_uint8(_decode_for_cache(data_dir / it.path, RESIZE_SIZE)[0]) if it else
-                torch.zeros(3, RESIZE_SIZE, RESIZE_SIZE, dtype=torch.uint8) for it in pics]
+        raws = [
+            to_tensor_uint8(_decode_for_cache(data_dir / it.path, RESIZE_SIZE)[0])
+            if it
+            else torch.zeros(3, RESIZE_SIZE, RESIZE_SIZE, dtype=torch.uint8)
+            for it in pics
+        ]
         u8 = torch.stack([torch.as_tensor(r) for r in raws])
         grid_rows.append(denormalize(center_crop_batch(u8)))
         row_names.append(f"{CLASS_NAMES[label]}\noriginal")
@@ -792,24 +949,37 @@ def augmented_grid(data_dir: str | os.PathLike, n_per_class: int = 8, aug: str |
 
 # ---------------------------------------------------------------------------- benchmark
 
-def baseline_imagefolder_loader(data_dir: str | os.PathLike, batch_size: int = 64,
-                                workers: int | None = None, split: str = "train") -> DataLoader:
+
+def baseline_imagefolder_loader(
+    data_dir: str | os.PathLike,
+    batch_size: int = 64,
+    workers: int | None = None,
+    split: str = "train",
+) -> DataLoader:
     """The reference point: ``torchvision.datasets.ImageFolder`` + PIL transforms, same family
     as far as PIL transforms go (rotation, resized crop, flip, colour jitter, blur)."""
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     c = AugmentConfig()
-    tf = T.Compose([
-        T.RandomRotation(c.rotate_deg, interpolation=T.InterpolationMode.BILINEAR),
-        T.RandomResizedCrop(IMAGE_SIZE, scale=c.scale, ratio=c.ratio),
-        T.RandomHorizontalFlip(c.hflip),
-        T.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue),
-        T.RandomApply([T.GaussianBlur(7, sigma=c.blur_sigma)], p=c.blur_p),
-        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    tf = T.Compose(
+        [
+            T.RandomRotation(c.rotate_deg, interpolation=T.InterpolationMode.BILINEAR),
+            T.RandomResizedCrop(IMAGE_SIZE, scale=c.scale, ratio=c.ratio),
+            T.RandomHorizontalFlip(c.hflip),
+            T.ColorJitter(c.brightness, c.contrast, c.saturation, c.hue),
+            T.RandomApply([T.GaussianBlur(7, sigma=c.blur_sigma)], p=c.blur_p),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     ds = datasets.ImageFolder(str(Path(data_dir) / split), transform=tf)
-    return DataLoader(ds, batch_size=batch_size, shuffle=True,
-                      num_workers=default_workers() if workers is None else workers)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=default_workers() if workers is None else workers,
+    )
 
 
 def _throughput(loader, batches: int, device: torch.device, warmup: int = 1) -> float:
@@ -862,16 +1032,21 @@ def benchmark(args) -> dict:
     batches = args.batches or 20
     workers = default_workers()
     n_train = len(select_rows(read_manifest(data_dir), "train"))
-    print(f"data {data_dir}: {n_train} train images; device {device}; {workers} workers; "
-          f"{batches} batches of 64 after 1 warm-up; torch threads {torch.get_num_threads()}")
+    print(
+        f"data {data_dir}: {n_train} train images; device {device}; {workers} workers; "
+        f"{batches} batches of 64 after 1 warm-up; torch threads {torch.get_num_threads()}"
+    )
     results = {}
     base = baseline_imagefolder_loader(data_dir, 64, workers)
     results["baseline ImageFolder+PIL"] = _throughput(base, batches, device)
-    default = make_loaders(data_dir, 64, mode="dataloader", workers=workers, device=device,
-                           splits=("train",))["train"]
+    default = make_loaders(
+        data_dir, 64, mode="dataloader", workers=workers, device=device, splits=("train",)
+    )["train"]
     results["default loader (dataloader, v2)"] = _throughput(default, batches, device)
     t = time.perf_counter()
-    cached = make_loaders(data_dir, 64, mode="cached", workers=workers, device=device, splits=("train",))["train"]
+    cached = make_loaders(
+        data_dir, 64, mode="cached", workers=workers, device=device, splits=("train",)
+    )["train"]
     build_s = time.perf_counter() - t
     results["cached (batch aug on " + device.type + ")"] = _throughput(cached, batches, device)
     ref = results["baseline ImageFolder+PIL"]
@@ -883,11 +1058,36 @@ def benchmark(args) -> dict:
 
 
 __all__ = [
-    "IMAGE_SIZE", "RESIZE_SIZE", "IMAGENET_MEAN", "IMAGENET_STD", "CLASS_NAMES", "AugmentConfig",
-    "AUGMENT_PRESETS", "get_augment", "train_transform", "eval_transform", "denormalize", "Item",
-    "select_rows", "Skipped", "FaceDataset", "Batch", "collate_skip", "default_workers", "SkipCounter",
-    "FaceLoader", "ImageCache", "build_cache", "BatchAugment", "center_crop_batch", "CachedLoader",
-    "make_loaders", "loader_items", "augmented_grid", "baseline_imagefolder_loader", "benchmark",
+    "IMAGE_SIZE",
+    "RESIZE_SIZE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLASS_NAMES",
+    "AugmentConfig",
+    "AUGMENT_PRESETS",
+    "get_augment",
+    "train_transform",
+    "eval_transform",
+    "denormalize",
+    "Item",
+    "select_rows",
+    "Skipped",
+    "FaceDataset",
+    "Batch",
+    "collate_skip",
+    "default_workers",
+    "SkipCounter",
+    "FaceLoader",
+    "ImageCache",
+    "build_cache",
+    "BatchAugment",
+    "center_crop_batch",
+    "CachedLoader",
+    "make_loaders",
+    "loader_items",
+    "augmented_grid",
+    "baseline_imagefolder_loader",
+    "benchmark",
 ]
 
 
@@ -899,9 +1099,14 @@ def check_stage02(data_dir: str | os.PathLike) -> dict[str, Counter]:
     if not any(r["label"] == "not_wearing_mask" for r in ok):
         raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
     if not any(r["label"] == "wearing_mask" for r in ok):
-        raise RuntimeError(f"{data_dir} has no masked faces yet: run stage 02 first "
-                           "(notebook 02_mask_synthesis or `python -m maskdet synthesize`)")
-    return {split: Counter(r["label"] for r in ok if r["split"] == split) for split in ("train", "val", "test")}
+        raise RuntimeError(
+            f"{data_dir} has no masked faces yet: run stage 02 first "
+            "(notebook 02_mask_synthesis or `python -m maskdet synthesize`)"
+        )
+    return {
+        split: Counter(r["label"] for r in ok if r["split"] == split)
+        for split in ("train", "val", "test")
+    }
 
 
 __all__ += ["check_stage02"]

@@ -20,10 +20,21 @@ from .landmarks import Face
 SUPERSAMPLE = 4
 MASK_TYPES = {"surgical": 0.35, "N95": 0.15, "KN95": 0.2, "cloth": 0.3}
 COLORS = {
-    "white": "#f0f0ec", "light_blue": "#8fc1e3", "blue": "#2f6db5", "navy": "#1f2f4f",
-    "teal": "#3aa39a", "green": "#5d8c4a", "black": "#1e1e1e", "grey": "#8a8d91",
-    "pink": "#e8a0b4", "red": "#b3282d", "purple": "#6b4c8a", "yellow": "#e6c04a",
-    "orange": "#d9792b", "beige": "#d8c3a5", "brown": "#6e4b3a",
+    "white": "#f0f0ec",
+    "light_blue": "#8fc1e3",
+    "blue": "#2f6db5",
+    "navy": "#1f2f4f",
+    "teal": "#3aa39a",
+    "green": "#5d8c4a",
+    "black": "#1e1e1e",
+    "grey": "#8a8d91",
+    "pink": "#e8a0b4",
+    "red": "#b3282d",
+    "purple": "#6b4c8a",
+    "yellow": "#e6c04a",
+    "orange": "#d9792b",
+    "beige": "#d8c3a5",
+    "brown": "#6e4b3a",
 }
 TYPE_COLORS = {
     "surgical": ["white", "light_blue", "blue", "teal", "green", "pink", "black", "grey"],
@@ -50,7 +61,9 @@ def rgb_of(hex_color: str) -> np.ndarray:
     return np.array([int(h[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
 
 
-def composite(rgb: np.ndarray, premult: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> np.ndarray:
+def composite(
+    rgb: np.ndarray, premult: np.ndarray, alpha: np.ndarray, x0: int, y0: int
+) -> np.ndarray:
     """Proper alpha compositing of a premultiplied colour patch at (x0, y0): out = img*(1-a) + c*a.
 
     ``premult`` (h, w, 3) float32 = colour * alpha; ``alpha`` (h, w) float32. Pixels with alpha 0
@@ -140,8 +153,14 @@ def _outline(mask_type: str, pts: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown builtin mask type {mask_type!r}")
 
 
-def _pattern(kind: str, u: np.ndarray, v: np.ndarray, c0: np.ndarray, c1: np.ndarray,
-             rng: np.random.Generator) -> np.ndarray:
+def _pattern(
+    kind: str,
+    u: np.ndarray,
+    v: np.ndarray,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Colour field (h, w, 3) for a texture; u, v are face-frame coordinates in face widths."""
     if kind == "solid":
         return np.broadcast_to(c0, u.shape + (3,)).astype(np.float32)
@@ -174,7 +193,9 @@ class BuiltinRenderer:
     def choose(self, rng: np.random.Generator) -> tuple[str, str, str]:
         """(mask_type, colour name, texture[/second colour]) for one image."""
         types = list(MASK_TYPES)
-        mask_type = str(rng.choice(types, p=np.array(list(MASK_TYPES.values())) / sum(MASK_TYPES.values())))
+        mask_type = str(
+            rng.choice(types, p=np.array(list(MASK_TYPES.values())) / sum(MASK_TYPES.values()))
+        )
         color = str(rng.choice(TYPE_COLORS[mask_type]))
         texture = "solid"
         if mask_type == "cloth":
@@ -200,7 +221,9 @@ class BuiltinRenderer:
         fixed = np.round((poly - [x0, y0]) * SUPERSAMPLE * 16).astype(np.int32)
         cv2.fillPoly(big, [fixed], 255, lineType=cv2.LINE_8, shift=4)
         alpha = cv2.resize(big, (rw, rh), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        alpha = cv2.GaussianBlur(alpha, (3, 3), 0.5) * (alpha > 0)  # softer edge, still zero outside
+        alpha = cv2.GaussianBlur(alpha, (3, 3), 0.5) * (
+            alpha > 0
+        )  # softer edge, still zero outside
 
         o, ex, ey, fw = face_frame(face.landmarks)
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -217,8 +240,10 @@ class BuiltinRenderer:
             top_v = float(((poly - o) @ ey).min()) / fw
             bot_v = float(((poly - o) @ ey).max()) / fw
             phase = (v - top_v) / max(bot_v - top_v, 1e-3) * 3.0  # three pleats
-            fold = (phase % 1.0)
-            shade = shade * (0.86 + 0.16 * fold) - 0.1 * np.exp(-(((phase % 1.0) - 0.02) ** 2) / 0.002)
+            fold = phase % 1.0
+            shade = shade * (0.86 + 0.16 * fold) - 0.1 * np.exp(
+                -(((phase % 1.0) - 0.02) ** 2) / 0.002
+            )
         elif mask_type in ("KN95", "cloth"):
             shade = shade - 0.12 * np.exp(-(u**2) / 0.0004) * (v > 0.3)  # centre seam
         elif mask_type == "N95":

@@ -52,13 +52,15 @@ def load_imagenet_weights(arch: str, progress: bool = False) -> dict | None:
     try:
         return weights.get_state_dict(progress=progress, check_hash=True)
     except Exception as err:  # network error, partial file, hash mismatch
-        warnings.warn(f"could not load ImageNet weights for {arch}: {err}")
+        warnings.warn(f"could not load ImageNet weights for {arch}: {err}", stacklevel=2)
         return None
     finally:
         socket.setdefaulttimeout(old)
 
 
-def build_model(arch: str = "resnet50", pretrained: bool = True, verbose: bool = True) -> tuple[nn.Module, bool]:
+def build_model(
+    arch: str = "resnet50", pretrained: bool = True, verbose: bool = True
+) -> tuple[nn.Module, bool]:
     """The network with ``fc`` replaced by a single logit; returns ``(model, imagenet_loaded)``.
 
     With ``pretrained`` the ImageNet weights are loaded when available; when they cannot be
@@ -74,9 +76,11 @@ def build_model(arch: str = "resnet50", pretrained: bool = True, verbose: bool =
         state = load_imagenet_weights(arch)
         if state is None:
             if verbose:
-                print(f"NOTICE: ImageNet weights for {arch} could not be loaded (offline?): "
-                      "training from random initialisation. Expect slower learning; on Colab "
-                      "the weights download automatically.")
+                print(
+                    f"NOTICE: ImageNet weights for {arch} could not be loaded (offline?): "
+                    "training from random initialisation. Expect slower learning; on Colab "
+                    "the weights download automatically."
+                )
         else:
             model.load_state_dict(state)
             loaded = True
@@ -106,9 +110,18 @@ def architecture_table(model: nn.Module, image_size: int = 112) -> list[dict]:
         else:
             units.append((name, child))
     for name, mod in units:
+
         def hook(m, inp, out, name=name):
-            rows.append({"name": name, "kind": type(m).__name__, "in_shape": tuple(inp[0].shape[1:]),
-                         "out_shape": tuple(out.shape[1:]), "params": count_params(m)})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": type(m).__name__,
+                    "in_shape": tuple(inp[0].shape[1:]),
+                    "out_shape": tuple(out.shape[1:]),
+                    "params": count_params(m),
+                }
+            )
+
         hooks.append(mod.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -163,28 +176,62 @@ def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None
 
     rows = architecture_table(model, image_size)
     groups = _stages(rows)
-    colours = {"stem": "#8fb3d9", "layer1": "#a6d96a", "layer2": "#fdd96a", "layer3": "#fdae61",
-               "layer4": "#f47c6a", "head": "#c2a5cf"}
+    colours = {
+        "stem": "#8fb3d9",
+        "layer1": "#a6d96a",
+        "layer2": "#fdd96a",
+        "layer3": "#fdae61",
+        "layer4": "#f47c6a",
+        "head": "#c2a5cf",
+    }
     boxes = [("input", "Input", (3, image_size, image_size), "#dddddd", False)]
     for g in groups:
         if g["stage"] in ("stem", "head"):
-            label = {"stem": "conv7x7/2\nBN ReLU\nmaxpool3x3/2", "head": "avgpool\nfc -> 1 logit"}[g["stage"]]
-            boxes.append((g["stage"], label, g["rows"][-1]["out_shape"], colours[g["stage"]], False))
+            label = {"stem": "conv7x7/2\nBN ReLU\nmaxpool3x3/2", "head": "avgpool\nfc -> 1 logit"}[
+                g["stage"]
+            ]
+            boxes.append(
+                (g["stage"], label, g["rows"][-1]["out_shape"], colours[g["stage"]], False)
+            )
         else:
             for r in g["rows"]:
                 down = r["in_shape"] != r["out_shape"]
-                boxes.append((g["stage"], f"{r['kind']}\n{r['name']}", r["out_shape"], colours.get(g["stage"], "#eee"), down))
+                boxes.append(
+                    (
+                        g["stage"],
+                        f"{r['kind']}\n{r['name']}",
+                        r["out_shape"],
+                        colours.get(g["stage"], "#eee"),
+                        down,
+                    )
+                )
     n = len(boxes)
     fig, ax = plt.subplots(figsize=(max(10, 0.62 * n), 4.2))
     x = 0.0
     max_c = max(b[2][0] for b in boxes)
     centers = []
-    for stage, label, shape, col, down in boxes:
+    for _stage, label, shape, col, down in boxes:
         h = 0.6 + 2.2 * math.log2(max(shape[0], 2)) / math.log2(max_c)
-        ax.add_patch(FancyBboxPatch((x, -h / 2), 0.5, h, boxstyle="round,pad=0.02", fc=col,
-                                    ec="black", lw=1.6 if down else 0.6))
-        ax.text(x + 0.25, h / 2 + 0.12, "x".join(str(s) for s in shape), ha="center", va="bottom",
-                fontsize=6, rotation=90)
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, -h / 2),
+                0.5,
+                h,
+                boxstyle="round,pad=0.02",
+                fc=col,
+                ec="black",
+                lw=1.6 if down else 0.6,
+            )
+        )
+        ax.text(
+            x + 0.25,
+            h / 2 + 0.12,
+            "x".join(str(s) for s in shape),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            rotation=90,
+        )
         ax.text(x + 0.25, 0, label, ha="center", va="center", fontsize=5.5, rotation=90)
         centers.append(x + 0.25)
         x += 0.62
@@ -192,15 +239,24 @@ def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None
         ax.annotate("", (b - 0.25, 0), (a + 0.25, 0), arrowprops={"arrowstyle": "-", "lw": 0.5})
     # stage labels under the boxes
     idx = 0
-    for name, group in [("input", [None])] + [(g["stage"], g["rows"] if g["stage"] not in ("stem", "head") else [None]) for g in groups]:
+    for name, group in [("input", [None])] + [
+        (g["stage"], g["rows"] if g["stage"] not in ("stem", "head") else [None]) for g in groups
+    ]:
         first, last = centers[idx], centers[idx + len(group) - 1]
-        params = "" if name == "input" else f"\n{sum(r['params'] for r in next(g for g in groups if g['stage'] == name)['rows']) / 1e6:.2f}M params"
+        params = (
+            ""
+            if name == "input"
+            else f"\n{sum(r['params'] for r in next(g for g in groups if g['stage'] == name)['rows']) / 1e6:.2f}M params"
+        )
         ax.text((first + last) / 2, -2.15, f"{name}{params}", ha="center", va="top", fontsize=7)
         idx += len(group)
     total = count_params(model)
     arch = title or type(model).__name__
-    ax.set_title(f"{arch}: {total / 1e6:.1f}M parameters, input {image_size}x{image_size}; "
-                 "bold border = block that downsamples / widens (projection shortcut)", fontsize=9)
+    ax.set_title(
+        f"{arch}: {total / 1e6:.1f}M parameters, input {image_size}x{image_size}; "
+        "bold border = block that downsamples / widens (projection shortcut)",
+        fontsize=9,
+    )
     ax.set_xlim(-0.2, x)
     ax.set_ylim(-2.9, 2.6)
     ax.axis("off")
@@ -208,5 +264,12 @@ def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None
     return fig
 
 
-__all__ = ["ARCHS", "build_model", "load_imagenet_weights", "count_params", "architecture_table",
-           "format_table", "draw_architecture"]
+__all__ = [
+    "ARCHS",
+    "build_model",
+    "load_imagenet_weights",
+    "count_params",
+    "architecture_table",
+    "format_table",
+    "draw_architecture",
+]

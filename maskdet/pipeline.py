@@ -32,6 +32,7 @@ PRESETS: dict[str, dict] = {
         "SOURCE": str(SHARED / "lfw-mini.tgz"),
         "DATA_DIR": "data/smoke",
         "RUN_DIR": "runs/smoke",
+        "ABLATIONS_DIR": "runs/smoke/ablations",
         "LIMIT_IDENTITIES": 30,
         "EPOCHS": 1,
         "BATCH_SIZE": 4,
@@ -48,6 +49,7 @@ PRESETS: dict[str, dict] = {
         "SOURCE": "lfw",
         "DATA_DIR": "data/demo",
         "RUN_DIR": "runs/demo",
+        "ABLATIONS_DIR": "runs/demo/ablations",
         "LIMIT_IDENTITIES": 600,
         "EPOCHS": 4,
         "BATCH_SIZE": 32,
@@ -64,6 +66,7 @@ PRESETS: dict[str, dict] = {
         "SOURCE": "lfw",
         "DATA_DIR": "data/full",
         "RUN_DIR": "runs/full",
+        "ABLATIONS_DIR": "runs/full/ablations",
         "LIMIT_IDENTITIES": 0,
         "EPOCHS": 50,
         "BATCH_SIZE": 64,
@@ -141,4 +144,15 @@ def run_notebooks(
             log_output=False,
         )
         timings[nb.name] = round(time.time() - t0, 1)
-    return {"preset": preset, "executed": str(out), "seconds": timings, "parameters": params}
+    from .report import write_report
+
+    run_dir = Path(params["RUN_DIR"])
+    run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
+    report = write_report(out, run_dir / "report.html")
+    return {
+        "preset": preset,
+        "executed": str(out),
+        "report": str(report),
+        "seconds": timings,
+        "parameters": params,
+    }

@@ -103,7 +103,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 def _scalar_items(metrics: dict):
     for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "epoch":
+        if (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and k != "epoch"
+        ):
             yield k, float(v)
 
 
@@ -125,16 +130,25 @@ class TensorBoardSink(Sink):
             fig = roc_figure(extras.val_labels, extras.val_probs, f"val ROC, epoch {epoch}")
             self.writer.add_figure("val/roc", fig, epoch)
             plt.close(fig)
-            self.writer.add_pr_curve("val/pr", torch.as_tensor(extras.val_labels).int(),
-                                     torch.as_tensor(extras.val_probs).float(), epoch)
+            self.writer.add_pr_curve(
+                "val/pr",
+                torch.as_tensor(extras.val_labels).int(),
+                torch.as_tensor(extras.val_probs).float(),
+                epoch,
+            )
         if extras.samples is not None:
             self.writer.add_images("train/samples", extras.samples, epoch)
         self.writer.flush()
 
     def close(self, hparams: dict, final: dict) -> None:
-        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        self.writer.add_hparams(hp, {f"hparam/{k.replace('/', '_')}": v for k, v in _scalar_items(final)},
-                                run_name="hparams")
+        hp = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()
+        }
+        self.writer.add_hparams(
+            hp,
+            {f"hparam/{k.replace('/', '_')}": v for k, v in _scalar_items(final)},
+            run_name="hparams",
+        )
         self.writer.close()
 
 
@@ -164,8 +178,15 @@ class WandbSink(Sink):
     cannot be reached in time (``init_timeout``); it never asks for a key.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, config: dict, mode: str = "auto",
-                 project: str = "mask-detection", name: str | None = None, resume_id: str | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        config: dict,
+        mode: str = "auto",
+        project: str = "mask-detection",
+        name: str | None = None,
+        resume_id: str | None = None,
+    ):
         import wandb
 
         self.mode = wandb_mode(mode)
@@ -175,10 +196,18 @@ class WandbSink(Sink):
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = dict(project=project, dir=str(run_dir), config=config, name=name or run_dir.name,
-                      id=resume_id, resume="allow" if resume_id else None, reinit="finish_previous",
-                      settings=wandb.Settings(init_timeout=60, silent=True, console="off",
-                                              x_disable_stats=True))
+        kwargs = dict(
+            project=project,
+            dir=str(run_dir),
+            config=config,
+            name=name or run_dir.name,
+            id=resume_id,
+            resume="allow" if resume_id else None,
+            reinit="finish_previous",
+            settings=wandb.Settings(
+                init_timeout=60, silent=True, console="off", x_disable_stats=True
+            ),
+        )
         try:
             self.run = wandb.init(mode=self.mode, **kwargs)
         except Exception as err:  # online but unreachable or key rejected: keep the run offline
@@ -203,13 +232,18 @@ class WandbSink(Sink):
         if extras.val_labels is not None and len(np.unique(extras.val_labels)) == 2:
             probs = np.asarray(extras.val_probs)
             data["val/roc_curve"] = wandb.plot.roc_curve(
-                np.asarray(extras.val_labels).astype(int), np.stack([1 - probs, probs], 1),
-                labels=["not_wearing_mask", "wearing_mask"], classes_to_plot=[1])
+                np.asarray(extras.val_labels).astype(int),
+                np.stack([1 - probs, probs], 1),
+                labels=["not_wearing_mask", "wearing_mask"],
+                classes_to_plot=[1],
+            )
             fig = roc_figure(extras.val_labels, probs, f"val ROC, epoch {epoch}")
             data["val/roc"] = wandb.Image(fig)
             plt.close(fig)
         if extras.samples is not None:
-            data["train/samples"] = [wandb.Image(img.permute(1, 2, 0).numpy()) for img in extras.samples[:16]]
+            data["train/samples"] = [
+                wandb.Image(img.permute(1, 2, 0).numpy()) for img in extras.samples[:16]
+            ]
         self.run.log(data, step=epoch)
 
     def close(self, hparams: dict, final: dict) -> None:
@@ -219,5 +253,13 @@ class WandbSink(Sink):
         self.run.finish()
 
 
-__all__ = ["EpochExtras", "Sink", "CSVSink", "TensorBoardSink", "WandbSink", "wandb_mode",
-           "roc_figure", "read_metrics"]
+__all__ = [
+    "EpochExtras",
+    "Sink",
+    "CSVSink",
+    "TensorBoardSink",
+    "WandbSink",
+    "wandb_mode",
+    "roc_figure",
+    "read_metrics",
+]

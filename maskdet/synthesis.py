@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -46,34 +45,48 @@ _STATE: dict = {}
 
 # ------------------------------------------------------------------------ backend choice
 
+
 def find_masktheface_dir(masktheface_dir: str | os.PathLike | None = None) -> Path | None:
     """An upstream checkout: the argument, $MASKTHEFACE_DIR, <repo>/third_party/MaskTheFace or
     /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does."""
     repo = Path(__file__).resolve().parent.parent
-    cands = [masktheface_dir, os.environ.get("MASKTHEFACE_DIR"), repo / "third_party" / "MaskTheFace",
-             "/content/MaskTheFace"]
+    cands = [
+        masktheface_dir,
+        os.environ.get("MASKTHEFACE_DIR"),
+        repo / "third_party" / "MaskTheFace",
+        "/content/MaskTheFace",
+    ]
     for c in cands:
         if c and (Path(c).expanduser() / "mask_the_face.py").exists():
             return Path(c).expanduser().resolve()
     if masktheface_dir:
-        raise FileNotFoundError(f"{masktheface_dir} is not a MaskTheFace checkout (no mask_the_face.py)")
+        raise FileNotFoundError(
+            f"{masktheface_dir} is not a MaskTheFace checkout (no mask_the_face.py)"
+        )
     return None
 
 
-def resolve_backend(backend: str | None, masktheface_dir: str | os.PathLike | None = None,
-                    verbose: bool = True) -> tuple[str, Path | None]:
+def resolve_backend(
+    backend: str | None, masktheface_dir: str | os.PathLike | None = None, verbose: bool = True
+) -> tuple[str, Path | None]:
     """(backend, checkout) for ``backend`` (None = masktheface when a checkout is found)."""
     if backend not in (None, *BACKENDS):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     found = find_masktheface_dir(masktheface_dir) if backend != "builtin" else None
     if backend == "masktheface" and found is None:
-        raise FileNotFoundError("backend masktheface needs an upstream checkout: pass --masktheface-dir "
-                                "or set MASKTHEFACE_DIR (colab_setup.sh clones it)")
+        raise FileNotFoundError(
+            "backend masktheface needs an upstream checkout: pass --masktheface-dir "
+            "or set MASKTHEFACE_DIR (colab_setup.sh clones it)"
+        )
     chosen = backend or ("masktheface" if found else "builtin")
     if verbose:
-        why = ("asked for" if backend else
-               f"default: upstream checkout found at {found}" if found else
-               "default: no MaskTheFace checkout found (arg, $MASKTHEFACE_DIR, third_party/, /content/)")
+        why = (
+            "asked for"
+            if backend
+            else f"default: upstream checkout found at {found}"
+            if found
+            else "default: no MaskTheFace checkout found (arg, $MASKTHEFACE_DIR, third_party/, /content/)"
+        )
         print(f"synthesis backend: {chosen} ({why})")
     return chosen, found
 
@@ -96,6 +109,7 @@ def rng_for(seed: int, key: str) -> np.random.Generator:
 
 
 # -------------------------------------------------------------------------- one image
+
 
 def check_quality(alpha: np.ndarray, face: Face) -> str:
     """'' for a usable mask, else why it is dropped: thin/broken, missing nose and mouth, or
@@ -124,8 +138,11 @@ def check_quality(alpha: np.ndarray, face: Face) -> str:
 def _init(backend: str, masktheface_dir: str | None, seed: int) -> None:
     """Worker initializer: models and templates are loaded once per process."""
     if _STATE.get("key") != (backend, masktheface_dir):
-        _STATE.update(key=(backend, masktheface_dir), finder=FaceFinder(landmark_model_path()),
-                      renderer=make_renderer(backend, masktheface_dir))
+        _STATE.update(
+            key=(backend, masktheface_dir),
+            finder=FaceFinder(landmark_model_path()),
+            renderer=make_renderer(backend, masktheface_dir),
+        )
     _STATE["seed"] = seed
 
 
@@ -139,8 +156,14 @@ def _init_worker(backend: str, masktheface_dir: str | None, seed: int) -> None:
 def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
     """Read, find the face, render, check, write: one result dict, never an exception."""
     src, dest, key = job
-    res = {"status": "failed", "reason": "", "mask_type": "", "mask_color": "", "mask_texture": "",
-           "box_source": ""}
+    res = {
+        "status": "failed",
+        "reason": "",
+        "mask_type": "",
+        "mask_color": "",
+        "mask_texture": "",
+        "box_source": "",
+    }
     try:
         rgb = read_rgb(src)
     except BadImage as err:
@@ -164,8 +187,14 @@ def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
     return res
 
 
-def run_jobs(jobs: list[tuple[str, str, str]], backend: str, masktheface_dir: str | os.PathLike | None,
-             workers: int | None = None, seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+def run_jobs(
+    jobs: list[tuple[str, str, str]],
+    backend: str,
+    masktheface_dir: str | os.PathLike | None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, str]]:
     """Results of :func:`_mask_one` for ``jobs`` (src, dest, rng key), in order.
 
     Where ``fork`` exists (Linux, Colab) the models are loaded once here and the workers are
@@ -190,8 +219,12 @@ def run_jobs(jobs: list[tuple[str, str, str]], backend: str, masktheface_dir: st
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init,
-                                 initargs=(backend, mdir, seed) if init else ()) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=init,
+            initargs=(backend, mdir, seed) if init else (),
+        ) as pool:
             return list(tqdm(pool.map(_mask_one, jobs, chunksize=chunk), **bar))
     finally:
         cv2.setNumThreads(threads)
@@ -199,9 +232,15 @@ def run_jobs(jobs: list[tuple[str, str, str]], backend: str, masktheface_dir: st
 
 # -------------------------------------------------------------------------- data set
 
-def synthesize_dataset(data_dir: str | os.PathLike, backend: str | None = None,
-                       masktheface_dir: str | os.PathLike | None = None, workers: int | None = None,
-                       seed: int = 0, progress: bool = True) -> dict:
+
+def synthesize_dataset(
+    data_dir: str | os.PathLike,
+    backend: str | None = None,
+    masktheface_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Stage 02: a masked twin in ``<split>/wearing_mask/`` for every usable face; updates the manifest.
 
     Re-running replaces the previous stage-02 rows and files. A face whose twin failed or was
@@ -209,7 +248,9 @@ def synthesize_dataset(data_dir: str | os.PathLike, backend: str | None = None,
     """
     data_dir = Path(data_dir)
     rows = read_manifest(data_dir)
-    if not any(r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows):
+    if not any(
+        r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
+    ):
         raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
     backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
     rows = [r for r in rows if r["label"] != "wearing_mask"]
@@ -220,15 +261,26 @@ def synthesize_dataset(data_dir: str | os.PathLike, backend: str | None = None,
         shutil.rmtree(data_dir / split / "wearing_mask", ignore_errors=True)
     todo = [r for r in rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
     dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
-    jobs = [(str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)]
+    jobs = [
+        (str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)
+    ]
     t0 = time.perf_counter()
     results = run_jobs(jobs, backend, mdir, workers, seed, progress)
     seconds = time.perf_counter() - t0
     for r, dest, res in zip(todo, dests, results):
         ok = res["status"] == "ok"
-        rows.append(new_row(path=dest if ok else "", split=r["split"], label="wearing_mask",
-                            identity=r["identity"], source=r["path"], pair_id=r["pair_id"],
-                            backend=backend, **res))
+        rows.append(
+            new_row(
+                path=dest if ok else "",
+                split=r["split"],
+                label="wearing_mask",
+                identity=r["identity"],
+                source=r["path"],
+                pair_id=r["pair_id"],
+                backend=backend,
+                **res,
+            )
+        )
         if not ok:
             r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
     write_manifest(data_dir, rows)
@@ -257,9 +309,16 @@ def summarize(results: list[dict[str, str]], backend: str = "", seconds: float =
 
 # ---------------------------------------------------------------------- any folder
 
-def mask_files(in_dir: str | os.PathLike, out_dir: str | os.PathLike, backend: str | None = None,
-               masktheface_dir: str | os.PathLike | None = None, workers: int | None = None,
-               seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+
+def mask_files(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    backend: str | None = None,
+    masktheface_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, str]]:
     """Mask every file under ``in_dir`` into ``out_dir`` (same relative path, ``.png``).
 
     One record per file (written to ``out_dir/records.csv`` too); files without an image name
@@ -272,8 +331,16 @@ def mask_files(in_dir: str | os.PathLike, out_dir: str | os.PathLike, backend: s
     jobs, used = [], set()
     for p in files:
         rel = p.relative_to(in_dir).as_posix()
-        rec = {"input": rel, "output": "", "status": "skipped", "reason": "not an image file name",
-               "mask_type": "", "mask_color": "", "mask_texture": "", "box_source": ""}
+        rec = {
+            "input": rel,
+            "output": "",
+            "status": "skipped",
+            "reason": "not an image file name",
+            "mask_type": "",
+            "mask_color": "",
+            "mask_texture": "",
+            "box_source": "",
+        }
         records.append(rec)
         if not is_image_name(p.name):
             continue
@@ -290,7 +357,9 @@ def mask_files(in_dir: str | os.PathLike, out_dir: str | os.PathLike, backend: s
             rec["output"] = ""
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "records.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["input"], lineterminator="\n")
+        w = csv.DictWriter(
+            fh, fieldnames=list(records[0]) if records else ["input"], lineterminator="\n"
+        )
         w.writeheader()
         w.writerows(records)
     return records
@@ -298,18 +367,23 @@ def mask_files(in_dir: str | os.PathLike, out_dir: str | os.PathLike, backend: s
 
 # ------------------------------------------------------------------------- report
 
+
 def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_type"):
     """A matplotlib Figure: one row of masked samples per value of ``by`` (mask_type / mask_color)."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"]
+    rows = [
+        r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"
+    ]
     if not rows:
         raise RuntimeError(f"{data_dir} has no masked faces: run synthesize first")
     groups: dict[str, list[dict[str, str]]] = {}
     for r in sorted(rows, key=lambda r: r["path"]):
         groups.setdefault(r[by] or "?", []).append(r)
     names = sorted(groups)
-    fig, axes = plt.subplots(len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False
+    )
     for i, name in enumerate(names):
         picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
         for j, ax in enumerate(axes[i]):
@@ -324,6 +398,7 @@ def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_t
 
 # ----------------------------------------------------------------------- benchmark
 
+
 def _bench_data(args, work: Path) -> Path:
     """A DATA_DIR holding exactly ``args.images`` stage-01 faces (from --data or --source)."""
     from .data import download_and_prepare
@@ -331,11 +406,19 @@ def _bench_data(args, work: Path) -> Path:
     if args.data:
         src_dir = Path(args.data)
     else:
-        source = args.source or str(Path(__file__).resolve().parents[2] / "shared/data/lfw-deepfunneled.tgz")
+        source = args.source or str(
+            Path(__file__).resolve().parents[2] / "shared/data/lfw-deepfunneled.tgz"
+        )
         src_dir = work / "prepared"
         n_ids = max(3, args.images)  # LFW has >= 1 image per identity: enough faces
-        download_and_prepare(source, src_dir, limit_identities=n_ids, cache_dir=work / "raw", progress=False)
-    rows = [r for r in read_manifest(src_dir) if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
+        download_and_prepare(
+            source, src_dir, limit_identities=n_ids, cache_dir=work / "raw", progress=False
+        )
+    rows = [
+        r
+        for r in read_manifest(src_dir)
+        if r["label"] == "not_wearing_mask" and r["status"] == "ok"
+    ]
     rows = sorted(rows, key=lambda r: r["pair_id"])[: args.images]
     data = work / "data"
     for r in rows:
@@ -359,10 +442,16 @@ def _run_upstream_cli(mdir: Path, data: Path, work: Path) -> tuple[int, int, flo
         if entry.name not in (".git", "dlib_models"):
             (shadow / entry.name).symlink_to(entry)
     (shadow / "dlib_models").mkdir()
-    (shadow / "dlib_models" / "shape_predictor_68_face_landmarks.dat").symlink_to(landmark_model_path())
+    (shadow / "dlib_models" / "shape_predictor_68_face_landmarks.dat").symlink_to(
+        landmark_model_path()
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "mask_the_face.py", "--path", str(folder), "--mask_type", "random"],
-                          cwd=shadow, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "mask_the_face.py", "--path", str(folder), "--mask_type", "random"],
+        cwd=shadow,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         print(f"upstream CLI failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
@@ -379,31 +468,56 @@ def benchmark(args) -> list[dict]:
         table: list[dict] = []
         if mdir:
             n_in, n_out, sec = _run_upstream_cli(mdir, data, work)
-            table.append({"method": "upstream mask_the_face.py (random)", "in": n_in, "out": n_out, "s": sec})
+            table.append(
+                {"method": "upstream mask_the_face.py (random)", "in": n_in, "out": n_out, "s": sec}
+            )
         runs = [("masktheface", w) for w in (1, 2)] if mdir else []
         runs += [("builtin", w) for w in (1, 2)]
         for backend, w in runs:
             _STATE.clear()  # every run pays for loading its models, as the upstream CLI does
             t0 = time.perf_counter()
-            res = synthesize_dataset(data, backend=backend, masktheface_dir=mdir, workers=w, progress=False)
+            res = synthesize_dataset(
+                data, backend=backend, masktheface_dir=mdir, workers=w, progress=False
+            )
             sec = time.perf_counter() - t0
             name = "patched driver" if backend == "masktheface" else "builtin renderer"
-            table.append({"method": f"{name}, {w} worker{'s' * (w > 1)}", "in": res["images_in"],
-                          "out": res["masked"], "s": sec,
-                          "note": f"dropped {res['dropped']}, failed {res['failed']}, fallback {res['fallback_box']}"})
+            table.append(
+                {
+                    "method": f"{name}, {w} worker{'s' * (w > 1)}",
+                    "in": res["images_in"],
+                    "out": res["masked"],
+                    "s": sec,
+                    "note": f"dropped {res['dropped']}, failed {res['failed']}, fallback {res['fallback_box']}",
+                }
+            )
         base = table[0]["out"] / table[0]["s"] if mdir and table[0]["out"] else None
-        print(f"\n{'method':38} {'in':>5} {'out':>5} {'seconds':>8} {'img/s':>7} {'vs upstream':>11}  note")
+        print(
+            f"\n{'method':38} {'in':>5} {'out':>5} {'seconds':>8} {'img/s':>7} {'vs upstream':>11}  note"
+        )
         for row in table:
             ips = row["out"] / row["s"] if row["s"] else 0.0
             ratio = f"{ips / base:.1f}x" if base else "-"
-            print(f"{row['method']:38} {row['in']:5d} {row['out']:5d} {row['s']:8.2f} {ips:7.1f} {ratio:>11}  "
-                  f"{row.get('note', '')}")
+            print(
+                f"{row['method']:38} {row['in']:5d} {row['out']:5d} {row['s']:8.2f} {ips:7.1f} {ratio:>11}  "
+                f"{row.get('note', '')}"
+            )
         print(f"({os.cpu_count()} CPUs; times include process start and model loading)")
         return table
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["BACKENDS", "find_masktheface_dir", "resolve_backend", "make_renderer", "rng_for",
-           "check_quality", "run_jobs", "synthesize_dataset", "summarize", "mask_files", "sample_grid",
-           "benchmark"]
+__all__ = [
+    "BACKENDS",
+    "find_masktheface_dir",
+    "resolve_backend",
+    "make_renderer",
+    "rng_for",
+    "check_quality",
+    "run_jobs",
+    "synthesize_dataset",
+    "summarize",
+    "mask_files",
+    "sample_grid",
+    "benchmark",
+]

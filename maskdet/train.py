@@ -29,14 +29,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from .loader import (CLASS_NAMES, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE, Batch,
-                     default_workers, denormalize, loader_items, make_loaders)
+from .loader import (
+    CLASS_NAMES,
+    IMAGE_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_SIZE,
+    Batch,
+    default_workers,
+    denormalize,
+    loader_items,
+    make_loaders,
+)
 from .model import build_model
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
 
 CHECKPOINT_FORMAT = "maskdet-checkpoint-v1"
-RESUME_KEYS = ("arch", "batch_size", "epochs", "lr", "optimizer", "weight_decay", "warmup_epochs",
-               "limit", "val_limit", "seed", "aug", "loader", "pretrained")
+RESUME_KEYS = (
+    "arch",
+    "batch_size",
+    "epochs",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "warmup_epochs",
+    "limit",
+    "val_limit",
+    "seed",
+    "aug",
+    "loader",
+    "pretrained",
+)
 """Settings that must match for a run to resume (anything else may change between sessions)."""
 
 
@@ -73,6 +96,7 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------ helpers
 
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device in ("auto", "", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,7 +105,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW; no weight decay on BatchNorm and biases."""
-    wd = cfg.weight_decay if cfg.weight_decay is not None else (1e-4 if cfg.optimizer == "sgd" else 0.05)
+    wd = (
+        cfg.weight_decay
+        if cfg.weight_decay is not None
+        else (1e-4 if cfg.optimizer == "sgd" else 0.05)
+    )
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -101,7 +129,11 @@ class WarmupCosine:
     weights_only-safe)."""
 
     def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float = 0.01):
-        self.total, self.warmup, self.min_ratio = max(1, total_steps), max(0, warmup_steps), min_ratio
+        self.total, self.warmup, self.min_ratio = (
+            max(1, total_steps),
+            max(0, warmup_steps),
+            min_ratio,
+        )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -116,9 +148,18 @@ def rng_state() -> dict:
     py = random.getstate()
     out = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss_next": py[2]},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": py[0],
+            "state": torch.tensor(py[1], dtype=torch.int64),
+            "gauss_next": py[2],
+        },
     }
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
@@ -128,8 +169,15 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -153,19 +201,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"refused to load {path}: it holds more than tensors and plain values "
-                         f"(weights_only=True): {str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"refused to load {path}: it holds more than tensors and plain values "
+            f"(weights_only=True): {str(err).splitlines()[0]}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a maskdet checkpoint")
     return ckpt
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """Model in eval mode plus its metadata (arch, image_size, mean, std, class_names, threshold)."""
     ckpt = load_checkpoint(path, "cpu")
     model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
     model.load_state_dict(ckpt["model"])
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+    meta = {
+        k: v
+        for k, v in ckpt.items()
+        if k not in ("model", "optimizer", "scheduler", "scaler", "rng")
+    }
     return model.to(device).eval(), meta
 
 
@@ -194,8 +250,9 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
-            channels_last: bool = False) -> dict:
+def predict(
+    model: nn.Module, loader, device: torch.device, amp: bool = False, channels_last: bool = False
+) -> dict:
     """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``."""
     model.eval()
     crit = nn.BCEWithLogitsLoss(reduction="sum")
@@ -203,7 +260,11 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
     labels, probs, idx = [], [], []
     loss = torch.zeros((), device=device)
     for batch in loader:
-        x = batch.images.contiguous(memory_format=torch.channels_last) if channels_last else batch.images
+        x = (
+            batch.images.contiguous(memory_format=torch.channels_last)
+            if channels_last
+            else batch.images
+        )
         with _autocast(device, amp):
             logits = model(x).squeeze(1).float()
         loss += crit(logits, batch.labels.float())
@@ -213,9 +274,12 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool = False,
     n = sum(len(v) for v in labels)
     labels_np = torch.cat(labels).numpy() if labels else np.zeros(0)
     idx_np = torch.cat(idx).numpy() if idx else np.zeros(0, dtype=int)
-    return {"paths": [items[i].path for i in idx_np], "labels": labels_np,
-            "probs": torch.cat(probs).numpy() if probs else np.zeros(0),
-            "loss": float(loss) / max(1, n)}
+    return {
+        "paths": [items[i].path for i in idx_np],
+        "labels": labels_np,
+        "probs": torch.cat(probs).numpy() if probs else np.zeros(0),
+        "loss": float(loss) / max(1, n),
+    }
 
 
 def write_predictions(path: str | os.PathLike, pred: dict) -> None:
@@ -231,11 +295,20 @@ def write_predictions(path: str | os.PathLike, pred: dict) -> None:
 
 # ------------------------------------------------------------------------------ training
 
+
 def _checkpoint_meta(cfg: TrainConfig, threshold: float) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "arch": cfg.arch, "image_size": IMAGE_SIZE,
-            "resize_size": RESIZE_SIZE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "class_names": list(CLASS_NAMES), "positive_class": CLASS_NAMES[1],
-            "threshold": float(threshold), "hparams": {k: _plain(v) for k, v in asdict(cfg).items()}}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": cfg.arch,
+        "image_size": IMAGE_SIZE,
+        "resize_size": RESIZE_SIZE,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "threshold": float(threshold),
+        "hparams": {k: _plain(v) for k, v in asdict(cfg).items()},
+    }
 
 
 def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
@@ -252,13 +325,25 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
     if cfg.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, "cpu")
         old = ckpt["hparams"]
-        diff = {k: (old.get(k), _plain(getattr(cfg, k))) for k in RESUME_KEYS if old.get(k) != _plain(getattr(cfg, k))}
+        diff = {
+            k: (old.get(k), _plain(getattr(cfg, k)))
+            for k in RESUME_KEYS
+            if old.get(k) != _plain(getattr(cfg, k))
+        }
         if diff:
-            raise ValueError(f"{last_path} was made with other settings {diff}; use another --out "
-                             "or --no-resume to start over")
+            raise ValueError(
+                f"{last_path} was made with other settings {diff}; use another --out "
+                "or --no-resume to start over"
+            )
         if ckpt["epoch"] + 1 >= cfg.epochs:
-            print(f"{out}: already trained for {cfg.epochs} epochs (delete last.pt or use --no-resume to retrain)")
-            return json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+            print(
+                f"{out}: already trained for {cfg.epochs} epochs (delete last.pt or use --no-resume to retrain)"
+            )
+            return (
+                json.loads((out / "summary.json").read_text())
+                if (out / "summary.json").exists()
+                else {}
+            )
     elif not cfg.resume:
         for stale in (last_path, best_path, out / "summary.json"):
             stale.unlink(missing_ok=True)
@@ -273,19 +358,30 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     workers = default_workers() if cfg.workers is None else cfg.workers
-    loaders = make_loaders(cfg.data, cfg.batch_size, cfg.loader, cfg.aug, workers, device,
-                           cfg.limit, cfg.val_limit, cfg.seed,
-                           splits=("train", "val", "test") if cfg.test_preds else ("train", "val"))
+    loaders = make_loaders(
+        cfg.data,
+        cfg.batch_size,
+        cfg.loader,
+        cfg.aug,
+        workers,
+        device,
+        cfg.limit,
+        cfg.val_limit,
+        cfg.seed,
+        splits=("train", "val", "test") if cfg.test_preds else ("train", "val"),
+    )
     train_loader, val_loader = loaders["train"], loaders["val"]
     if len(train_loader) == 0:
         raise ValueError(f"no training images in {cfg.data}: run stages 01 and 02 first")
     steps = len(train_loader)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, WarmupCosine(cfg.epochs * steps, int(round(cfg.warmup_epochs * steps)), cfg.min_lr_ratio))
+        opt,
+        WarmupCosine(cfg.epochs * steps, int(round(cfg.warmup_epochs * steps)), cfg.min_lr_ratio),
+    )
     use_scaler = amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    start, best_auc, best_thr = 0, -1.0, 0.5
+    start, best_auc = 0, -1.0
     wandb_id = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -299,7 +395,10 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         print(f"resuming {out} at epoch {start} (best val AUC so far {best_auc:.4f})")
     step_model = torch.compile(model) if cfg.compile else model
     crit = nn.BCEWithLogitsLoss()
-    hparams = {k: _plain(v) for k, v in asdict(cfg).items()} | {"imagenet_weights": imagenet, "device": str(device)}
+    hparams = {k: _plain(v) for k, v in asdict(cfg).items()} | {
+        "imagenet_weights": imagenet,
+        "device": str(device),
+    }
     if sinks is None:
         sinks = [CSVSink(out, start)]
         if cfg.tensorboard:
@@ -307,9 +406,11 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         wb = WandbSink(out, hparams, cfg.wandb, cfg.wandb_project, resume_id=wandb_id)
         wandb_id = wb.run_id
         sinks.append(wb)
-    print(f"training {cfg.arch} on {device}: {len(loader_items(train_loader))} train / "
-          f"{len(loader_items(val_loader))} val images, {steps} steps/epoch, epochs {start}..{cfg.epochs - 1}, "
-          f"loader {cfg.loader}, amp {amp}, channels_last {channels_last}")
+    print(
+        f"training {cfg.arch} on {device}: {len(loader_items(train_loader))} train / "
+        f"{len(loader_items(val_loader))} val images, {steps} steps/epoch, epochs {start}..{cfg.epochs - 1}, "
+        f"loader {cfg.loader}, amp {amp}, channels_last {channels_last}"
+    )
 
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
     metrics: dict = {}
@@ -359,43 +460,79 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
             "train/data_wait_share": wait / train_s,
             "train/epoch_s": train_s,
             "val/loss": val["loss"],
-            "val/acc": float(np.mean((val["probs"] > 0.5) == (val["labels"] > 0.5))) if len(val["labels"]) else float("nan"),
+            "val/acc": float(np.mean((val["probs"] > 0.5) == (val["labels"] > 0.5)))
+            if len(val["labels"])
+            else float("nan"),
             "val/auc": val_auc,
             "val/threshold": thr,
-            "val/acc_at_threshold": float(np.mean((val["probs"] >= thr) == (val["labels"] > 0.5))) if len(val["labels"]) else float("nan"),
+            "val/acc_at_threshold": float(np.mean((val["probs"] >= thr) == (val["labels"] > 0.5)))
+            if len(val["labels"])
+            else float("nan"),
             "data/skipped": len(train_loader.skips) + len(val_loader.skips),
         }
         write_predictions(out / "preds" / f"val_epoch_{epoch:03d}.csv", val)
         score = val_auc if not math.isnan(val_auc) else -metrics["val/loss"]
         is_best = score > best_auc
         if is_best:
-            best_auc, best_thr = score, thr
-            save_checkpoint(best_path, _checkpoint_meta(cfg, thr) | {
-                "epoch": epoch, "model": model.state_dict(), "val_auc": val_auc, "metrics": metrics})
-        save_checkpoint(last_path, _checkpoint_meta(cfg, thr) | {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-            "best_auc": best_auc, "val_auc": val_auc, "metrics": metrics, "wandb_id": wandb_id or ""})
+            best_auc = score
+            save_checkpoint(
+                best_path,
+                _checkpoint_meta(cfg, thr)
+                | {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "val_auc": val_auc,
+                    "metrics": metrics,
+                },
+            )
+        save_checkpoint(
+            last_path,
+            _checkpoint_meta(cfg, thr)
+            | {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+                "best_auc": best_auc,
+                "val_auc": val_auc,
+                "metrics": metrics,
+                "wandb_id": wandb_id or "",
+            },
+        )
         metrics["val/best_auc"] = best_auc
         extras = EpochExtras(val["labels"], val["probs"], samples)
         for s in sinks:
             s.log(epoch, metrics, extras)
-        print(f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
-              f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  val AUC {val_auc:.4f}  "
-              f"lr {metrics['train/lr']:.2e}  {metrics['train/images_per_s']:.1f} img/s  "
-              f"data wait {100 * metrics['train/data_wait_share']:.0f}%" + ("  *best" if is_best else ""))
+        print(
+            f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
+            f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  val AUC {val_auc:.4f}  "
+            f"lr {metrics['train/lr']:.2e}  {metrics['train/images_per_s']:.1f} img/s  "
+            f"data wait {100 * metrics['train/data_wait_share']:.0f}%"
+            + ("  *best" if is_best else "")
+        )
 
     finished = end >= cfg.epochs
-    summary = {"run_dir": str(out), "epochs_done": end, "finished": finished, "best_val_auc": best_auc,
-               "last": metrics, "imagenet_weights": imagenet, "device": str(device),
-               "skipped_images": {**train_loader.skips.paths, **val_loader.skips.paths}}
+    summary = {
+        "run_dir": str(out),
+        "epochs_done": end,
+        "finished": finished,
+        "best_val_auc": best_auc,
+        "last": metrics,
+        "imagenet_weights": imagenet,
+        "device": str(device),
+        "skipped_images": {**train_loader.skips.paths, **val_loader.skips.paths},
+    }
     if finished:
         if cfg.test_preds and best_path.exists() and "test" in loaders:
             best_model, _ = load_model(best_path, device)
             pred = predict(best_model, loaders["test"], device, amp, False)
             write_predictions(out / "preds" / "test_best.csv", pred)
             summary["test_auc_best"] = auc(pred["labels"], pred["probs"])
-        final = {"best_val_auc": best_auc} | {k: v for k, v in metrics.items() if k.startswith("val/")}
+        final = {"best_val_auc": best_auc} | {
+            k: v for k, v in metrics.items() if k.startswith("val/")
+        }
         for s in sinks:
             s.close(hparams, final)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -410,6 +547,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
 
 # ---------------------------------------------------------------------------------- CLI
 
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """Options of ``python -m maskdet train`` (defaults from :class:`TrainConfig`)."""
     d = TrainConfig()
@@ -422,22 +560,36 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--arch", choices=["resnet50", "resnet18"], default=d.arch)
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=d.pretrained,
-                   help="ImageNet weights when they can be loaded")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=d.pretrained,
+        help="ImageNet weights when they can be loaded",
+    )
     p.add_argument("--loader", choices=["cached", "dataloader"], default=d.loader)
     p.add_argument("--aug", default=d.aug, help="augmentation preset: default | light | none")
     p.add_argument("--workers", type=int, default=None, help="default: the machine's cores (max 8)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--limit", type=int, default=None, help="at most N images per split (whole twin pairs)")
-    p.add_argument("--val-limit", type=int, default=None, help="at most N val/test images (default --limit)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="at most N images per split (whole twin pairs)"
+    )
+    p.add_argument(
+        "--val-limit", type=int, default=None, help="at most N val/test images (default --limit)"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="CUDA only")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last)
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last
+    )
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=d.wandb)
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard)
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=d.resume,
-                   help="continue after the last finished epoch in RUN_DIR/last.pt")
+    p.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=d.resume,
+        help="continue after the last finished epoch in RUN_DIR/last.pt",
+    )
     p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this call")
 
 
@@ -453,6 +605,7 @@ def train_cli(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- benchmark
+
 
 def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1) -> float:
     """Training images/s over the given batches (after ``warmup`` of them)."""
@@ -495,25 +648,33 @@ def benchmark(args) -> dict:
     cuda = device.type == "cuda"
     n = args.batches or (30 if cuda else 3)
     bs = 64
-    print(f"device {device}; resnet50 at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, {n} timed batches "
-          f"after warm-up; torch threads {torch.get_num_threads()}")
+    print(
+        f"device {device}; resnet50 at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, {n} timed batches "
+        f"after warm-up; torch threads {torch.get_num_threads()}"
+    )
     torch.manual_seed(0)
     x = torch.randn(bs, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
     y = (torch.rand(bs, device=device) > 0.5).float()
     crit = nn.BCEWithLogitsLoss()
     settings = [("eager fp32", False, False, False), ("channels_last fp32", False, True, False)]
     if cuda:
-        settings += [("channels_last + AMP", True, True, False),
-                     ("channels_last + AMP + compile", True, True, True)]
+        settings += [
+            ("channels_last + AMP", True, True, False),
+            ("channels_last + AMP + compile", True, True, True),
+        ]
     results = {}
     for name, amp, cl, comp in settings:
         model, opt, step_model, warm = _bench_model(device, cl, comp)
-        results[name] = _time_steps(step_model, opt, crit, [(x, y)] * (n + warm), device, amp, cl, warm)
+        results[name] = _time_steps(
+            step_model, opt, crit, [(x, y)] * (n + warm), device, amp, cl, warm
+        )
         print(f"  {name:34s} {results[name]:8.1f} img/s (model only)")
     best_name = max(results, key=results.get)
     amp, cl, comp = next((a, c, k) for nm, a, c, k in settings if nm == best_name)
     data_dir = _bench_data(args)
-    loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))["train"]
+    loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))[
+        "train"
+    ]
     model, opt, step_model, warm = _bench_model(device, cl, comp)
 
     def real_batches():
@@ -530,10 +691,26 @@ def benchmark(args) -> dict:
 
     full = _time_steps(step_model, opt, crit, real_batches(), device, amp, cl, warm)
     ratio = full / results[best_name]
-    print(f"  {'full pipeline (' + best_name + ')':34s} {full:8.1f} img/s  = {100 * ratio:.0f}% of model-only")
+    print(
+        f"  {'full pipeline (' + best_name + ')':34s} {full:8.1f} img/s  = {100 * ratio:.0f}% of model-only"
+    )
     return {"model_only": results, "full_pipeline": full, "ratio": ratio, "device": str(device)}
 
 
-__all__ = ["TrainConfig", "train", "add_train_args", "config_from_args", "train_cli", "benchmark",
-           "load_checkpoint", "load_model", "save_checkpoint", "predict", "write_predictions",
-           "choose_threshold", "WarmupCosine", "make_optimizer", "resolve_device"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "add_train_args",
+    "config_from_args",
+    "train_cli",
+    "benchmark",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "predict",
+    "write_predictions",
+    "choose_threshold",
+    "WarmupCosine",
+    "make_optimizer",
+    "resolve_device",
+]

@@ -35,11 +35,25 @@ import numpy as np
 from maskdet.landmarks import Face
 from maskdet.masks import Rendered, composite
 
-MASK_TYPES = {"surgical": 0.14, "surgical_blue": 0.18, "surgical_green": 0.1, "N95": 0.14,
-              "KN95": 0.14, "cloth": 0.25, "gas": 0.05}
+MASK_TYPES = {
+    "surgical": 0.14,
+    "surgical_blue": 0.18,
+    "surgical_green": 0.1,
+    "N95": 0.14,
+    "KN95": 0.14,
+    "cloth": 0.25,
+    "gas": 0.05,
+}
 """Upstream mask types used and their probabilities (``empty``/``inpaint`` are not masks)."""
-OWN_COLOR_P = {"surgical": 0.4, "surgical_blue": 0.6, "surgical_green": 0.6, "N95": 0.6,
-               "KN95": 0.5, "cloth": 0.25, "gas": 0.7}
+OWN_COLOR_P = {
+    "surgical": 0.4,
+    "surgical_blue": 0.6,
+    "surgical_green": 0.6,
+    "N95": 0.6,
+    "KN95": 0.5,
+    "cloth": 0.25,
+    "gas": 0.7,
+}
 """Probability of keeping the template's own colour; otherwise an upstream colour is blended in."""
 CLOTH_TEXTURE_P = 0.35
 ANGLE_THRESHOLD = 13.0
@@ -50,7 +64,12 @@ MAX_LEVEL = 4
 def find_checkout(masktheface_dir: str | os.PathLike) -> Path:
     """Validate an upstream checkout (has mask_the_face.py, masks/masks.cfg, utils/)."""
     d = Path(masktheface_dir).expanduser().resolve()
-    for rel in ("mask_the_face.py", "masks/masks.cfg", "utils/aux_functions.py", "utils/create_mask.py"):
+    for rel in (
+        "mask_the_face.py",
+        "masks/masks.cfg",
+        "utils/aux_functions.py",
+        "utils/create_mask.py",
+    ):
         if not (d / rel).exists():
             raise FileNotFoundError(f"{d} is not a MaskTheFace checkout ({rel} missing)")
     return d
@@ -70,7 +89,9 @@ def load_upstream(masktheface_dir: str | os.PathLike) -> SimpleNamespace:
         import utils.create_mask as create_mask
         import utils.read_cfg as read_cfg
     except ImportError as err:
-        raise ImportError(f"cannot import MaskTheFace from {d}: {err} (install dotmap, imutils)") from err
+        raise ImportError(
+            f"cannot import MaskTheFace from {d}: {err} (install dotmap, imutils)"
+        ) from err
     return SimpleNamespace(dir=d, aux=aux, create_mask=create_mask, read_cfg=read_cfg.read_cfg)
 
 
@@ -89,8 +110,11 @@ class MaskTheFaceRenderer:
                 pts = np.float32([c.mask_a, c.mask_b, c.mask_c, c.mask_f, c.mask_e, c.mask_d])
                 self.cfg[variant] = (self.up.dir / c.template, pts)
         tex_root = self.up.dir / "masks" / "textures"
-        self.textures = sorted(p.relative_to(tex_root).as_posix() for p in tex_root.rglob("*")
-                               if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        self.textures = sorted(
+            p.relative_to(tex_root).as_posix()
+            for p in tex_root.rglob("*")
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+        )
         self.colors = list(self.up.create_mask.COLOR)
         self._templates: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._tex_files: dict[tuple[str, int, int], str] = {}
@@ -106,9 +130,13 @@ class MaskTheFaceRenderer:
             texture = str(rng.choice(self.textures))
         elif rng.random() >= OWN_COLOR_P[mask_type]:
             color = str(rng.choice(self.colors))
-        return {"type": mask_type, "color": color, "texture": texture,
-                "color_weight": float(rng.uniform(0.35, 0.7)),
-                "texture_weight": float(rng.uniform(0.45, 0.75))}
+        return {
+            "type": mask_type,
+            "color": color,
+            "texture": texture,
+            "color_weight": float(rng.uniform(0.35, 0.7)),
+            "texture_weight": float(rng.uniform(0.45, 0.75)),
+        }
 
     def _template(self, variant: str, level: int) -> tuple[np.ndarray, np.ndarray]:
         """Template BGRA and its six points, downscaled by 2**level (cached per process)."""
@@ -120,8 +148,11 @@ class MaskTheFaceRenderer:
                 raise FileNotFoundError(f"template {path} missing or without alpha")
             s = 2.0**-level
             if level:
-                img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
-                                 interpolation=cv2.INTER_AREA)
+                img = cv2.resize(
+                    img,
+                    (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                    interpolation=cv2.INTER_AREA,
+                )
             self._templates[key] = (img, pts * np.float32(s))
         return self._templates[key]
 
@@ -177,9 +208,16 @@ class MaskTheFaceRenderer:
         # warp only the face region: the bounding box of the warped template, clipped to the image
         h, w = rgb.shape[:2]
         th, tw = tmpl.shape[:2]
-        corners = cv2.perspectiveTransform(np.float32([[0, 0], [tw, 0], [tw, th], [0, th]])[:, None], H)
-        lo = np.floor(np.nan_to_num(corners.min((0, 1)), nan=0.0, posinf=w, neginf=0)).astype(int) - 1
-        hi = np.ceil(np.nan_to_num(corners.max((0, 1)), nan=0.0, posinf=w, neginf=0)).astype(int) + 2
+        corners = cv2.perspectiveTransform(
+            np.float32([[0, 0], [tw, 0], [tw, th], [0, th]])[:, None], H
+        )
+        lo = (
+            np.floor(np.nan_to_num(corners.min((0, 1)), nan=0.0, posinf=w, neginf=0)).astype(int)
+            - 1
+        )
+        hi = (
+            np.ceil(np.nan_to_num(corners.max((0, 1)), nan=0.0, posinf=w, neginf=0)).astype(int) + 2
+        )
         x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
         x1, y1 = min(int(hi[0]), w), min(int(hi[1]), h)
         if x1 - x0 < 2 or y1 - y0 < 2:
@@ -187,8 +225,14 @@ class MaskTheFaceRenderer:
         shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], dtype=np.float64)
         a = tmpl[..., 3].astype(np.float32) / 255.0
         premult = np.dstack([colour[..., ::-1].astype(np.float32) * a[..., None], a])  # RGB*a, a
-        warped = cv2.warpPerspective(premult, shift @ H, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = cv2.warpPerspective(
+            premult,
+            shift @ H,
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         alpha = np.clip(warped[..., 3], 0.0, 1.0)
         out = composite(rgb, warped[..., :3], alpha, x0, y0)
         full = np.zeros((h, w), np.float32)
@@ -196,9 +240,14 @@ class MaskTheFaceRenderer:
         return Rendered(out, full, choice["type"], choice["color"], choice["texture"])
 
 
-def mask_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                masktheface_dir: str | os.PathLike | None = None, workers: int | None = None,
-                seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
+def mask_folder(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    masktheface_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, str]]:
     """Mask every file under ``in_dir`` into ``out_dir`` (same relative path, ``.png``).
 
     Returns one record per input file (also written to ``out_dir/records.csv``): status
@@ -206,8 +255,15 @@ def mask_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     from maskdet.synthesis import mask_files
 
-    return mask_files(in_dir, out_dir, backend="masktheface", masktheface_dir=masktheface_dir,
-                      workers=workers, seed=seed, progress=progress)
+    return mask_files(
+        in_dir,
+        out_dir,
+        backend="masktheface",
+        masktheface_dir=masktheface_dir,
+        workers=workers,
+        seed=seed,
+        progress=progress,
+    )
 
 
 __all__ = ["MASK_TYPES", "MaskTheFaceRenderer", "find_checkout", "load_upstream", "mask_folder"]

@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m masktheface_patch", description=__doc__)
     p.add_argument("in_dir")
     p.add_argument("out_dir")
-    p.add_argument("--masktheface-dir", default=None, help="upstream checkout (default: $MASKTHEFACE_DIR)")
+    p.add_argument(
+        "--masktheface-dir", default=None, help="upstream checkout (default: $MASKTHEFACE_DIR)"
+    )
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -54,3 +54,31 @@ def masked_mini(tmp_path_factory, lfw_mini) -> Path:
     download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
     synthesize_dataset(out, backend="builtin", workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, masked_mini) -> Path:
+    """One epoch of a ResNet-18 from random init on the masked lfw-mini subset: a real checkpoint,
+    per-epoch val predictions and TensorBoard events (no mocks)."""
+    from maskdet.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    train(
+        TrainConfig(
+            data=str(masked_mini),
+            out=str(out),
+            epochs=2,
+            batch_size=16,
+            arch="resnet18",
+            pretrained=False,
+            limit=48,
+            val_limit=24,
+            workers=0,
+            wandb="disabled",
+            tensorboard=True,
+            warmup_epochs=0.0,
+            test_preds=False,
+        )
+    )
+    assert (out / "best.pt").exists()
+    return out

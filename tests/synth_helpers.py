@@ -7,7 +7,6 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -23,8 +22,11 @@ def run_copy(src: Path, dest: Path, **kw) -> tuple[Path, dict]:
 
 
 def tree_bytes(data: Path) -> dict[str, bytes]:
-    return {p.relative_to(data).as_posix(): p.read_bytes() for p in sorted(data.rglob("*"))
-            if p.is_file() and ("wearing_mask" in p.parts or p.name == "manifest.csv")}
+    return {
+        p.relative_to(data).as_posix(): p.read_bytes()
+        for p in sorted(data.rglob("*"))
+        if p.is_file() and ("wearing_mask" in p.parts or p.name == "manifest.csv")
+    }
 
 
 def check_manifest(data: Path, summary: dict, backend: str) -> None:
@@ -36,7 +38,11 @@ def check_manifest(data: Path, summary: dict, backend: str) -> None:
     assert Counter(r["status"] for r in masked)["ok"] == summary["masked"]
     for m in masked:
         twin = faces[m["pair_id"]]
-        assert (m["split"], m["identity"], m["source"]) == (twin["split"], twin["identity"], twin["path"])
+        assert (m["split"], m["identity"], m["source"]) == (
+            twin["split"],
+            twin["identity"],
+            twin["path"],
+        )
         assert m["backend"] == backend and m["box_source"] in ("hog", "fallback")
         if m["status"] == "ok":
             assert twin["status"] == "ok" and m["path"].startswith(f"{m['split']}/wearing_mask/")
@@ -51,7 +57,9 @@ def check_manifest(data: Path, summary: dict, backend: str) -> None:
     assert files == sorted(m["path"] for m in masked if m["status"] == "ok")
 
 
-def check_geometry(data: Path, backend: str, masktheface_dir: str | None = None, seed: int = 0) -> int:
+def check_geometry(
+    data: Path, backend: str, masktheface_dir: str | None = None, seed: int = 0
+) -> int:
     """Re-render every kept pair: same pixels as the file; the mask covers nose and mouth, stays
     below the eyes, and every pixel outside it equals the unmasked twin. Returns pairs checked."""
     finder, renderer = FaceFinder(), make_renderer(backend, masktheface_dir)
@@ -91,7 +99,7 @@ def check_no_halo(data: Path, backend: str, masktheface_dir: str | None = None) 
         rgb = read_rgb(p)
         out = renderer.render(rgb, finder.find(rgb), rng_for(0, p.stem))
         a = out.alpha[..., None].astype(np.float64)
-        edge = ((out.alpha > 0.1) & (out.alpha < 0.9))
+        edge = (out.alpha > 0.1) & (out.alpha < 0.9)
         assert edge.any()
         implied = (out.rgb - rgb * (1 - a)) / np.maximum(a, 1e-6)
         slack = 0.6 / a + 1  # rounding of the 8-bit output

@@ -10,10 +10,6 @@ from sklearn import metrics as skm
 
 from maskdet import evaluate as ev
 
-from . import run_fixtures
-
-tiny_run = run_fixtures.tiny_run  # the shared fixture, used by name
-
 
 def _cases():
     rng = np.random.default_rng(3)

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet.loader import (IMAGE_SIZE, BatchAugment, augmented_grid, benchmark, build_cache,
-                            loader_items, make_loaders, select_rows)
+from maskdet.loader import (
+    IMAGE_SIZE,
+    BatchAugment,
+    augmented_grid,
+    benchmark,
+    build_cache,
+    loader_items,
+    make_loaders,
+    select_rows,
+)
 from maskdet.manifest import read_manifest
 
 
@@ -88,7 +96,9 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(masked_data, tmp_pat
     corrupt, missing = items[0].path, items[3].path
     (data / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     (data / missing).unlink()
-    loader = make_loaders(data, 8, mode, workers=2 if mode == "dataloader" else 0, splits=("train",))["train"]
+    loader = make_loaders(
+        data, 8, mode, workers=2 if mode == "dataloader" else 0, splits=("train",)
+    )["train"]
     x, y, paths = _all(loader)
     assert len(paths) == len(items) - 2 and corrupt not in paths and missing not in paths
     assert set(loader.skips.paths) == {corrupt, missing}
@@ -119,7 +129,9 @@ def test_augmented_grid_shows_both_classes(masked_data):
 
 
 def test_bench_loader_prints_three_paths(masked_data, capsys):
-    res = benchmark(Namespace(data=str(masked_data), source=None, images=None, batches=2, device="cpu"))
+    res = benchmark(
+        Namespace(data=str(masked_data), source=None, images=None, batches=2, device="cpu")
+    )
     out = capsys.readouterr().out
     assert len(res["images_per_s"]) == 3 and all(v > 0 for v in res["images_per_s"].values())
     assert "baseline ImageFolder+PIL" in out and "cached" in out and "x baseline" in out

@@ -11,15 +11,24 @@ import pytest
 
 from maskdet.manifest import read_manifest
 
-from .synth_helpers import (check_bad_inputs, check_geometry, check_manifest, check_no_halo,
-                            make_bad_inputs, run_copy, tree_bytes)
+from .synth_helpers import (
+    check_bad_inputs,
+    check_geometry,
+    check_manifest,
+    check_no_halo,
+    make_bad_inputs,
+    run_copy,
+    tree_bytes,
+)
 
 MTF = os.environ.get("MASKTHEFACE_DIR", "")
 pytestmark = [
     pytest.mark.masktheface,
-    pytest.mark.skipif(not (MTF and (Path(MTF) / "mask_the_face.py").exists()),
-                       reason="needs an upstream MaskTheFace checkout: set MASKTHEFACE_DIR "
-                              "(colab_setup.sh clones it at caf4d6ca)"),
+    pytest.mark.skipif(
+        not (MTF and (Path(MTF) / "mask_the_face.py").exists()),
+        reason="needs an upstream MaskTheFace checkout: set MASKTHEFACE_DIR "
+        "(colab_setup.sh clones it at caf4d6ca)",
+    ),
 ]
 
 
@@ -68,14 +77,31 @@ def test_cli_from_any_directory_with_bad_inputs(small_faces, tmp_path):
     before = sorted(p.name for p in Path(MTF).iterdir())
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo))
-    proc = subprocess.run([sys.executable, "-m", "masktheface_patch", "--masktheface-dir", MTF,
-                           "--workers", "2", str(tmp_path / "in"), str(tmp_path / "out")],
-                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "masktheface_patch",
+            "--masktheface-dir",
+            MTF,
+            "--workers",
+            "2",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import csv
 
     with open(tmp_path / "out" / "records.csv", encoding="utf-8") as fh:
         records = list(csv.DictReader(fh))
     check_bad_inputs(tmp_path / "in", tmp_path / "out", records, expect)
-    assert sorted(p.name for p in Path(MTF).iterdir()) == before  # nothing downloaded or written there
+    assert (
+        sorted(p.name for p in Path(MTF).iterdir()) == before
+    )  # nothing downloaded or written there
     assert not any(elsewhere.iterdir())

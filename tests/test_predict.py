@@ -13,10 +13,7 @@ import torch
 from maskdet import detect, gradcam, predict
 from maskdet.imageio import read_rgb
 
-from . import run_fixtures
 from .conftest import QUALITATIVE
-
-tiny_run = run_fixtures.tiny_run  # the shared fixture, used by name
 
 PHOTOS = [
     "masked_02.jpg",

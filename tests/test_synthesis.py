@@ -11,8 +11,15 @@ from maskdet.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
 from maskdet.manifest import read_manifest
 from maskdet.synthesis import mask_files, rng_for, sample_grid, synthesize_dataset
 
-from .synth_helpers import (check_bad_inputs, check_geometry, check_manifest, check_no_halo,
-                            make_bad_inputs, run_copy, tree_bytes)
+from .synth_helpers import (
+    check_bad_inputs,
+    check_geometry,
+    check_manifest,
+    check_no_halo,
+    make_bad_inputs,
+    run_copy,
+    tree_bytes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,9 @@ def test_mask_covers_nose_and_mouth_only(builtin_runs):
 
 def test_same_bytes_for_one_and_two_workers(builtin_runs):
     (d1, s1), (d2, s2) = builtin_runs
-    assert {k: v for k, v in s1.items() if k != "seconds"} == {k: v for k, v in s2.items() if k != "seconds"}
+    assert {k: v for k, v in s1.items() if k != "seconds"} == {
+        k: v for k, v in s2.items() if k != "seconds"
+    }
     assert tree_bytes(d1) == tree_bytes(d2)
 
 
@@ -82,7 +91,8 @@ def test_fallback_box_when_no_face_found(small_faces):
     face = finder.find(sideways)
     h, w = rgb.shape[:2]
     assert face.box_source == "fallback" and face.box == tuple(
-        round(f * s) for f, s in zip(FALLBACK_BOX, (w, h, w, h)))
+        round(f * s) for f, s in zip(FALLBACK_BOX, (w, h, w, h))
+    )
     assert face.landmarks.shape == (68, 2)
 
 
@@ -96,7 +106,9 @@ def test_fallback_box_matches_measurement(mini_data):
 def test_bad_inputs_are_recorded_not_fatal(small_faces, tmp_path):
     faces = sorted(small_faces.glob("*/not_wearing_mask/*.png"))
     expect = make_bad_inputs(tmp_path / "in", faces)
-    records = mask_files(tmp_path / "in", tmp_path / "out", backend="builtin", workers=2, progress=False)
+    records = mask_files(
+        tmp_path / "in", tmp_path / "out", backend="builtin", workers=2, progress=False
+    )
     check_bad_inputs(tmp_path / "in", tmp_path / "out", records, expect)
 
 

@@ -14,8 +14,17 @@ from maskdet.manifest import read_manifest
 from maskdet.model import build_model
 from maskdet.train import TrainConfig, load_checkpoint, load_model, train
 
-TB_SCALARS = {"train/loss", "train/acc", "train/lr", "train/images_per_s", "train/data_wait_share",
-              "val/loss", "val/acc", "val/auc", "val/threshold"}
+TB_SCALARS = {
+    "train/loss",
+    "train/acc",
+    "train/lr",
+    "train/images_per_s",
+    "train/data_wait_share",
+    "val/loss",
+    "val/acc",
+    "val/auc",
+    "val/threshold",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +34,18 @@ def masked_data(masked_mini):
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), epochs=2, batch_size=4, limit=8, val_limit=4,
-                pretrained=False, wandb="disabled", workers=0, warmup_epochs=0.5)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        epochs=2,
+        batch_size=4,
+        limit=8,
+        val_limit=4,
+        pretrained=False,
+        wandb="disabled",
+        workers=0,
+        warmup_epochs=0.5,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -39,7 +58,7 @@ def test_overfits_one_batch(masked_data):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     crit = torch.nn.BCEWithLogitsLoss()
     model.train()
-    for step in range(25):
+    for step in range(25):  # noqa: B007 (reported when it fails)
         logits = model(batch.images).squeeze(1)
         loss = crit(logits, batch.labels)
         opt.zero_grad()
@@ -91,7 +110,9 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
         assert ckpt["arch"] == "resnet50" and ckpt["image_size"] == 112
         assert ckpt["class_names"] == ["not_wearing_mask", "wearing_mask"]
         assert len(ckpt["mean"]) == 3 and 0 <= ckpt["threshold"] <= 1
-    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(torch.load(run / "last.pt", weights_only=True))
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(
+        torch.load(run / "last.pt", weights_only=True)
+    )
     model, meta = load_model(run / "best.pt")
     assert meta["threshold"] == torch.load(run / "best.pt", weights_only=True)["threshold"]
     assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 1)
@@ -99,7 +120,7 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
 
 def test_resume_equals_uninterrupted(masked_data, tmp_path):
     kw = dict(arch="resnet18", epochs=3, limit=12)
-    full = train(_cfg(masked_data, tmp_path / "full", **kw))
+    train(_cfg(masked_data, tmp_path / "full", **kw))
     part = train(_cfg(masked_data, tmp_path / "cut", stop_after=1, **kw))
     assert part["epochs_done"] == 1 and not part["finished"]
     assert not (tmp_path / "cut" / "summary.json").exists()
@@ -127,8 +148,15 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
     marker.unlink(missing_ok=True)
     model, _ = build_model("resnet18", pretrained=False, verbose=False)
     path = tmp_path / "evil.pt"
-    torch.save({"format": "maskdet-checkpoint-v1", "arch": "resnet18", "model": model.state_dict(),
-                "extra": _Payload()}, path)
+    torch.save(
+        {
+            "format": "maskdet-checkpoint-v1",
+            "arch": "resnet18",
+            "model": model.state_dict(),
+            "extra": _Payload(),
+        },
+        path,
+    )
     with pytest.raises(ValueError, match="refused"):
         load_checkpoint(path)
     with pytest.raises(ValueError, match="refused"):

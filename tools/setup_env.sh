@@ -10,4 +10,6 @@ PY=${PYTHON:-python3}
   || .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import torch, torchvision" 
 .venv/bin/pip install -q -r requirements.txt -e . 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c "import maskdet, dlib, cv2, papermill; print('environment ready:', maskdet.__version__)"
+# MTCNN face detector; its metadata pins torch<2.3, so without its (already present) deps
+.venv/bin/pip install -q --no-deps facenet-pytorch==2.6.0 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import maskdet, dlib, cv2, papermill, facenet_pytorch, onnxruntime; print('environment ready:', maskdet.__version__)"

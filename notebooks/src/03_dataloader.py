@@ -31,15 +31,20 @@ SEED = 0
 """
 
 CELLS = [
-    ("code", """
+    (
+        "code",
+        """
 import torch
 
 from maskdet import loader
 
 counts = loader.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
 counts
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Datasets and batch shapes
 
 `FaceDataset` lists the manifest's usable rows (status `ok`) of one split. A file that cannot be
@@ -49,8 +54,11 @@ record, the collate function drops it, and the loader counts it with its reason 
 A batch is `images` of shape `(B, 3, 112, 112)` (float32, channels first: colour, height, width),
 `labels` of shape `(B,)` (float 0/1, what `BCEWithLogitsLoss` wants) and the dataset `indices`
 (so predictions can be traced back to files).
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 loaders = loader.make_loaders(DATA_DIR, BATCH_SIZE, mode=LOADER, aug=AUG, workers=WORKERS,
                               device=device, seed=SEED)
@@ -61,17 +69,26 @@ print("images", tuple(batch.images.shape), batch.images.dtype, batch.images.devi
 print("labels", tuple(batch.labels.shape), batch.labels[:12].tolist())
 print("value range after ImageNet normalisation:", round(batch.images.min().item(), 2), round(batch.images.max().item(), 2))
 print("skipped images:", dict(loaders["train"].skips.counts))
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## What the network sees
 
 Top rows: masked faces, bottom rows: their unmasked twins; the first row of each class is the
 val/test view, the others are random training views of the same faces.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 fig = loader.augmented_grid(DATA_DIR, n_per_class=8, aug=AUG, mode="cached", seed=SEED, repeats=2)
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## CPU, GPU and the two loaders
 
 Where tensors live matters. The model sits on `device` (`cuda` on a Colab GPU, else `cpu`), and
@@ -93,19 +110,26 @@ nvJPEG on random subsets. The random parameters of every image are drawn from a 
 per epoch, so an epoch is the same whether or not training was interrupted before it. On a CPU
 the same parameters are applied with OpenCV's SIMD `uint8` kernels instead, which are much faster
 there than float tensor maths. Same augmentation family, selectable with `LOADER`.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from argparse import Namespace
 
 res = loader.benchmark(Namespace(data=DATA_DIR, source=None, images=None, batches=BENCH_BATCHES,
                                  device=str(device)))
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 The numbers come from one run on this machine, side by side: a plain
 `torchvision.datasets.ImageFolder` with PIL transforms as the baseline, the `dataloader` path and
 the `cached` path (on a shared 2-core CPU the cached path reached roughly 7-10x the baseline;
 on a GPU the augmentation runs on the device and the loader stops being the bottleneck).
 
 Next: **04_train_resnet50** trains on these batches.
-"""),
+""",
+    ),
 ]

@@ -33,15 +33,20 @@ SEED = 0
 """
 
 CELLS = [
-    ("code", """
+    (
+        "code",
+        """
 import torch
 
 from maskdet import loader
 
 counts = loader.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
 counts
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## The network: ResNet-50
 
 ResNet-50 stacks 16 **bottleneck blocks** in four stages after a stem. A bottleneck block squeezes
@@ -56,15 +61,21 @@ classes) is replaced by a single output: our logit.
 The diagram and the table below are drawn from the model itself: forward hooks record the output
 shape of every block on a real 112x112 input. At 112x112 (instead of ImageNet's 224) the last
 stage works on 4x4 maps, a quarter of the compute, plenty for a face crop.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from maskdet import model as mdl
 
 net, _ = mdl.build_model(ARCH, pretrained=False, verbose=False)
 fig = mdl.draw_architecture(net, 112, title=ARCH)
 print(mdl.format_table(mdl.architecture_table(net, 112)))
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Training
 
 `train` resumes by itself: if `RUN_DIR/last.pt` exists (model, optimizer, scheduler, gradient
@@ -75,8 +86,11 @@ val AUC plus what inference needs: architecture, input size, normalisation, clas
 decision threshold chosen on val. Both load with `torch.load(..., weights_only=True)`.
 
 The same run from a terminal: `python -m maskdet train --data DATA_DIR --out RUN_DIR --epochs 50`.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import os
 import sys
 
@@ -84,8 +98,11 @@ IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:  # TensorBoard inside the notebook, updating while training runs
     %load_ext tensorboard
     %tensorboard --logdir {RUN_DIR}/tb
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from maskdet.train import TrainConfig, train
 
 cfg = TrainConfig(data=DATA_DIR, out=RUN_DIR, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
@@ -94,15 +111,21 @@ cfg = TrainConfig(data=DATA_DIR, out=RUN_DIR, epochs=EPOCHS, batch_size=BATCH_SI
                   wandb=WANDB, seed=SEED)
 summary = train(cfg)
 {k: v for k, v in summary.items() if k != "last"}
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 ## Learning curves
 
 From `RUN_DIR/metrics.csv`, the file every run writes (the same numbers TensorBoard and WandB
 show). A growing gap between train and val loss is overfitting; `data wait` near 0 means the GPU
 (or CPU) never waited for the loader.
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -128,8 +151,11 @@ for a in ax:
     a.set_xlabel("epoch")
 fig.tight_layout()
 m.round(4).tail(10)
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from maskdet.sinks import roc_figure
 
 last = m.epoch.max()
@@ -137,9 +163,13 @@ preds = pd.read_csv(f"{RUN_DIR}/preds/val_epoch_{last:03d}.csv")
 fig = roc_figure(preds.label.values, preds.prob.values, f"val ROC, epoch {last}")
 ckpt = torch.load(f"{RUN_DIR}/best.pt", weights_only=True)
 print({k: ckpt[k] for k in ("arch", "epoch", "image_size", "class_names", "threshold", "val_auc")})
-"""),
-    ("md", """
+""",
+    ),
+    (
+        "md",
+        """
 Stage 05 (**05_eval_roc**) draws the ROC curve of every epoch from `RUN_DIR/preds/` and evaluates
 the best checkpoint on the test split; stage 06 looks at real photos.
-"""),
+""",
+    ),
 ]
