@@ -51,7 +51,7 @@ PRESETS: dict[str, dict] = {
         "RUN_DIR": "runs/demo",
         "ABLATIONS_DIR": "runs/demo/ablations",
         "LIMIT_IDENTITIES": 600,
-        "EPOCHS": 4,
+        "EPOCHS": 6,
         "BATCH_SIZE": 32,
         "WARMUP_EPOCHS": 1.0,
         "LIMIT": 600,
