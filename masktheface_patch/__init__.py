@@ -233,11 +233,33 @@ class MaskTheFaceRenderer:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=0,
         )
-        alpha = np.clip(warped[..., 3], 0.0, 1.0)
-        out = composite(rgb, warped[..., :3], alpha, x0, y0)
+        keep = below_eye_line(face.landmarks, x0, y0, x1 - x0, y1 - y0)
+        alpha = np.clip(warped[..., 3], 0.0, 1.0) * keep
+        out = composite(rgb, warped[..., :3] * keep[..., None], alpha, x0, y0)
         full = np.zeros((h, w), np.float32)
         full[y0:y1, x0:x1] = alpha
         return Rendered(out, full, choice["type"], choice["color"], choice["texture"])
+
+
+def below_eye_line(
+    landmarks: np.ndarray,
+    x0: int,
+    y0: int,
+    w: int,
+    h: int,
+    margin: float = 1.0,
+    feather: float = 1.5,
+) -> np.ndarray:
+    """Soft 0..1 weight of the region (x0, y0, w, h) that is 0 above the line through the eye
+    centres and rises to 1 just below it. Upstream's tall templates (KN95, N95) reach up to the
+    eyes on short noses and tilted heads; a real mask is pressed below them, so the top edge is
+    trimmed there instead of the pair being dropped."""
+    le, re = landmarks[36:42].mean(0), landmarks[42:48].mean(0)
+    xs = np.arange(x0, x0 + w, dtype=np.float32) + 0.5
+    ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None] + 0.5
+    slope = (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
+    eye_y = le[1] + (xs - le[0]) * slope
+    return np.clip((ys - eye_y - margin) / feather, 0.0, 1.0).astype(np.float32)
 
 
 def mask_folder(
@@ -266,4 +288,11 @@ def mask_folder(
     )
 
 
-__all__ = ["MASK_TYPES", "MaskTheFaceRenderer", "find_checkout", "load_upstream", "mask_folder"]
+__all__ = [
+    "MASK_TYPES",
+    "MaskTheFaceRenderer",
+    "below_eye_line",
+    "find_checkout",
+    "load_upstream",
+    "mask_folder",
+]
