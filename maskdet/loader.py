@@ -722,8 +722,9 @@ class BatchAugment:
                 im = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
             out[i] = im
         # normalise in NHWC order (contiguous, fast); the result is a channels_last NCHW tensor
-        t = torch.from_numpy(out).float()
-        t.sub_(torch.tensor(IMAGENET_MEAN) * 255.0).div_(torch.tensor(IMAGENET_STD) * 255.0)
+        std = torch.tensor(IMAGENET_STD)
+        scale, bias = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN) / std
+        t = torch.addcmul(bias, torch.from_numpy(out).float(), scale)  # one fused pass
         return t.permute(0, 3, 1, 2)
 
 
