@@ -387,6 +387,16 @@ def epoch_prediction_files(run_dir: str | os.PathLike) -> dict[int, Path]:
     return out
 
 
+def _require_epoch_files(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """The per-epoch prediction files, or a clear error naming the stage to run."""
+    files = epoch_prediction_files(run_dir)
+    if not files:
+        raise FileNotFoundError(
+            f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first"
+        )
+    return files
+
+
 def epoch_aucs(run_dir: str | os.PathLike) -> dict[int, float]:
     """Val AUC of every epoch, recomputed from the saved per-epoch predictions."""
     out = {}
@@ -492,11 +502,7 @@ def plot_epoch_rocs(run_dir: str | os.PathLike, ax=None, max_curves: int = 60):
     """Val ROC curves of every epoch overlaid (colour = epoch), from RUN_DIR/preds."""
     import matplotlib.pyplot as plt
 
-    files = epoch_prediction_files(run_dir)
-    if not files:
-        raise FileNotFoundError(
-            f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first"
-        )
+    files = _require_epoch_files(run_dir)
     fig, ax = _new_ax(ax, (5.2, 4.5))
     epochs = sorted(files)
     if len(epochs) > max_curves:  # keep first, last and evenly spaced epochs
@@ -526,11 +532,8 @@ def plot_epoch_rocs(run_dir: str | os.PathLike, ax=None, max_curves: int = 60):
 
 
 def plot_auc_vs_epoch(run_dir: str | os.PathLike, ax=None):
+    _require_epoch_files(run_dir)
     aucs = epoch_aucs(run_dir)
-    if not aucs:
-        raise FileNotFoundError(
-            f"no per-epoch predictions in {Path(run_dir) / PREDS_DIRNAME}: train first"
-        )
     fig, ax = _new_ax(ax, (5, 3.5))
     ep = sorted(aucs)
     ax.plot(ep, [aucs[e] for e in ep], "o-", ms=3)
