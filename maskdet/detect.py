@@ -103,9 +103,9 @@ class FaceDetector:
                 device=device,
             )
         elif backend == "hog":
-            import dlib
+            from .landmarks import frontal_face_detector
 
-            self._net = dlib.get_frontal_face_detector()
+            self._net = frontal_face_detector()
         else:
             raise ValueError(f"face detector must be 'mtcnn' or 'hog', not {backend!r}")
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
-from .landmarks import Face, FaceFinder, landmark_model_path
+from .landmarks import Face, FaceFinder, cache_dir, landmark_model_path
 from .manifest import new_row, read_manifest, write_manifest
 
 BACKENDS = ("masktheface", "builtin")
@@ -143,6 +143,9 @@ def _init(backend: str, masktheface_dir: str | None, seed: int) -> None:
             finder=FaceFinder(landmark_model_path()),
             renderer=make_renderer(backend, masktheface_dir),
         )
+        preload = getattr(_STATE["renderer"], "preload", None)
+        if preload:
+            preload()
     _STATE["seed"] = seed
 
 
@@ -501,7 +504,11 @@ def benchmark(args) -> list[dict]:
                 f"{row['method']:38} {row['in']:5d} {row['out']:5d} {row['s']:8.2f} {ips:7.1f} {ratio:>11}  "
                 f"{row.get('note', '')}"
             )
-        print(f"({os.cpu_count()} CPUs; times include process start and model loading)")
+        print(
+            f"({os.cpu_count()} CPUs; times include process start and model loading; dlib's "
+            f"frontal detector loads from its serialized copy in {cache_dir()}, written by the "
+            "first run on a machine)"
+        )
         return table
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -105,3 +105,21 @@ def test_cli_from_any_directory_with_bad_inputs(small_faces, tmp_path):
         sorted(p.name for p in Path(MTF).iterdir()) == before
     )  # nothing downloaded or written there
     assert not any(elsewhere.iterdir())
+
+
+def test_preloaded_templates_render_the_same(small_faces):
+    from maskdet.imageio import read_rgb
+    from maskdet.landmarks import FaceFinder
+    from maskdet.synthesis import rng_for
+    from masktheface_patch import MaskTheFaceRenderer
+
+    finder = FaceFinder()
+    lazy, eager = MaskTheFaceRenderer(MTF), MaskTheFaceRenderer(MTF)
+    eager.preload()
+    assert len([k for k in eager._templates if k[1] == 0]) == len(eager.cfg)
+    for p in sorted(small_faces.glob("*/not_wearing_mask/*.png"))[:12]:
+        rgb = read_rgb(p)
+        face = finder.find(rgb)
+        a = lazy.render(rgb, face, rng_for(0, p.name))
+        b = eager.render(rgb, face, rng_for(0, p.name))
+        assert (a.rgb == b.rgb).all() and a.mask_type == b.mask_type

@@ -118,3 +118,55 @@ def test_sample_grid(builtin_runs):
     assert len(fig.axes) == 4 * len(summary["mask_type"])
     fig = sample_grid(data, per_row=4, by="mask_color")
     assert len(fig.axes) == 4 * len(summary["mask_color"])
+
+
+def test_cached_detector_finds_the_same_faces(small_faces, tmp_path, monkeypatch):
+    import dlib
+
+    from maskdet.landmarks import frontal_face_detector
+
+    monkeypatch.setenv("MASKDET_CACHE", str(tmp_path / "cache"))
+    first = frontal_face_detector()  # builds dlib's detector and writes the cached copy
+    assert list((tmp_path / "cache").glob("*.svm"))
+    cached = frontal_face_detector()  # loads the copy
+    assert isinstance(cached, dlib.fhog_object_detector)
+    builtin = dlib.get_frontal_face_detector()
+    found = 0
+    for p in sorted(small_faces.glob("*/not_wearing_mask/*.png")):
+        rgb = read_rgb(p)
+        for up in (0, 1):
+            want = [(r.left(), r.top(), r.right(), r.bottom()) for r in builtin(rgb, up)]
+            assert want == [(r.left(), r.top(), r.right(), r.bottom()) for r in cached(rgb, up)]
+            assert want == [(r.left(), r.top(), r.right(), r.bottom()) for r in first(rgb, up)]
+            found += len(want)
+    assert found > 0
+
+
+def test_damaged_detector_cache_is_rebuilt(tmp_path, monkeypatch):
+    from maskdet.landmarks import frontal_face_detector
+
+    monkeypatch.setenv("MASKDET_CACHE", str(tmp_path))
+    frontal_face_detector()
+    (copy,) = tmp_path.glob("*.svm")
+    copy.write_bytes(b"not a detector")
+    assert frontal_face_detector() is not None
+    assert copy.stat().st_size > 1000  # written again
+
+
+def test_closed_form_fit_line_matches_polyfit():
+    from masktheface_patch import fit_line
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 128, 3), np.uint8)
+    for _ in range(200):
+        x, y = list(rng.uniform(0, 128, 2)), list(rng.uniform(0, 128, 2))
+        if rng.random() < 0.1:
+            x[1] = x[0]  # vertical: upstream nudges x[0] by 0.1
+        xr = list(x)
+        if xr[0] == xr[1]:
+            xr[0] += 0.1
+        ref_x = np.linspace(0, 128, 50)
+        ref_y = np.poly1d(np.polyfit(xr, y, 1))(ref_x)  # upstream's fit_line
+        got = np.array(fit_line(x, y, image))
+        np.testing.assert_allclose(got[:, 0], ref_x)
+        np.testing.assert_allclose(got[:, 1], ref_y, rtol=1e-7, atol=1e-6)
