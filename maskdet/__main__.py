@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--masktheface-dir", default=None)
     b.add_argument("--device", default=None)
     b.add_argument("--batches", type=int, default=None)
+    b.add_argument("--rounds", type=int, default=None, help="bench loader: repeats (median)")
     b.add_argument(
         "--checkpoint", default=None, help="bench infer: best.pt (default: random-init --arch)"
     )

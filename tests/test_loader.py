@@ -15,6 +15,7 @@ from maskdet.loader import (
     augmented_grid,
     benchmark,
     build_cache,
+    center_crop_batch,
     loader_items,
     make_loaders,
     select_rows,
@@ -81,7 +82,7 @@ def test_batch_augment_backends_agree_on_the_same_parameters(masked_data):
     u8 = torch.from_numpy(np.ascontiguousarray(cache.images[:16])).permute(0, 3, 1, 2)
     aug = BatchAugment("default")
     p = aug.sample(16, u8.shape[-1], torch.Generator().manual_seed(0), u8.device)
-    a, b = aug._apply_torch(u8, p), aug._apply_cv2(u8, p)
+    a, b = aug._apply_torch(u8, p), aug.apply_cv2(list(u8.permute(0, 2, 3, 1).numpy()), p)
     assert a.shape == b.shape == (16, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert (a - b).abs().mean() < 0.08  # same crop, colour, blur, JPEG; kernels differ in detail
     none = BatchAugment("none")(u8, torch.Generator().manual_seed(0))
@@ -135,3 +136,25 @@ def test_bench_loader_prints_three_paths(masked_data, capsys):
     out = capsys.readouterr().out
     assert len(res["images_per_s"]) == 3 and all(v > 0 for v in res["images_per_s"].values())
     assert "baseline ImageFolder+PIL" in out and "cached" in out and "x baseline" in out
+
+
+def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_data):
+    from maskdet.loader import IMAGENET_MEAN, IMAGENET_STD
+
+    loader = make_loaders(masked_data, 8, "cached", workers=0, splits=("train",))["train"]
+    sel = loader._batches()[1]
+    in_place = loader._augment_batch(1, sel)  # views into the memmap, no gather
+    gathered = loader._augment_batch(1, sel, u8=loader._gather(sel))  # tensor input
+    assert torch.equal(in_place, gathered)
+    # "none": no colour change, no blur/JPEG; the warp is a centre crop at scale 1
+    plain = BatchAugment("none")
+    u8 = loader._gather(sel)
+    p = plain.sample(len(sel), u8.shape[-1], torch.Generator().manual_seed(0), u8.device)
+    p["theta"] = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(len(sel), 2, 3) * (112 / 128)
+    p["theta"][:, :, 2] = 0
+    x = plain.apply_cv2(list(u8.permute(0, 2, 3, 1).numpy()), p)
+    y = center_crop_batch(u8)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(x, y, atol=2e-5)  # LUT normalisation == (x/255 - mean)/std
+    assert torch.allclose(y * std + mean, u8[..., 8:120, 8:120].float() / 255, atol=1e-6)
