@@ -27,11 +27,12 @@ def cmd_download(a: argparse.Namespace) -> None:
 
 
 def cmd_synthesize(a: argparse.Namespace) -> None:
-    from .synthesis import synthesize_dataset
+    from .synthesis import copy_faces, synthesize_dataset
 
+    data = copy_faces(a.data, a.out) if a.out else a.data
     _print(
         synthesize_dataset(
-            a.data,
+            data,
             backend=a.backend,
             masktheface_dir=a.masktheface_dir,
             workers=a.workers,
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--masktheface-dir", default=None)
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--out",
+        default=None,
+        help="write to a new DATA_DIR with the same faces (e.g. the other backend's masks for "
+        "the cross-synthesizer ablation) instead of into --data",
+    )
     s.set_defaults(func=cmd_synthesize)
 
     r = sub.add_parser("run", help="execute the notebooks in order with a preset")

@@ -290,6 +290,32 @@ def synthesize_dataset(
     return summarize(results, backend, seconds) | {"seed": seed}
 
 
+def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """A new DATA_DIR holding the same stage-01 faces, splits and manifest rows as ``data_dir``
+    but no masks yet: synthesize it with the other backend for the cross-synthesizer ablation.
+    Files are hard-linked where the file system allows (else copied)."""
+    src, out = Path(data_dir), Path(out_dir)
+    if src.resolve() == out.resolve():
+        raise ValueError("copy_faces: out_dir must differ from data_dir")
+    rows = [r for r in read_manifest(src) if r["label"] == "not_wearing_mask"]
+    if not rows:
+        raise RuntimeError(f"{src} has no faces yet: run 01_download first")
+    for r in rows:
+        if r["status"] == "excluded":  # excluded for its twin only: this copy gets a new twin
+            r.update(status="ok", reason="")
+        if r["status"] != "ok":
+            continue
+        dest = out / r["path"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(src / r["path"], dest)
+        except OSError:
+            shutil.copyfile(src / r["path"], dest)
+    write_manifest(out, rows)
+    return out
+
+
 def summarize(results: list[dict[str, str]], backend: str = "", seconds: float = 0.0) -> dict:
     """images_in == masked + failed + dropped, reasons, counts per mask type / colour / texture."""
     ok = [r for r in results if r["status"] == "ok"]
@@ -523,6 +549,7 @@ __all__ = [
     "check_quality",
     "run_jobs",
     "synthesize_dataset",
+    "copy_faces",
     "summarize",
     "mask_files",
     "sample_grid",

@@ -139,7 +139,7 @@ def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
         gradcam.grad_cam(clf.model, x, "cat")
 
 
-def test_cli_entry_points(tmp_path, tiny_run, capsys):
+def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
     """The argparse options and *_cli functions that ``python -m maskdet`` wires up."""
     import argparse
 
@@ -179,10 +179,21 @@ def test_cli_entry_points(tmp_path, tiny_run, capsys):
             str(tmp_path / "ex"),
             "--format",
             "onnx",
+            "--int8",
+            str(masked_mini),
         ]
     )
     res = predict.export_cli(a)
     assert list(res["files"]) == ["onnx"] and res["parity_max_abs_diff"]["onnx"] <= 1e-4
+    q = res["int8"]
+    int8, fp32 = Path(q["file"]), tmp_path / "ex" / "model.onnx"
+    assert int8.exists() and int8.stat().st_size < 0.4 * fp32.stat().st_size  # int8 weights
+    assert q["test_faces"] > 0 and q["calibration_faces"] > 0
+    crops = [read_rgb(p) for p in sorted((masked_mini / "test").rglob("*.png"))[:16]]
+    pq = predict.MaskClassifier(int8).probs(crops)
+    pf = predict.MaskClassifier(fp32).probs(crops)
+    assert 0 < np.abs(pq - pf).max() <= q["max_abs_diff"] + 1e-6  # quantised, and measured
+    assert np.abs(pq - pf).mean() < 0.05 and q["label_agreement"] >= 0.9
     a = p.parse_args(
         [
             "evaluate",
