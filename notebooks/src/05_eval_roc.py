@@ -194,8 +194,10 @@ else:
             "test_specificity_mean", "held_out_recall_mean", "held_out_auc_mean"]
     summ = pd.DataFrame(abl["summary"])
     display(summ[[c for c in cols if c in summ]])
+    ablate.summary_figure(abl)
+    plt.show()
     runs = pd.DataFrame(abl["runs"])
-    runs[["experiment", "variant", "seed", "test_auc", "test_auc_low", "test_auc_high", "imagenet_weights", "status"]]
+    display(runs[["experiment", "variant", "seed", "test_auc", "test_auc_low", "test_auc_high", "imagenet_weights", "status"]])
 """,
     ),
 ]
