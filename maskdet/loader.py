@@ -612,14 +612,10 @@ class BatchAugment:
         offset = ((1 - con) * bri * grey_mean).view(-1, 1).expand(b, 3)
         return m, offset
 
-    def __call__(
-        self, x: torch.Tensor, g: torch.Generator | None = None, out: np.ndarray | None = None
-    ) -> torch.Tensor:
-        """Augmented, normalised batch; the ``cv2`` kernel can write into ``out`` (B, s, s, 3)
-        float32, e.g. shared memory, and returns a view of it."""
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
         p = self.sample(x.shape[0], x.shape[-1], g, x.device)
         if self.kernel(x.device) == "cv2":
-            return self.apply_cv2(list(x.permute(0, 2, 3, 1).numpy()), p, out)
+            return self.apply_cv2(list(x.permute(0, 2, 3, 1).numpy()), p)
         return self._apply_torch(x, p)
 
     def kernel(self, device: torch.device) -> str:
@@ -684,12 +680,10 @@ class BatchAugment:
             img[sel] = (torch.stack(out).to(dev).float() - m255) / s255
         return img
 
-    def apply_cv2(
-        self, images: list[np.ndarray], p: dict, out: np.ndarray | None = None
-    ) -> torch.Tensor:
+    def apply_cv2(self, images: list[np.ndarray], p: dict) -> torch.Tensor:
         """The ``cv2`` kernel on HWC uint8 RGB arrays (views into the cache: no gather copy):
         :meth:`cv2_geometry`, then :meth:`cv2_photometric`."""
-        return self.cv2_photometric(self.cv2_geometry(images, p), out)
+        return self.cv2_photometric(self.cv2_geometry(images, p))
 
     def cv2_geometry(self, images: list[np.ndarray], p: dict) -> dict:
         """First half of the ``cv2`` kernel: per image an RGBA copy (OpenCV's 4-channel warp is
@@ -720,10 +714,10 @@ class BatchAugment:
         cmat = torch.cat([m, 255.0 * offset.unsqueeze(2)], 2).double().numpy()  # (B, 3, 4)
         return {"p": p, "warped": warped, "cmat": cmat}
 
-    def cv2_photometric(self, state: dict, out: np.ndarray | None = None) -> torch.Tensor:
+    def cv2_photometric(self, state: dict) -> torch.Tensor:
         """Second half: colour matrix, low resolution, blur and JPEG on their subsets, then
         ImageNet normalisation of the whole batch as one per-channel lookup table (float32
-        NHWC, written into ``out`` when given)."""
+        NHWC)."""
         p, warped, cmat = state["p"], state["warped"], state["cmat"]
         b, s = warped.shape[:2]
         lowres, blur, jpeg = p["lowres"].tolist(), p["blur"].tolist(), p["jpeg"].tolist()
@@ -744,7 +738,7 @@ class BatchAugment:
                 ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality[i]])
                 im = _decode_rgb(buf)
             rgb[i] = im
-        res = np.empty((b, s, s, 3), dtype=np.float32) if out is None else out
+        res = np.empty((b, s, s, 3), dtype=np.float32)
         cv2.LUT(rgb.reshape(b * s, s, 3), _NORM_LUT, dst=res.reshape(b * s, s, 3))
         return torch.from_numpy(res).permute(0, 3, 1, 2)  # a channels_last NCHW tensor
 
@@ -835,33 +829,24 @@ class CachedLoader:
         return t
 
     def _augment_batch(
-        self,
-        k: int,
-        sel: np.ndarray,
-        u8: torch.Tensor | None = None,
-        out: np.ndarray | None = None,
+        self, k: int, sel: np.ndarray, u8: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Images of batch ``k`` of the epoch (``sel``: cache rows; ``u8``: their pixels when
         already gathered). The CPU kernel reads the cache rows in place, without a gather."""
         if self.augment is None:
             u8 = self._gather(sel) if u8 is None else u8
             return center_crop_batch(u8.to(self.device, non_blocking=self.device.type == "cuda"))
+        g = self._generator(k)
         if u8 is None and self.augment.kernel(self.device) == "cv2":
-            return self.augment.cv2_photometric(self._cv2_geometry(k, sel), out)
+            p = self.augment.sample(len(sel), self.cache.images.shape[2], g, self.device)
+            return self.augment.apply_cv2([self.cache.images[j] for j in sel], p)
         u8 = self._gather(sel) if u8 is None else u8
-        u8 = u8.to(self.device, non_blocking=self.device.type == "cuda")
-        return self.augment(u8, self._generator(k), out=out)
+        return self.augment(u8.to(self.device, non_blocking=self.device.type == "cuda"), g)
 
     def _generator(self, k: int) -> torch.Generator:
         """The augmentation generator of batch ``k``, seeded by (seed, epoch, k)."""
         seed = int(np.random.SeedSequence([self.seed, self.epoch, k]).generate_state(1)[0])
         return torch.Generator(device=self.device).manual_seed(seed)
-
-    def _cv2_geometry(self, k: int, sel: np.ndarray) -> dict:
-        p = self.augment.sample(
-            len(sel), self.cache.images.shape[2], self._generator(k), self.device
-        )
-        return self.augment.cv2_geometry([self.cache.images[j] for j in sel], p)
 
     def _labels(self, sel: np.ndarray) -> torch.Tensor:
         return self.labels[sel].to(self.device, non_blocking=self.device.type == "cuda")
