@@ -269,6 +269,9 @@ def run_ablations(
                 imagenet_weights=summary.get("imagenet_weights"),
                 status="ok",
             )
+            if cfg.pretrained and not summary.get("imagenet_weights"):
+                # asked for ImageNet weights but they could not be loaded (offline): say so
+                row["variant"] = row["variant"].replace("ImageNet", "random init (no ImageNet)")
             rows.append(row)
     held_types = {r["held_out_type"] for r in rows if r["held_out_type"]}
     for r in rows:  # the held-out type's faces, scored by every run (baseline vs held out)

@@ -63,6 +63,24 @@ def test_ablate_smoke_table_and_summary(tmp_path, masked_mini):
     assert (tmp_path / "abl" / "ablations.csv").read_text().count("\n") == len(rows) + 1
 
 
+def test_variant_names_say_when_imagenet_weights_were_not_loaded(tmp_path, masked_mini):
+    rows = ablate.run_ablations(
+        str(masked_mini),
+        str(tmp_path / "abl"),
+        "smoke",
+        experiments=("init",),
+        seeds=[0],
+        workers=0,
+        device="cpu",
+    )
+    init = next(r for r in rows if r["experiment"] == "init")  # smoke: random -> ImageNet
+    assert init["status"] == "ok"
+    if init["imagenet_weights"]:  # weights in the torch cache: the name stays
+        assert init["variant"] == "ImageNet"
+    else:  # offline: the arm trained from random init, and its name says so
+        assert init["variant"] == "random init (no ImageNet)"
+
+
 def test_cross_synthesizer_runs_on_twin_data(tmp_path, masked_mini):
     from maskdet.synthesis import copy_faces, synthesize_dataset
 
