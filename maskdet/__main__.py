@@ -194,11 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--masktheface-dir", default=None)
     b.add_argument("--device", default=None)
     b.add_argument("--batches", type=int, default=None)
-    b.add_argument("--rounds", type=int, default=None, help="bench loader: repeats (median)")
+    b.add_argument(
+        "--rounds", type=int, default=None, help="bench loader and train: repeats (median)"
+    )
     b.add_argument(
         "--checkpoint", default=None, help="bench infer: best.pt (default: random-init --arch)"
     )
     b.add_argument("--arch", choices=["resnet50", "resnet18"], default="resnet50")
+    b.add_argument("--batch-size", type=int, default=64, help="bench train: images per step")
     b.add_argument("--threads", type=int, default=2)
     b.set_defaults(func=cmd_bench)
     return p

@@ -781,8 +781,6 @@ def _log_eval(
             tb.writer.add_figure(f"{split}/{name}", fig, step, close=False)
         tb.writer.close()
     if wandb_mode != "disabled":
-        import wandb
-
         wb = WandbSink(
             run_dir,
             {"split": split, "checkpoint": result["checkpoint"], **meta.get("hparams", {})},
@@ -790,6 +788,8 @@ def _log_eval(
             name=f"{run_dir.name}-eval-{split}",
         )
         if wb.run is not None:
+            import wandb
+
             wb.run.log({**scalars, **{f"{split}/{n}": wandb.Image(f) for n, f in figs.items()}})
             wb.run.summary.update(scalars)
             wb.run.finish()

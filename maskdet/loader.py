@@ -512,29 +512,119 @@ def build_cache(
     return ImageCache(items, images, valid, skipped, base.with_suffix(".u8"))
 
 
+_CONSTS: dict = {}
+_LUM = (0.299, 0.587, 0.114)
+
+
+def _const(values: tuple, device: torch.device) -> torch.Tensor:
+    """A small float constant on ``device``, made once per device: a fresh
+    ``torch.tensor(..., device="cuda")`` is a blocking copy that waits for all queued GPU work,
+    which would stop the host from running ahead of the GPU."""
+    key = (values, str(device))
+    t = _CONSTS.get(key)
+    if t is None:
+        t = _CONSTS[key] = torch.tensor(values, dtype=torch.float32, device=device)
+    return t
+
+
 def _gaussian_kernels(sigma: torch.Tensor, ksize: int) -> torch.Tensor:
     r = torch.arange(ksize, device=sigma.device, dtype=torch.float32) - ksize // 2
     k = torch.exp(-0.5 * (r[None] / sigma[:, None]) ** 2)
     return k / k.sum(1, keepdim=True)
 
 
-def _jpeg_cpu(img: torch.Tensor, quality: int) -> torch.Tensor:
-    arr = np.ascontiguousarray(img.permute(1, 2, 0).numpy()[:, :, ::-1])
-    ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+# ---------------------------------------------------------------- JPEG as tensor operations
+
+_JPEG_LUMA = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+_JPEG_CHROMA = (
+    ((17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99))
+    + (
+        (24, 26, 56, 99, 99, 99, 99, 99),
+        (47, 66, 99, 99, 99, 99, 99, 99),
+    )
+    + ((99,) * 8,) * 4
+)
+"""The JPEG standard's (Annex K) base quantisation tables, as libjpeg scales them by quality."""
+_RGB2YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def jpeg_tables(quality: torch.Tensor) -> torch.Tensor:
+    """libjpeg's quantisation tables ``(B, 2, 8, 8)`` (luma, chroma) for qualities 1..100."""
+    q = quality.float().clamp(1, 100)
+    scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q).view(-1, 1, 1, 1)
+    base = _const((_JPEG_LUMA, _JPEG_CHROMA), q.device)
+    return torch.floor((base * scale + 50) / 100).clamp(1, 255)
+
+
+_DCT8 = tuple(
+    tuple(
+        math.sqrt((1 if u == 0 else 2) / 8) * math.cos(math.pi * (2 * x + 1) * u / 16)
+        for x in range(8)
+    )
+    for u in range(8)
+)
+"""Orthonormal 8-point DCT-II matrix: JPEG's forward DCT of a block is ``D @ block @ D.T``."""
+_YCC2RGB = tuple(map(tuple, np.linalg.inv(np.array(_RGB2YCC)).tolist()))
+
+
+def _dct_quantise(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """8x8 block DCT of level-shifted samples, quantised with ``table`` (B, 8, 8), inverted."""
+    b, c, h, w = x.shape
+    d = _const(_DCT8, x.device)
+    blocks = x.reshape(b, c, h // 8, 8, w // 8, 8).transpose(3, 4)
+    t = table.view(b, 1, 1, 1, 8, 8)
+    coef = torch.round((d @ blocks @ d.T) / t) * t
+    out = (d.T @ coef @ d).transpose(3, 4).reshape(b, c, h, w)
+    return (out + 128).round().clamp(0, 255)  # the decoder's 8-bit samples
+
+
+def jpeg_compress(img: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Baseline JPEG (4:2:0, libjpeg's tables at per-image ``quality``) of RGB ``img`` in
+    0..255, ``(B, 3, H, W)`` float, as batched tensor operations on the image's device.
+
+    The lossy steps of the codec (colour conversion, chroma subsampling, quantised 8x8 DCT,
+    chroma upsampling) are computed exactly; only the lossless entropy coding is left out.
+    Agrees with OpenCV's encoder + decoder to about half a grey level on average (the
+    integer DCT's rounding), against 1.5-4 levels that the codec itself changes (tested)."""
+    b, _, h, w = img.shape
+    ph, pw = -h % 16, -w % 16
+    x = img.round().clamp(0, 255)  # the encoder sees 8-bit pixels
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    ycc = torch.einsum(
+        "ij,bjhw->bihw", _const(_RGB2YCC, img.device), x
+    ).round()  # 8-bit YCbCr samples
+    tables = jpeg_tables(quality)
+    y = _dct_quantise(ycc[:, :1] - 128, tables[:, 0])
+    c = _dct_quantise(F.avg_pool2d(ycc[:, 1:], 2), tables[:, 1])  # Cb, Cr centred on 0
+    c = F.interpolate(c, scale_factor=2, mode="bilinear", align_corners=False).round() - 128
+    rgb = torch.einsum("ij,bjhw->bihw", _const(_YCC2RGB, img.device), torch.cat([y, c], 1))
+    return rgb.round().clamp(0, 255)[:, :, :h, :w]
 
 
 class BatchAugment:
     """The train augmentation family applied to a whole batch at once.
 
     Input: uint8 ``(B, 3, H, W)``; output: normalised float ``(B, 3, size, size)`` on the input's
-    device. :meth:`sample` draws every random parameter of the batch from ``generator`` (seeded
-    per batch by the loader); two kernels apply them:
+    device. :meth:`sample` draws every random parameter of the batch on the CPU from
+    ``generator`` (seeded per batch by the loader), so both kernels and every device see the
+    same parameters for the same seed:
 
     ``torch``  tensor operations on the training device (GPU): one ``grid_sample`` for crop + flip
-               + rotation, one batched 3x3 colour matrix (jitter and normalisation folded in),
-               grouped-conv blur, down-up resampling and nvJPEG on random subsets.
+               + rotation, one batched 3x3 colour matrix, down-up resampling, a grouped-conv blur
+               and :func:`jpeg_compress`, each on the whole batch and kept where the image's draw
+               says so. No step waits for the GPU (no ``.item()``, no ``nonzero``): the
+               parameters travel in one pinned copy, so batches can be prepared ahead on a side
+               stream while the model trains.
     ``cv2``    the same parameters with OpenCV's SIMD ``uint8`` kernels per image; on a CPU this
                is several times faster than float tensor ops (the default when ``device`` is CPU).
     """
@@ -547,13 +637,14 @@ class BatchAugment:
         self.cfg, self.size, self.backend = get_augment(aug), size, backend
 
     # -- parameters
-    def sample(self, b: int, side: int, g: torch.Generator | None, device: torch.device) -> dict:
-        """Per-image parameters: affine ``theta`` (B,2,3, normalised coordinates), colour
-        factors, and the subsets (boolean masks) with sides, sigmas and JPEG qualities."""
+    def sample(self, b: int, g: torch.Generator | None = None) -> dict:
+        """Per-image parameters (CPU tensors): affine ``theta`` (B,2,3, normalised coordinates),
+        the colour map ``colour`` (B,3,3) and ``grey_gain`` (B,), and the subsets (boolean) with
+        the batch's low-resolution side, blur sigmas and JPEG qualities."""
         c = self.cfg
 
         def uniform(lo, hi, n=b):
-            return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+            return lo + (hi - lo) * torch.rand(n, generator=g)
 
         area = uniform(*c.scale)
         ar = torch.exp(uniform(math.log(c.ratio[0]), math.log(c.ratio[1])))
@@ -570,12 +661,16 @@ class BatchAugment:
             ],
             1,
         )
+        bri, con = (
+            uniform(1 - c.brightness, 1 + c.brightness),
+            uniform(1 - c.contrast, 1 + c.contrast),
+        )
+        sat, hue = uniform(1 - c.saturation, 1 + c.saturation), uniform(-c.hue, c.hue) * 2 * math.pi
+        colour, grey_gain = self.colour_matrix(bri, con, sat, hue)
         return {
             "theta": theta,
-            "brightness": uniform(1 - c.brightness, 1 + c.brightness),
-            "contrast": uniform(1 - c.contrast, 1 + c.contrast),
-            "saturation": uniform(1 - c.saturation, 1 + c.saturation),
-            "hue": uniform(-c.hue, c.hue) * 2 * math.pi,
+            "colour": colour,
+            "grey_gain": grey_gain,
             "lowres": uniform(0, 1) < c.lowres_p,
             "lowres_side": int(
                 c.lowres_side[0] + (c.lowres_side[1] - c.lowres_side[0]) * uniform(0, 1, 1).item()
@@ -589,31 +684,30 @@ class BatchAugment:
         }
 
     @staticmethod
-    def colour_matrix(p: dict, grey_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image affine colour map on 0..1 RGB: ``y = M x + o`` (brightness, contrast around
-        the mean grey level ``grey_mean`` of the image, saturation, hue as a YIQ rotation)."""
-        dev = grey_mean.device
-        b = grey_mean.shape[0]
-        lum = torch.tensor([0.299, 0.587, 0.114], device=dev)
-        eye = torch.eye(3, device=dev).expand(b, 3, 3)
-        bri, con, sat = p["brightness"], p["contrast"], p["saturation"]
+    def colour_matrix(
+        bri: torch.Tensor, con: torch.Tensor, sat: torch.Tensor, hue: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image affine colour map on RGB: ``y = M x + g * grey`` with ``grey`` the image's
+        mean grey level (brightness, contrast around that grey, saturation, hue as a YIQ
+        rotation). Returns ``M`` (B,3,3) and ``g`` (B,)."""
+        b = bri.shape[0]
+        lum = torch.tensor([0.299, 0.587, 0.114])
+        eye = torch.eye(3).expand(b, 3, 3)
         m = eye * (bri * con).view(-1, 1, 1)
-        grey_mat = torch.ones(3, 1, device=dev) @ lum.view(1, 3)
+        grey_mat = torch.ones(3, 1) @ lum.view(1, 3)
         m = (sat.view(-1, 1, 1) * eye + (1 - sat).view(-1, 1, 1) * grey_mat) @ m
-        h = p["hue"]
         to_yiq = torch.tensor(
-            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev
+            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
         )
-        rot = torch.zeros(b, 3, 3, device=dev)
+        rot = torch.zeros(b, 3, 3)
         rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(h), -torch.sin(h)
-        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(h), torch.cos(h)
+        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(hue), -torch.sin(hue)
+        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(hue), torch.cos(hue)
         m = torch.linalg.inv(to_yiq) @ rot @ to_yiq @ m
-        offset = ((1 - con) * bri * grey_mean).view(-1, 1).expand(b, 3)
-        return m, offset
+        return m, (1 - con) * bri
 
     def __call__(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        p = self.sample(x.shape[0], x.shape[-1], g, x.device)
+        p = self.sample(x.shape[0], g)
         if self.kernel(x.device) == "cv2":
             return self.apply_cv2(list(x.permute(0, 2, 3, 1).numpy()), p)
         return self._apply_torch(x, p)
@@ -625,60 +719,60 @@ class BatchAugment:
         return self.backend
 
     # -- kernels
+    @staticmethod
+    def _params_on(p: dict, device: torch.device) -> dict:
+        """The per-image parameters as float tensors on ``device``, in one pinned copy."""
+        b = p["theta"].shape[0]
+        keys = ("theta", "colour", "grey_gain", "lowres", "blur", "sigma", "jpeg", "quality")
+        cols = [p[k].reshape(b, -1).float() for k in keys]
+        packed = torch.cat(cols, 1)
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        out, i = {}, 0
+        for k, col in zip(keys, cols):
+            out[k] = packed[:, i : i + col.shape[1]]
+            i += col.shape[1]
+        return out
+
     def _apply_torch(self, x: torch.Tensor, p: dict) -> torch.Tensor:
         dev, b, s = x.device, x.shape[0], self.size
-        mean = torch.tensor(IMAGENET_MEAN, device=dev)
-        std = torch.tensor(IMAGENET_STD, device=dev)
-        grid = F.affine_grid(p["theta"], [b, 3, s, s], align_corners=False)
+        q = self._params_on(p, dev)
+        grid = F.affine_grid(q["theta"].view(b, 2, 3), [b, 3, s, s], align_corners=False)
         img = x.float()
         if x.shape[-1] > 1.5 * s:  # strong down-scaling: pre-filter against aliasing
             img = F.interpolate(img, scale_factor=s / x.shape[-1], mode="area")
         img = F.grid_sample(
             img, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
-        lum = torch.tensor([0.299, 0.587, 0.114], device=dev)
-        grey = torch.einsum("bchw,c->b", img, lum) / (s * s * 255.0)
-        m, offset = self.colour_matrix(p, grey)
-        # colour map and normalisation folded together, then one clamp to the valid range
-        m = m / (255.0 * std.view(1, 3, 1))
-        offset = (offset - mean) / std
-        img = torch.baddbmm(offset.unsqueeze(2), m, img.flatten(2)).view(b, 3, s, s)
-        lo, hi = (-mean / std).view(1, 3, 1, 1), ((1 - mean) / std).view(1, 3, 1, 1)
-        img = torch.maximum(torch.minimum(img, hi), lo)
-        sel = p["lowres"].nonzero().flatten()
-        if len(sel):
-            side = p["lowres_side"]
-            small = F.interpolate(img[sel], size=(side, side), mode="area")
-            up = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
-            img[sel] = torch.maximum(torch.minimum(up, hi), lo)
-        sel = p["blur"].nonzero().flatten()
-        if len(sel):
-            n = len(sel)
-            k = _gaussian_kernels(p["sigma"][sel], 7).repeat_interleave(3, 0)
-            sub = img[sel].reshape(1, n * 3, s, s)
-            sub = F.conv2d(
-                F.pad(sub, (0, 0, 3, 3), mode="reflect"), k.view(n * 3, 1, 7, 1), groups=n * 3
-            )
-            sub = F.conv2d(
-                F.pad(sub, (3, 3, 0, 0), mode="reflect"), k.view(n * 3, 1, 1, 7), groups=n * 3
-            )
-            img[sel] = sub.view(n, 3, s, s)
-        sel = p["jpeg"].nonzero().flatten()
-        if len(sel):
-            q = p["quality"][sel].tolist()
-            s255, m255 = (std * 255).view(1, 3, 1, 1), (mean * 255).view(1, 3, 1, 1)
-            u8 = (img[sel] * s255 + m255).round_().clamp_(0, 255).to(torch.uint8)
-            if dev.type == "cuda":
-                import torchvision.io as tio
+        grey = img.mean((2, 3)) @ _const(_LUM, dev)  # (B,), 0..255
+        img = torch.baddbmm(
+            (q["grey_gain"] * grey[:, None]).unsqueeze(2).expand(b, 3, 1),
+            q["colour"].view(b, 3, 3),
+            img.flatten(2),
+        ).view(b, 3, s, s)
+        img = img.clamp(0, 255)
 
-                out = [
-                    tio.decode_jpeg(tio.encode_jpeg(u8[i], quality=q[i]), device=dev)
-                    for i in range(len(sel))
-                ]
-            else:
-                out = [_jpeg_cpu(u8[i].cpu(), q[i]) for i in range(len(sel))]
-            img[sel] = (torch.stack(out).to(dev).float() - m255) / s255
-        return img
+        def where(key: str, changed: torch.Tensor) -> torch.Tensor:
+            return torch.where(q[key].view(b, 1, 1, 1) > 0.5, changed, img)
+
+        if bool(p["lowres"].any()):  # CPU flags: deciding costs no GPU sync
+            side = p["lowres_side"]
+            small = F.interpolate(img, size=(side, side), mode="area")
+            up = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+            img = where("lowres", up.clamp(0, 255))
+        if bool(p["blur"].any()):
+            k = _gaussian_kernels(q["sigma"].flatten(), 7).repeat_interleave(3, 0)
+            sub = img.reshape(1, b * 3, s, s)
+            sub = F.conv2d(
+                F.pad(sub, (0, 0, 3, 3), mode="reflect"), k.view(-1, 1, 7, 1), groups=b * 3
+            )
+            sub = F.conv2d(
+                F.pad(sub, (3, 3, 0, 0), mode="reflect"), k.view(-1, 1, 1, 7), groups=b * 3
+            )
+            img = where("blur", sub.view(b, 3, s, s))
+        if bool(p["jpeg"].any()):
+            img = where("jpeg", jpeg_compress(img, q["quality"].flatten()))
+        return _normalise(img)
 
     def apply_cv2(self, images: list[np.ndarray], p: dict) -> torch.Tensor:
         """The ``cv2`` kernel on HWC uint8 RGB arrays (views into the cache: no gather copy):
@@ -709,9 +803,9 @@ class BatchAugment:
                 rgba, warp[i], (s, s), dst=warped[i], flags=flags, borderMode=cv2.BORDER_REFLECT_101
             )
             rgb_means[i] = cv2.mean(warped[i])[:3]
-        grey = torch.from_numpy(rgb_means) @ torch.tensor([0.299, 0.587, 0.114]) / 255.0
-        m, offset = self.colour_matrix(p, grey)
-        cmat = torch.cat([m, 255.0 * offset.unsqueeze(2)], 2).double().numpy()  # (B, 3, 4)
+        grey = torch.from_numpy(rgb_means) @ torch.tensor(_LUM)  # 0..255
+        offset = (p["grey_gain"] * grey).view(b, 1, 1).expand(b, 3, 1)
+        cmat = torch.cat([p["colour"], offset], 2).double().numpy()  # (B, 3, 4)
         return {"p": p, "warped": warped, "cmat": cmat}
 
     def cv2_photometric(self, state: dict) -> torch.Tensor:
@@ -761,22 +855,36 @@ def center_crop_batch(x: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
     """Val/test view of a cached uint8 batch: centre crop, normalise (the cache is already 128)."""
     h, w = x.shape[-2:]
     y0, x0 = (h - size) // 2, (w - size) // 2
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
-    return (x[..., y0 : y0 + size, x0 : x0 + size].float() - mean) / std
+    return _normalise(x[..., y0 : y0 + size, x0 : x0 + size].float())
+
+
+_NORM_SCALE = tuple(1 / (255.0 * s) for s in IMAGENET_STD)
+_NORM_SHIFT = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
+def _normalise(img: torch.Tensor) -> torch.Tensor:
+    """0..255 RGB ``(B, 3, H, W)`` -> ImageNet-normalised, in one fused multiply-add."""
+    scale = _const(_NORM_SCALE, img.device).view(1, 3, 1, 1)
+    return torch.addcmul(_const(_NORM_SHIFT, img.device).view(1, 3, 1, 1), img, scale)
 
 
 class CachedLoader:
     """The fast path: batches sliced from an :class:`ImageCache`, augmented on ``device``.
 
-    On a GPU a background thread gathers the next batch's uint8 pixels (pinned memory) while
-    the current one trains, and the batch is augmented on the GPU. On the CPU the OpenCV kernel
-    reads the cache rows in place (no gather) in the calling process: measured here, neither
-    threads (Python holds the GIL between OpenCV's short per-image calls) nor worker processes
-    (fork per epoch, shipping 9.6 MB float batches) made it faster. Every batch draws its
-    augmentation from a generator seeded by (seed, epoch, batch index).
+    On a GPU the whole split's uint8 cache is copied to GPU memory once (when it takes under a
+    quarter of the free memory; else each batch is gathered into pinned memory), and a
+    background thread prepares the next batches on a side CUDA stream (gather, augmentation)
+    while the model trains on the current one: nothing in that path waits for the GPU.
+    On the CPU the OpenCV kernel reads the cache rows in place (no gather) in the calling
+    process: measured here, neither threads (Python holds the GIL between OpenCV's short
+    per-image calls) nor worker processes (fork per epoch, shipping 9.6 MB float batches) made
+    it faster. Every batch draws its augmentation from a CPU generator seeded by
+    (seed, epoch, batch index), so a batch is the same whichever device augments it.
     ``augment=None`` gives the deterministic val/test view.
     """
+
+    PREFETCH = 3
+    """Batches prepared ahead on a GPU."""
 
     def __init__(
         self,
@@ -788,15 +896,18 @@ class CachedLoader:
         seed: int = 0,
         drop_last: bool = False,
         backend: str = "auto",
+        prefetch: bool = True,
     ):
         self.cache, self.batch_size, self.shuffle = cache, batch_size, shuffle
         self.device = torch.device(device)
         self.augment = BatchAugment(augment, backend=backend) if augment is not None else None
         self.seed, self.epoch, self.drop_last = seed, 0, drop_last
+        self.prefetch = prefetch
         self.index = np.flatnonzero(cache.valid)
         self.labels = torch.from_numpy(cache.labels)
         self.skips = SkipCounter()
         self.skips.add([Skipped(-1, p, r) for p, r in cache.skipped.items()])
+        self._on_device: tuple[torch.Tensor, torch.Tensor] | bool | None = None
 
     @property
     def dataset_items(self) -> list[Item]:
@@ -819,13 +930,41 @@ class CachedLoader:
             out.pop()
         return out
 
-    def _gather(self, sel: np.ndarray) -> torch.Tensor:
+    def device_cache(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(images (N, side, side, 3) uint8, labels (N,))`` on the GPU, copied once; ``None``
+        on the CPU or when the cache would take more than a quarter of the free GPU memory."""
+        if self.device.type != "cuda":
+            return None
+        if self._on_device is None:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if self.cache.images.nbytes > free // 4:
+                self._on_device = False  # decided once: gather into pinned memory instead
+            else:
+                images = torch.from_numpy(np.ascontiguousarray(self.cache.images))
+                self._on_device = (images.to(self.device), self.labels.to(self.device))
+        return self._on_device or None
+
+    def _device_rows(self, sel: np.ndarray) -> torch.Tensor | None:
+        """Cache rows ``sel`` as an index tensor on the GPU (one pinned copy), when the cache
+        lives there."""
+        if self.device_cache() is None:
+            return None
+        return torch.from_numpy(sel).pin_memory().to(self.device, non_blocking=True)
+
+    def _gather(self, sel: np.ndarray, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 ``(B, 3, side, side)`` of cache rows ``sel``: sliced on the GPU when the cache
+        lives there (``rows``: ``sel`` already on the GPU), else read from the memmap in file
+        order (pinned when going to a GPU)."""
+        on_device = self.device_cache()
+        if on_device is not None:
+            rows = self._device_rows(sel) if rows is None else rows
+            return on_device[0].index_select(0, rows).permute(0, 3, 1, 2)
         order = np.argsort(sel)  # read the memmap in file order, then restore the batch order
         arr = np.empty((len(sel),) + self.cache.images.shape[1:], dtype=np.uint8)
         arr[order] = self.cache.images[sel[order]]
         t = torch.from_numpy(arr).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
-            t = t.contiguous().pin_memory()
+            t = t.contiguous().pin_memory().to(self.device, non_blocking=True)
         return t
 
     def _augment_batch(
@@ -834,39 +973,97 @@ class CachedLoader:
         """Images of batch ``k`` of the epoch (``sel``: cache rows; ``u8``: their pixels when
         already gathered). The CPU kernel reads the cache rows in place, without a gather."""
         if self.augment is None:
-            u8 = self._gather(sel) if u8 is None else u8
-            return center_crop_batch(u8.to(self.device, non_blocking=self.device.type == "cuda"))
-        g = self._generator(k)
+            return center_crop_batch(self._gather(sel) if u8 is None else u8)
+        p = self.augment.sample(len(sel), self._generator(k))
         if u8 is None and self.augment.kernel(self.device) == "cv2":
-            p = self.augment.sample(len(sel), self.cache.images.shape[2], g, self.device)
             return self.augment.apply_cv2([self.cache.images[j] for j in sel], p)
         u8 = self._gather(sel) if u8 is None else u8
-        return self.augment(u8.to(self.device, non_blocking=self.device.type == "cuda"), g)
+        if self.augment.kernel(self.device) == "cv2":
+            return self.augment.apply_cv2(list(u8.permute(0, 2, 3, 1).cpu().numpy()), p)
+        return self.augment._apply_torch(u8, p)
 
     def _generator(self, k: int) -> torch.Generator:
-        """The augmentation generator of batch ``k``, seeded by (seed, epoch, k)."""
+        """The (CPU) augmentation generator of batch ``k``, seeded by (seed, epoch, k)."""
         seed = int(np.random.SeedSequence([self.seed, self.epoch, k]).generate_state(1)[0])
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return torch.Generator().manual_seed(seed)
 
-    def _labels(self, sel: np.ndarray) -> torch.Tensor:
-        return self.labels[sel].to(self.device, non_blocking=self.device.type == "cuda")
+    def _batch(self, k: int, sel: np.ndarray) -> Batch:
+        rows = self._device_rows(sel)
+        if rows is None:
+            labels = self.labels[sel].to(self.device, non_blocking=self.device.type == "cuda")
+            return Batch(self._augment_batch(k, sel), labels, torch.from_numpy(sel))
+        _, labels = self.device_cache()
+        u8 = self._gather(sel, rows)
+        return Batch(
+            self._augment_batch(k, sel, u8), labels.index_select(0, rows), torch.from_numpy(sel)
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         batches = self._batches()
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self.augment is not None and self.augment.kernel(self.device) == "cv2":
-            for k, sel in enumerate(batches):  # reads the cache in place: nothing to prefetch
-                yield Batch(self._augment_batch(k, sel), self._labels(sel), torch.from_numpy(sel))
+        if self.device.type == "cuda" and self.prefetch:
+            yield from self._prefetched(batches)
             return
-        with ThreadPoolExecutor(1) as pool:  # gather the next batch while this one is used
-            nxt = pool.submit(self._gather, batches[0]) if batches else None
-            for k, sel in enumerate(batches):
-                u8 = nxt.result()
-                if k + 1 < len(batches):
-                    nxt = pool.submit(self._gather, batches[k + 1])
-                x = self._augment_batch(k, sel, u8)
-                yield Batch(x, self._labels(sel), torch.from_numpy(sel))
+        for k, sel in enumerate(batches):  # the CPU kernel reads the cache in place
+            yield self._batch(k, sel)
+
+    def _prefetched(self, batches: list[np.ndarray]) -> Iterator[Batch]:
+        """Batches prepared by a background thread, ``PREFETCH`` ahead. On a GPU it works on a
+        side stream and the consumer's stream waits on each batch's event (no host
+        synchronisation); the images are marked as used by the consumer's stream so that the
+        allocator does not hand their memory out too early."""
+        import contextlib
+        import queue
+        import threading
+
+        cuda = self.device.type == "cuda"
+        if cuda:
+            self.device_cache()  # the one-off upload happens here, not inside the timed loop
+            side = torch.cuda.Stream(self.device)
+        ready: queue.Queue = queue.Queue(self.PREFETCH)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                with contextlib.ExitStack() as ctx:
+                    if cuda:
+                        ctx.enter_context(torch.cuda.device(self.device))
+                        ctx.enter_context(torch.cuda.stream(side))
+                    for k, sel in enumerate(batches):
+                        if stop.is_set():
+                            return
+                        batch, done = self._batch(k, sel), None
+                        if cuda:
+                            done = torch.cuda.Event()
+                            done.record(side)
+                        ready.put((batch, done))
+                ready.put(None)
+            except BaseException as e:  # handed to the consumer, raised there
+                ready.put(e)
+
+        worker = threading.Thread(target=produce, name="maskdet-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                batch, done = item
+                if done is not None:
+                    stream = torch.cuda.current_stream(self.device)
+                    stream.wait_event(done)
+                    batch.images.record_stream(stream)
+                    batch.labels.record_stream(stream)
+                yield batch
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    ready.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            worker.join()
 
 
 # ----------------------------------------------------------------------------- factory
@@ -1052,15 +1249,18 @@ def _throughput(loader, batches: int, device: torch.device, warmup: int = 1) -> 
         try:
             for b in it:
                 x = b.images if isinstance(b, Batch) else b[0]
-                if device.type == "cuda":
+                if device.type == "cuda":  # synchronised only where the clock is read
                     x = x.to(device, non_blocking=True)
-                    torch.cuda.synchronize()
                 seen += 1
                 if seen == warmup:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
                 elif seen > warmup:
                     n += x.shape[0]
                 if seen >= batches + warmup:
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
                     elapsed = time.perf_counter() - t0
                     break
         finally:

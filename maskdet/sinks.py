@@ -154,9 +154,15 @@ class TensorBoardSink(Sink):
 
 def wandb_mode(requested: str = "auto") -> str:
     """``online`` with an API key (``WANDB_API_KEY`` or a netrc entry), else ``offline``;
-    ``disabled``/``offline``/``online`` when asked for; ``WANDB_MODE`` overrides ``auto``."""
+    ``disabled``/``offline``/``online`` when asked for; ``WANDB_MODE`` overrides ``auto``;
+    ``auto`` without the package installed is ``disabled``, with a notice."""
     if requested != "auto":
         return requested
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        print("NOTICE: wandb is not installed (pip install wandb): WandB logging is off.")
+        return "disabled"
     env = os.environ.get("WANDB_MODE", "").strip().lower()
     if env in ("online", "offline", "disabled"):
         return env
@@ -187,12 +193,12 @@ class WandbSink(Sink):
         name: str | None = None,
         resume_id: str | None = None,
     ):
-        import wandb
-
         self.mode = wandb_mode(mode)
         self.run = None
         if self.mode == "disabled":
             return
+        import wandb
+
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

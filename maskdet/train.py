@@ -629,55 +629,67 @@ def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1)
     return n / (time.perf_counter() - t0)
 
 
-def _bench_model(device: torch.device, channels_last: bool, compile_: bool):
-    """A fresh ResNet-50 in train mode, its SGD optimizer, the (compiled) step model, warm-up steps."""
-    model, _ = build_model("resnet50", pretrained=False, verbose=False)
+def _bench_model(device: torch.device, arch: str, channels_last: bool, compile_mode: str | None):
+    """A fresh model in train mode, its SGD optimizer, the (compiled) step model, warm-up steps."""
+    model, _ = build_model(arch, pretrained=False, verbose=False)
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    return model, opt, (torch.compile(model) if compile_ else model), (3 if compile_ else 1)
+    if compile_mode is None:
+        return model, opt, model, 1
+    return model, opt, torch.compile(model, mode=compile_mode), 3
+
+
+BENCH_SETTINGS = [
+    # name, AMP, channels_last, torch.compile mode (None: eager), CUDA only
+    ("eager fp32", False, False, None, False),
+    ("channels_last fp32", False, True, None, False),
+    ("channels_last + AMP", True, True, None, True),
+    ("channels_last + AMP + compile", True, True, "default", True),
+    ("channels_last + AMP + compile, CUDA graphs", True, True, "reduce-overhead", True),
+]
+TRAIN_DEFAULT_SETTING = "channels_last + AMP"
+"""What ``train`` uses on CUDA (``--amp --channels-last``, no compile)."""
 
 
 def benchmark(args) -> dict:
-    """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting,
-    and the full pipeline (cached loader + augmentation + step) against the model-only ceiling."""
-    from .loader import _bench_data
+    """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting:
+    the model alone (one batch reused) and the full pipeline (cached loader + augmentation +
+    step on real batches), side by side in turns for ``rounds`` rounds (median), with their
+    ratio.
+
+    On a GPU the training default is also timed with the loader's background preparation
+    switched off, and the loader alone (augmented images/s on the GPU, no model) shows the data
+    path's headroom."""
+    from .loader import _bench_data, _throughput
 
     device = resolve_device(args.device or "auto")
     cuda = device.type == "cuda"
-    n = args.batches or (30 if cuda else 3)
-    bs = 64
+    arch = getattr(args, "arch", None) or "resnet50"
+    n = args.batches or (100 if cuda else 3)
+    warm_data = 3 if cuda else 1
+    rounds = getattr(args, "rounds", None) or (3 if cuda else 1)
+    bs = getattr(args, "batch_size", None) or 64
     print(
-        f"device {device}; resnet50 at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, {n} timed batches "
-        f"after warm-up; torch threads {torch.get_num_threads()}"
+        f"device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
+        + f"; torch {torch.__version__}; {arch} at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, "
+        f"{n} timed batches after warm-up, {rounds} rounds (median); "
+        f"torch threads {torch.get_num_threads()}"
     )
     torch.manual_seed(0)
     x = torch.randn(bs, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
     y = (torch.rand(bs, device=device) > 0.5).float()
     crit = nn.BCEWithLogitsLoss()
-    settings = [("eager fp32", False, False, False), ("channels_last fp32", False, True, False)]
-    if cuda:
-        settings += [
-            ("channels_last + AMP", True, True, False),
-            ("channels_last + AMP + compile", True, True, True),
-        ]
-    results = {}
-    for name, amp, cl, comp in settings:
-        model, opt, step_model, warm = _bench_model(device, cl, comp)
-        results[name] = _time_steps(
-            step_model, opt, crit, [(x, y)] * (n + warm), device, amp, cl, warm
-        )
-        print(f"  {name:34s} {results[name]:8.1f} img/s (model only)")
-    best_name = max(results, key=results.get)
-    amp, cl, comp = next((a, c, k) for nm, a, c, k in settings if nm == best_name)
     data_dir = _bench_data(args)
     loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))[
         "train"
     ]
-    model, opt, step_model, warm = _bench_model(device, cl, comp)
+    if len(loader.index) < bs:
+        raise ValueError(f"{data_dir} has {len(loader.index)} train images: fewer than a batch")
 
-    def real_batches():
+    def real_batches(count: int):
         epoch, k = 0, 0
         while True:
             loader.set_epoch(epoch)
@@ -685,16 +697,84 @@ def benchmark(args) -> dict:
                 if len(b.labels) == bs:
                     yield b.images, b.labels.float()
                     k += 1
-                    if k >= n + warm:
+                    if k >= count:
                         return
             epoch += 1
 
-    full = _time_steps(step_model, opt, crit, real_batches(), device, amp, cl, warm)
-    ratio = full / results[best_name]
+    print(f"  {'setting':44s} {'model only':>10s} {'pipeline':>10s}  ratio   (images/s)")
+    model_only, full, ratio, out = {}, {}, {}, {}
+    for name, amp, cl, mode, cuda_only in BENCH_SETTINGS:
+        if cuda_only and not cuda:
+            continue
+        t = time.perf_counter()
+        try:
+            model, opt, step_model, warm = _bench_model(device, arch, cl, mode)
+            rounds_m, rounds_f = [], []
+            for r in range(rounds):  # taken in turns; the median of each is reported
+                rounds_m.append(
+                    _time_steps(
+                        step_model,
+                        opt,
+                        crit,
+                        [(x, y)] * (n + (warm if r == 0 else 1)),
+                        device,
+                        amp,
+                        cl,
+                        warm if r == 0 else 1,
+                    )
+                )
+                rounds_f.append(
+                    _time_steps(
+                        step_model,
+                        opt,
+                        crit,
+                        real_batches(n + warm_data),
+                        device,
+                        amp,
+                        cl,
+                        warm_data,
+                    )
+                )
+        except Exception as err:  # e.g. no compiler for torch.compile: report, go on
+            print(f"  {name:44s} failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            continue
+        model_only[name], full[name] = float(np.median(rounds_m)), float(np.median(rounds_f))
+        ratio[name] = full[name] / model_only[name]
+        spread = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(rounds_m, rounds_f))
+        print(
+            f"  {name:44s} {model_only[name]:10.1f} {full[name]:10.1f}  {100 * ratio[name]:4.0f}%"
+            f"   ({time.perf_counter() - t:.0f} s with warm-up{', compilation' if mode else ''};"
+            f" rounds {spread})"
+        )
+        if cuda and name == TRAIN_DEFAULT_SETTING:
+            loader.prefetch = False
+            inline = _time_steps(
+                step_model, opt, crit, real_batches(n + warm_data), device, amp, cl, warm_data
+            )
+            loader.prefetch = True
+            print(
+                f"  {'  same, no background preparation':44s} {'':10s} {inline:10.1f}  "
+                f"{100 * inline / model_only[name]:4.0f}%"
+            )
+            out["inline"] = inline
+        del model, opt, step_model
+        if cuda:
+            torch.cuda.empty_cache()
+    if cuda:
+        out["loader_alone"] = _throughput(loader, n, device, warmup=3)
+        print(f"  {'loader alone (augmented on the GPU)':44s} {'':10s} {out['loader_alone']:10.1f}")
+    best = max(model_only, key=model_only.get)
     print(
-        f"  {'full pipeline (' + best_name + ')':34s} {full:8.1f} img/s  = {100 * ratio:.0f}% of model-only"
+        f"best model-only setting: {best}; full pipeline there {100 * ratio[best]:.0f}% of it; "
+        f"best full pipeline {max(full.values()):.1f} images/s"
     )
-    return {"model_only": results, "full_pipeline": full, "ratio": ratio, "device": str(device)}
+    return out | {
+        "model_only": model_only,
+        "full_pipeline": full,
+        "ratio": ratio,
+        "best": best,
+        "device": str(device),
+    }
 
 
 __all__ = [

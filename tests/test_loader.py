@@ -81,7 +81,7 @@ def test_batch_augment_backends_agree_on_the_same_parameters(masked_data):
     cache = build_cache(masked_data, "train", in_memory=True, workers=0)
     u8 = torch.from_numpy(np.ascontiguousarray(cache.images[:16])).permute(0, 3, 1, 2)
     aug = BatchAugment("default")
-    p = aug.sample(16, u8.shape[-1], torch.Generator().manual_seed(0), u8.device)
+    p = aug.sample(16, torch.Generator().manual_seed(0))
     a, b = aug._apply_torch(u8, p), aug.apply_cv2(list(u8.permute(0, 2, 3, 1).numpy()), p)
     assert a.shape == b.shape == (16, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert (a - b).abs().mean() < 0.08  # same crop, colour, blur, JPEG; kernels differ in detail
@@ -149,7 +149,7 @@ def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_
     # "none": no colour change, no blur/JPEG; the warp is a centre crop at scale 1
     plain = BatchAugment("none")
     u8 = loader._gather(sel)
-    p = plain.sample(len(sel), u8.shape[-1], torch.Generator().manual_seed(0), u8.device)
+    p = plain.sample(len(sel), torch.Generator().manual_seed(0))
     p["theta"] = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(len(sel), 2, 3) * (112 / 128)
     p["theta"][:, :, 2] = 0
     x = plain.apply_cv2(list(u8.permute(0, 2, 3, 1).numpy()), p)
@@ -158,3 +158,63 @@ def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.allclose(x, y, atol=2e-5)  # LUT normalisation == (x/255 - mean)/std
     assert torch.allclose(y * std + mean, u8[..., 8:120, 8:120].float() / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("quality", [30, 60, 90])
+def test_tensor_jpeg_matches_opencv_encoder_and_decoder(masked_data, quality):
+    import cv2
+
+    from maskdet.loader import jpeg_compress
+
+    cache = build_cache(masked_data, "train", in_memory=True, workers=0)
+    rgb = np.ascontiguousarray(cache.images[:8, :112, :112])  # 112: not a multiple of 16 x 8
+    ours = jpeg_compress(
+        torch.from_numpy(rgb).permute(0, 3, 1, 2).float(), torch.full((8,), quality)
+    )
+    ref = []
+    for im in rgb:
+        ok, buf = cv2.imencode(".jpg", im[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ref.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    ref = torch.from_numpy(np.stack(ref)).permute(0, 3, 1, 2).float()
+    orig = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()
+    codec_err = (ref - orig).abs().mean()  # what JPEG at this quality changes
+    ours_err = (ours - ref).abs().mean()  # how far our codec is from OpenCV's
+    assert ours.shape == orig.shape and 0 <= ours.min() and ours.max() <= 255
+    assert codec_err > 0.5  # the quality is low enough to matter
+    assert ours_err < 0.75 and ours_err < 0.5 * codec_err, (float(ours_err), float(codec_err))
+    assert ((ours - orig).abs().mean() / codec_err - 1).abs() < 0.25  # as lossy as the real one
+
+
+def test_torch_kernel_in_the_loader_is_seeded_per_batch(masked_data):
+    """The tensor kernel (what runs on a GPU) through the loader: same epoch, same batches."""
+    cache = build_cache(masked_data, "train", workers=0)
+    from maskdet.loader import CachedLoader
+
+    a = CachedLoader(cache, 8, shuffle=True, augment="default", backend="torch", seed=3)
+    b = CachedLoader(cache, 8, shuffle=True, augment="default", backend="torch", seed=3)
+    xa, ya, _ = _all(a, epoch=1)
+    xb, yb, _ = _all(b, epoch=1)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert xa.shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(xa).all()
+    x2, _, _ = _all(a, epoch=2)
+    assert not torch.equal(xa, x2)
+
+
+def test_background_preparation_gives_the_same_batches_and_stops_cleanly(masked_data):
+    """The GPU's prefetch thread (run here on the CPU): same batches in the same order, and a
+    consumer that stops early leaves no thread behind."""
+    import threading
+
+    loader = make_loaders(masked_data, 8, "cached", workers=0, splits=("train",))["train"]
+    loader.set_epoch(1)
+    batches = loader._batches()
+    inline = list(loader)
+    ahead = list(loader._prefetched(batches))
+    assert len(inline) == len(ahead) == len(batches) > 2
+    for a, b in zip(inline, ahead):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.indices, b.indices)
+    it = loader._prefetched(batches)
+    next(it)
+    it.close()
+    assert not any(t.name == "maskdet-prefetch" for t in threading.enumerate())

@@ -162,3 +162,27 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refused"):
         load_model(path)
     assert not marker.exists()
+
+
+def test_bench_train_prints_model_only_and_full_pipeline_side_by_side(masked_data, capsys):
+    from argparse import Namespace
+
+    from maskdet.train import benchmark
+
+    res = benchmark(
+        Namespace(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
+    )
+    out = capsys.readouterr().out
+    assert (
+        set(res["model_only"])
+        == set(res["full_pipeline"])
+        == {
+            "eager fp32",
+            "channels_last fp32",
+        }
+    )
+    assert all(v > 0 for v in res["model_only"].values())
+    assert all(v > 0 for v in res["full_pipeline"].values())
+    for name, r in res["ratio"].items():
+        assert r == pytest.approx(res["full_pipeline"][name] / res["model_only"][name])
+    assert "model only" in out and "pipeline" in out and "%" in out
