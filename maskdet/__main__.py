@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--arch", choices=["resnet50", "resnet18"], default="resnet50")
     b.add_argument("--batch-size", type=int, default=64, help="bench train: images per step")
+    b.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bench train: include the torch.compile settings on CUDA (minutes of compilation)",
+    )
     b.add_argument("--threads", type=int, default=2)
     b.set_defaults(func=cmd_bench)
     return p

@@ -703,8 +703,9 @@ def benchmark(args) -> dict:
 
     print(f"  {'setting':44s} {'model only':>10s} {'pipeline':>10s}  ratio   (images/s)")
     model_only, full, ratio, out = {}, {}, {}, {}
+    with_compile = getattr(args, "compile", True)
     for name, amp, cl, mode, cuda_only in BENCH_SETTINGS:
-        if cuda_only and not cuda:
+        if (cuda_only and not cuda) or (mode and not with_compile):
             continue
         t = time.perf_counter()
         try:
