@@ -102,16 +102,25 @@ matter on CUDA; the loaders set them automatically.
 
 **`cached`** is the fast path. Each image is decoded once into one `uint8` array of shape
 `(N, 128, 128, 3)`, memory-mapped from `DATA_DIR/cache` (1.3 GB for all of LFW with masks), and
-reused by every epoch. A batch is sliced from it in a background thread, pinned, copied to the
-device as `uint8` (4x fewer bytes than float), and augmented there as **one operation per step
-for the whole batch**: one `grid_sample` for crop + flip + rotation, one batched 3x3 matrix for
-all colour jitter and the normalisation, grouped convolutions for blur, down-up resampling and
-nvJPEG on random subsets. The random parameters of every batch are drawn from a generator seeded
+reused by every epoch. The random parameters of every batch (crop, flip, rotation, colour, which
+images get low resolution, blur or JPEG, and how much) are drawn on the CPU from a generator seeded
 by (seed, epoch, batch), so an epoch is the same whether or not training was interrupted before
-it. On a CPU the same parameters are applied with OpenCV's SIMD `uint8` kernels instead, which are
-much faster there than float tensor maths: each image is read in place from the memory-mapped
-cache (no gather copy), warped once as RGBA (OpenCV's 4-channel warp is twice as fast as its
-3-channel one), colour-mapped, and the whole batch is normalised by one per-channel lookup table.
+it, and the same on a CPU and a GPU. Two kernels apply them:
+
+- **On a GPU** the whole split's cache is copied to GPU memory once (a quarter of the free memory
+  at most; else each batch is gathered into pinned memory), and a batch is augmented there as
+  **one operation per step for the whole batch**: one `grid_sample` for crop + flip + rotation, one
+  batched 3x3 colour matrix, down-up resampling, a grouped-convolution blur and JPEG written as
+  tensor maths (`loader.jpeg_compress`: colour conversion, 4:2:0 chroma, the quantised 8x8 DCT with
+  libjpeg's tables; it matches OpenCV's codec to half a grey level). Nothing in that path waits
+  for the GPU: the parameters travel in one pinned copy, constants are made once, and there is no
+  `.item()`. So a background thread prepares the next batches on a side CUDA stream while the
+  model trains on the current one; the training stream waits on an event, not the host.
+- **On a CPU** the same parameters are applied with OpenCV's SIMD `uint8` kernels, much faster
+  there than float tensor maths: each image is read in place from the memory-mapped cache (no
+  gather copy), warped once as RGBA (OpenCV's 4-channel warp is twice as fast as its 3-channel
+  one), colour-mapped, and the whole batch is normalised by one per-channel lookup table.
+
 Same augmentation family, selectable with `LOADER`.
 """,
     ),
@@ -130,8 +139,11 @@ res = loader.benchmark(Namespace(data=DATA_DIR, source=None, images=None, batche
 The numbers come from one run on this machine, side by side and taken in turns (the median of
 the rounds): a plain `torchvision.datasets.ImageFolder` with PIL transforms as the baseline, the
 `dataloader` path and the `cached` path. On the project's shared 2-core CPU the cached path gave
-about 3,500-4,300 augmented images/s against 350-450 for the baseline; on a GPU the augmentation
-runs on the device and the loader stops being the bottleneck.
+about 3,100-3,500 augmented images/s against 380-440 for the baseline (8-9x). On a lent NVIDIA
+H200 (16 CPU cores) the cached path augmented 13,000-21,000 images/s on the GPU against
+1,700-3,000 for the baseline with 8 workers: there the loader stops being the bottleneck, and
+`python -m maskdet bench train` (in 04) shows how much of the model's own speed the whole
+pipeline keeps.
 
 Next: **04_train_resnet50** trains on these batches.
 """,
