@@ -218,3 +218,13 @@ def test_background_preparation_gives_the_same_batches_and_stops_cleanly(masked_
     next(it)
     it.close()
     assert not any(t.name == "maskdet-prefetch" for t in threading.enumerate())
+
+
+def test_cpu_kernel_gives_the_same_batch_with_one_or_two_threads(masked_data):
+    cache = build_cache(masked_data, "train", in_memory=True, workers=0)
+    images = [cache.images[i] for i in range(16)]
+    aug = BatchAugment("default")
+    p = aug.sample(16, torch.Generator().manual_seed(4))
+    one, two = aug.apply_cv2(images, p, threads=1), aug.apply_cv2(images, p, threads=2)
+    assert torch.equal(one, two)
+    assert bool(p["jpeg"].any() and p["blur"].any())  # the drawn ops ran in both
