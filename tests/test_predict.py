@@ -124,16 +124,21 @@ def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
     clf = predict.MaskClassifier(tiny_run / "best.pt")
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
     x = torch.from_numpy(clf.preprocess(crops))
+    with torch.no_grad():
+        masked = (clf.model.eval()(x).reshape(-1) >= 0).numpy()
     for layer in ("layer3", "layer4"):
-        for target in ("mask", "no_mask", "predicted"):
-            cams = gradcam.grad_cam(clf.model, x, target, layer=layer)
-            assert cams.shape == (4, 112, 112) and np.isfinite(cams).all()
-            assert np.all(cams >= 0) and np.all(cams <= 1)
-            # the rejected class may have no positive evidence at all (a zero map); the
-            # predicted class always has some
-            if target == "predicted":
-                assert all(c.std() > 1e-3 for c in cams), "a constant map"
-    ov = gradcam.overlay(crops[0], cams[0])
+        cams = {t: gradcam.grad_cam(clf.model, x, t, layer=layer) for t in ("mask", "no_mask")}
+        cams["predicted"] = gradcam.grad_cam(clf.model, x, "predicted", layer=layer)
+        for c in cams.values():
+            assert c.shape == (4, 112, 112) and np.isfinite(c).all()
+            assert np.all(c >= 0) and np.all(c <= 1)
+        for i in range(4):
+            # the two classes' maps are the positive and negative parts of one weighted sum:
+            # one of them may be empty (no evidence that way), never both, never constant
+            assert max(cams["mask"][i].std(), cams["no_mask"][i].std()) > 1e-3, (layer, i)
+            want = cams["mask" if masked[i] else "no_mask"][i]
+            np.testing.assert_allclose(cams["predicted"][i], want, atol=1e-5)
+    ov = gradcam.overlay(crops[0], cams["predicted"][0])
     assert ov.shape == crops[0].shape and ov.dtype == np.uint8
     with pytest.raises(ValueError):
         gradcam.grad_cam(clf.model, x, "cat")
