@@ -119,7 +119,8 @@ it, and the same on a CPU and a GPU. Two kernels apply them:
 - **On a CPU** the same parameters are applied with OpenCV's SIMD `uint8` kernels, much faster
   there than float tensor maths: each image is read in place from the memory-mapped cache (no
   gather copy), warped once as RGBA (OpenCV's 4-channel warp is twice as fast as its 3-channel
-  one), colour-mapped, and the whole batch is normalised by one per-channel lookup table.
+  one) and colour-mapped; two threads each take half of the batch (OpenCV releases the GIL
+  inside every call), and the whole batch is normalised by one per-channel lookup table.
 
 Same augmentation family, selectable with `LOADER`.
 """,
@@ -139,7 +140,7 @@ res = loader.benchmark(Namespace(data=DATA_DIR, source=None, images=None, batche
 The numbers come from one run on this machine, side by side and taken in turns (the median of
 the rounds): a plain `torchvision.datasets.ImageFolder` with PIL transforms as the baseline, the
 `dataloader` path and the `cached` path. On the project's shared 2-core CPU the cached path gave
-about 3,100-3,500 augmented images/s against 380-440 for the baseline (8-9x). On a lent NVIDIA
+about 4,850-5,440 augmented images/s against 465-510 for the baseline (10.0-10.7x). On a lent NVIDIA
 H200 (16 CPU cores) the cached path augmented 13,000-21,000 images/s on the GPU against
 1,700-3,000 for the baseline with 8 workers: there the loader stops being the bottleneck, and
 `python -m maskdet bench train` (in 04) shows how much of the model's own speed the whole
