@@ -7,10 +7,11 @@ Two ways to feed the model, one augmentation family (:class:`AugmentConfig`):
     processes and augments it with ``torchvision.transforms.v2`` (per image, on the CPU).
 ``cached``
     :func:`build_cache` decodes every image once into a ``uint8`` memory-mapped array in
-    ``DATA_DIR/cache``; :class:`CachedLoader` slices whole batches from it, moves them to the
-    training device (pinned memory, ``non_blocking``) and augments the batch there with tensor
-    operations (:class:`BatchAugment`): one ``grid_sample`` for crop + flip + rotation, vectorised
-    colour jitter, grouped-conv blur, down-up resampling and JPEG re-encoding on random subsets.
+    ``DATA_DIR/cache``; :class:`CachedLoader` slices whole batches from it and augments each
+    batch at once (:class:`BatchAugment`, parameters drawn on the CPU per batch): on a GPU with
+    tensor operations on the GPU-resident cache (one ``grid_sample`` for crop + flip + rotation,
+    a batched colour matrix, down-up resampling, grouped-conv blur, :func:`jpeg_compress`),
+    prepared ahead on a side stream; on a CPU with OpenCV's ``uint8`` kernels in two threads.
 
 Train augmentations aim at real masks on real photos, not MaskTheFace's artefacts: random resized
 crop (scale range) to 112, horizontal flip, small rotations, mild colour jitter, blur, low
@@ -868,9 +869,9 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's p
 
 
 def _cv2_threads() -> int:
-    """Threads for the CPU augmentation kernel: 2 where the process may use 2 or more cores
-    (more gave nothing on the machines measured: the batch's lookup table and the training step
-    need the rest), else 1. ``MASKDET_CV2_THREADS`` overrides."""
+    """Threads for the CPU augmentation kernel: 2 where the process may use 2 or more cores,
+    else 1 (measured on 2 cores only; the training step uses the machine's cores between
+    batches anyway). ``MASKDET_CV2_THREADS`` overrides."""
     env = os.environ.get("MASKDET_CV2_THREADS")
     if env:
         return max(1, int(env))
@@ -1405,6 +1406,7 @@ __all__ = [
     "ImageCache",
     "build_cache",
     "BatchAugment",
+    "jpeg_compress",
     "center_crop_batch",
     "CachedLoader",
     "make_loaders",
