@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -655,9 +656,9 @@ TRAIN_DEFAULT_SETTING = "channels_last + AMP"
 
 def benchmark(args) -> dict:
     """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting:
-    the model alone (one real augmented batch reused) and the full pipeline (cached loader + augmentation +
-    step on real batches), side by side in turns for ``rounds`` rounds (median), with their
-    ratio.
+    the model alone (one real augmented batch reused) and the full pipeline (cached loader,
+    augmentation, step on real batches), side by side in turns for ``rounds`` rounds (median),
+    with their ratio.
 
     On a GPU the training default is also timed with the loader's background preparation
     switched off, and the loader alone (augmented images/s on the GPU, no model) shows the data
@@ -710,32 +711,14 @@ def benchmark(args) -> dict:
         t = time.perf_counter()
         try:
             model, opt, step_model, warm = _bench_model(device, arch, cl, mode)
+            timed = functools.partial(
+                _time_steps, step_model, opt, crit, device=device, amp=amp, channels_last=cl
+            )
             rounds_m, rounds_f = [], []
             for r in range(rounds):  # taken in turns; the median of each is reported
-                rounds_m.append(
-                    _time_steps(
-                        step_model,
-                        opt,
-                        crit,
-                        [(x, y)] * (n + (warm if r == 0 else 1)),
-                        device,
-                        amp,
-                        cl,
-                        warm if r == 0 else 1,
-                    )
-                )
-                rounds_f.append(
-                    _time_steps(
-                        step_model,
-                        opt,
-                        crit,
-                        real_batches(n + warm_data),
-                        device,
-                        amp,
-                        cl,
-                        warm_data,
-                    )
-                )
+                w = warm if r == 0 else 1
+                rounds_m.append(timed([(x, y)] * (n + w), warmup=w))
+                rounds_f.append(timed(real_batches(n + warm_data), warmup=warm_data))
         except Exception as err:  # e.g. no compiler for torch.compile: report, go on
             print(f"  {name:44s} failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
             continue
@@ -749,16 +732,14 @@ def benchmark(args) -> dict:
         )
         if cuda and name == TRAIN_DEFAULT_SETTING:
             loader.prefetch = False
-            inline = _time_steps(
-                step_model, opt, crit, real_batches(n + warm_data), device, amp, cl, warm_data
-            )
+            inline = timed(real_batches(n + warm_data), warmup=warm_data)
             loader.prefetch = True
             print(
                 f"  {'  same, no background preparation':44s} {'':10s} {inline:10.1f}  "
                 f"{100 * inline / model_only[name]:4.0f}%"
             )
             out["inline"] = inline
-        del model, opt, step_model
+        del model, opt, step_model, timed
         if cuda:
             torch.cuda.empty_cache()
     if cuda:
