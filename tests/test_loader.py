@@ -143,8 +143,9 @@ def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_
 
     loader = make_loaders(masked_data, 8, "cached", workers=0, splits=("train",))["train"]
     sel = loader._batches()[1]
-    in_place = loader._augment_batch(1, sel)  # views into the memmap, no gather
-    gathered = loader._augment_batch(1, sel, u8=loader._gather(sel))  # tensor input
+    in_place = loader._batch(1, sel).images  # views into the memmap, no gather
+    aug, p = loader.augment, loader.augment.sample(len(sel), loader._generator(1))
+    gathered = aug.apply_cv2(list(loader._gather(sel).permute(0, 2, 3, 1).numpy()), p)
     assert torch.equal(in_place, gathered)
     # "none": no colour change, no blur/JPEG; the warp is a centre crop at scale 1
     plain = BatchAugment("none")
@@ -200,17 +201,25 @@ def test_torch_kernel_in_the_loader_is_seeded_per_batch(masked_data):
     assert not torch.equal(xa, x2)
 
 
-def test_background_preparation_gives_the_same_batches_and_stops_cleanly(masked_data):
+@pytest.mark.parametrize("backend", ["cv2", "torch"])
+def test_background_preparation_gives_the_same_batches_and_stops_cleanly(masked_data, backend):
     """The GPU's prefetch thread (run here on the CPU): same batches in the same order, and a
-    consumer that stops early leaves no thread behind."""
+    consumer that stops early leaves no thread behind. With the tensor kernel it augments
+    groups of batches in one pass, each batch with its own parameters and low-res side."""
     import threading
 
-    loader = make_loaders(masked_data, 8, "cached", workers=0, splits=("train",))["train"]
+    from maskdet.loader import CachedLoader
+
+    cache = build_cache(masked_data, "train", workers=0)
+    loader = CachedLoader(cache, 4, shuffle=True, augment="default", backend=backend, seed=1)
     loader.set_epoch(1)
     batches = loader._batches()
     inline = list(loader)
     ahead = list(loader._prefetched(batches))
-    assert len(inline) == len(ahead) == len(batches) > 2
+    assert len(inline) == len(ahead) == len(batches) > loader.GROUP  # a group and a partial one
+    if backend == "torch":  # the groups really mixed batches of different low-res sides
+        draws = [loader.augment.sample(4, loader._generator(k)) for k in range(loader.GROUP)]
+        assert len({p["lowres_side"] for p in draws if p["lowres"].any()}) > 1
     for a, b in zip(inline, ahead):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert torch.equal(a.indices, b.indices)
@@ -228,3 +237,42 @@ def test_cpu_kernel_gives_the_same_batch_with_one_or_two_threads(masked_data):
     one, two = aug.apply_cv2(images, p, threads=1), aug.apply_cv2(images, p, threads=2)
     assert torch.equal(one, two)
     assert bool(p["jpeg"].any() and p["blur"].any())  # the drawn ops ran in both
+
+
+def _compute_ops(fn) -> int:
+    """Tensor operations that compute (a kernel launch each on a GPU), views left out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    views = {"view", "_unsafe_view", "permute", "slice", "select", "unsqueeze", "expand"}
+    views |= {"transpose", "alias", "unbind", "split", "split_with_sizes", "detach"}
+    views |= {"lift_fresh", "any", "_local_scalar_dense", "as_strided"}
+    count = [0]
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            count[0] += func.overloadpacket.__name__ not in views
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return count[0]
+
+
+def test_tensor_kernel_launches_few_operations_and_shares_them_across_a_group(masked_data):
+    """On a GPU the host's launch time is the augmentation's cost: count its operations with
+    every step drawn (the worst case) for one batch, and per batch in a group of 8."""
+    cache = build_cache(masked_data, "train", in_memory=True, workers=0)
+    u8 = torch.from_numpy(np.ascontiguousarray(cache.images[:8])).permute(0, 3, 1, 2)
+    aug = BatchAugment("default", backend="torch")
+
+    def drawn(seed: int) -> dict:
+        p = aug.sample(8, torch.Generator().manual_seed(seed))
+        for k in ("lowres", "blur", "jpeg"):
+            p[k][:] = True
+        return p
+
+    one = _compute_ops(lambda: aug._apply_torch(u8, drawn(0)))
+    params = BatchAugment.merge([drawn(s) for s in range(8)])
+    group = _compute_ops(lambda: aug._apply_torch(u8.repeat(8, 1, 1, 1), params))
+    assert one <= 50, one  # 87 before batching the DCT, precomputing tables and taps
+    assert group / 8 <= 8, group  # the low-res step is the only one repeated per batch

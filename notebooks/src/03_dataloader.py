@@ -111,11 +111,15 @@ it, and the same on a CPU and a GPU. Two kernels apply them:
   at most; else each batch is gathered into pinned memory), and a batch is augmented there as
   **one operation per step for the whole batch**: one `grid_sample` for crop + flip + rotation, one
   batched 3x3 colour matrix, down-up resampling, a grouped-convolution blur and JPEG written as
-  tensor maths (`loader.jpeg_compress`: colour conversion, 4:2:0 chroma, the quantised 8x8 DCT with
-  libjpeg's tables; it matches OpenCV's codec to half a grey level). Nothing in that path waits
-  for the GPU: the parameters travel in one pinned copy, constants are made once, and there is no
-  `.item()`. So a background thread prepares the next batches on a side CUDA stream while the
-  model trains on the current one; the training stream waits on an event, not the host.
+  tensor maths (`loader.jpeg_compress`: colour conversion, 4:2:0 chroma, the quantised 8x8 DCT of
+  all luma and chroma blocks as one 64x64 matrix product, libjpeg's tables; it matches OpenCV's
+  codec to half a grey level). Nothing in that path waits for the GPU: the parameters, blur taps
+  and JPEG tables are computed on the CPU and travel in one pinned copy, constants are made once,
+  and there is no `.item()`. So a background thread prepares the next batches on a side CUDA
+  stream while the model trains on the current one; the training stream waits on an event, not
+  the host. At 112x112 the GPU's arithmetic is nearly free, and the cost is the host's time to
+  launch each operation (about 40 per pass); the thread therefore augments **8 batches in one
+  pass** (each with its own parameters), about 7 launches per batch.
 - **On a CPU** the same parameters are applied with OpenCV's SIMD `uint8` kernels, much faster
   there than float tensor maths: each image is read in place from the memory-mapped cache (no
   gather copy), warped once as RGBA (OpenCV's 4-channel warp is twice as fast as its 3-channel
