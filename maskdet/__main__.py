@@ -1,10 +1,31 @@
-"""Command line: ``python -m maskdet SUBCOMMAND`` (the notebooks call the same functions)."""
+"""Command line: ``python -m maskdet SUBCOMMAND`` (the notebooks call the same functions).
+
+This is the only place that reads options: each subcommand turns its arguments into one call of
+a typed function of the package.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from .ablate import EXPERIMENTS, run_ablations, summarize
+from .bench.infer import bench_infer
+from .bench.loader import bench_loader
+from .bench.synthesis import bench_synthesis
+from .bench.train import bench_train
+from .config import add_options, options_of
+from .data import download_and_prepare
+from .detect import FaceDetector
+from .evaluate import evaluate_run, headline
+from .export import export_model
+from .model import ARCHS
+from .pipeline import run_notebooks
+from .predict import MaskClassifier, predict_paths, write_rows
+from .synthesis import BACKENDS, copy_faces, synthesize_dataset
+from .train import add_train_args, config_from_args, train
 
 
 def _print(result: object) -> None:
@@ -12,8 +33,6 @@ def _print(result: object) -> None:
 
 
 def cmd_download(a: argparse.Namespace) -> None:
-    from .data import download_and_prepare
-
     _print(
         download_and_prepare(
             a.source,
@@ -27,8 +46,6 @@ def cmd_download(a: argparse.Namespace) -> None:
 
 
 def cmd_synthesize(a: argparse.Namespace) -> None:
-    from .synthesis import copy_faces, synthesize_dataset
-
     data = copy_faces(a.data, a.out) if a.out else a.data
     _print(
         synthesize_dataset(
@@ -42,8 +59,6 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> None:
-    from .pipeline import run_notebooks
-
     _print(
         run_notebooks(
             preset=a.preset,
@@ -57,52 +72,106 @@ def cmd_run(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from .train import train_cli
-
-    train_cli(a)
+    summary = train(config_from_args(a))
+    _print({k: v for k, v in summary.items() if k != "last"})
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from .evaluate import evaluate_cli
-
-    evaluate_cli(a)
+    r = evaluate_run(
+        a.run,
+        a.split,
+        a.data,
+        a.checkpoint,
+        a.limit,
+        a.bootstrap,
+        a.seed,
+        a.wandb,
+        device=a.device,
+    )
+    _print(
+        {
+            "split": r["split"],
+            "n": r["n"],
+            **headline(r),
+            "figures": r["figures"],
+            "json": str(Path(a.run) / f"eval_{a.split}.json"),
+        }
+    )
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    from .predict import predict_cli
-
-    predict_cli(a)
+    rows = predict_paths(
+        MaskClassifier(a.checkpoint),
+        a.paths,
+        photos=a.photos,
+        detector=FaceDetector(a.detector),
+        threshold=a.threshold,
+    )
+    write_rows(a.out, rows)
+    by = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_face", "error")}
+    _print(
+        {
+            "out": a.out,
+            "faces": by["ok"],
+            "no_face": by["no_face"],
+            "errors": by["error"],
+            "masked": sum(r["label"] == "wearing_mask" for r in rows),
+        }
+    )
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from .predict import export_cli
-
-    export_cli(a)
+    _print(
+        export_model(
+            a.checkpoint, a.out, tuple(a.format or ("onnx", "torchscript")), int8_data=a.int8
+        )
+    )
 
 
 def cmd_ablate(a: argparse.Namespace) -> None:
-    from .ablate import ablate_cli
+    rows = run_ablations(
+        a.data,
+        a.out,
+        a.preset,
+        a.other_data,
+        tuple(a.experiments.split(",")),
+        [int(s) for s in a.seeds.split(",")] if a.seeds else None,
+        a.held_out_type,
+        a.workers,
+        a.device,
+    )
+    for s in summarize(rows):
+        print(json.dumps(s))
 
-    ablate_cli(a)
+
+BENCHES = {
+    "synthesis": (bench_synthesis, "upstream mask_the_face.py vs the patched driver vs builtin"),
+    "loader": (bench_loader, "ImageFolder+PIL vs the per-image and the cached loader"),
+    "train": (bench_train, "training images/s: the model alone vs the full pipeline"),
+    "infer": (bench_infer, "ms per face at batch 1: PyTorch, TorchScript, ONNX Runtime, int8"),
+}
 
 
-def cmd_bench(a: argparse.Namespace) -> None:
-    if a.what == "synthesis":
-        from .synthesis import benchmark
+BENCH_HELP = {
+    "data": "DATA_DIR to use (default: a temporary one made from --source)",
+    "source": "faces to bench on (default ../shared/data/lfw-deepfunneled.tgz)",
+    "images": "faces to use (infer: faces timed per engine)",
+    "batches": "timed batches per round",
+    "rounds": "repeats, taken in turns (the median is reported)",
+    "batch_size": "images per step",
+    "compile": "include the torch.compile settings on CUDA (minutes of compilation)",
+    "checkpoint": "best.pt (default: a random-init --arch)",
+}
 
-        benchmark(a)
-    elif a.what == "loader":
-        from .loader import benchmark
 
-        benchmark(a)
-    elif a.what == "train":
-        from .train import benchmark
-
-        benchmark(a)
-    elif a.what == "infer":
-        from .predict import bench_infer_cli
-
-        bench_infer_cli(a)
+def _bench_parsers(sub) -> None:
+    """``bench TARGET``: one subparser per target, with the options of the target's function."""
+    b = sub.add_parser("bench", help="print throughput numbers, side by side with a baseline")
+    targets = b.add_subparsers(dest="what", required=True)
+    for name, (fn, what) in BENCHES.items():
+        t = targets.add_parser(name, help=what)
+        add_options(t, fn, help=BENCH_HELP, choices={"arch": ARCHS})
+        t.set_defaults(func=lambda a, fn=fn: fn(**options_of(fn, a)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="data", help="DATA_DIR")
     s.add_argument(
         "--backend",
-        choices=["masktheface", "builtin"],
+        choices=list(BACKENDS),
         default=None,
         help="default: masktheface when an upstream checkout is found, else builtin",
     )
@@ -155,61 +224,78 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train", help="train the ResNet-50 (stage 04)")
-    try:
-        from .train import add_train_args
-    except ImportError:  # stage 04 not installed in this checkout
-        add_train_args = None
-    if add_train_args:
-        add_train_args(t)
+    add_train_args(t)
     t.set_defaults(func=cmd_train)
 
-    from .ablate import add_ablate_args
-    from .evaluate import add_evaluate_args
-    from .predict import add_export_args, add_predict_args
-
     e = sub.add_parser("evaluate", help="stage 05: evaluate a run's best checkpoint")
-    add_evaluate_args(e)
+    e.add_argument("--run", required=True, help="RUN_DIR of a training run (holds best.pt)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument(
+        "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"
+    )
+    e.add_argument("--checkpoint", default="best.pt", help="file name inside RUN_DIR")
+    e.add_argument(
+        "--limit", type=int, default=None, help="at most N images of the split (whole twin pairs)"
+    )
+    e.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval"
+    )
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto")
+    e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
+
     pr = sub.add_parser("predict", help="classify face crops, or faces in photos with --photos")
-    add_predict_args(pr)
+    pr.add_argument("paths", nargs="+", help="image files and/or folders (walked)")
+    pr.add_argument(
+        "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
+    )
+    pr.add_argument("--out", default="preds.csv")
+    pr.add_argument("--photos", action="store_true", help="detect every face in each photo first")
+    pr.add_argument(
+        "--threshold", type=float, default=None, help="default: chosen on val (in the checkpoint)"
+    )
+    pr.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
     pr.set_defaults(func=cmd_predict)
+
     x = sub.add_parser("export", help="ONNX + TorchScript with a parity check")
-    add_export_args(x)
+    x.add_argument("--checkpoint", required=True, help="best.pt of a training run")
+    x.add_argument("--out", required=True, help="folder for model.onnx, model.ts, model.json")
+    x.add_argument(
+        "--format",
+        action="append",
+        choices=["onnx", "torchscript"],
+        default=None,
+        help="repeatable; default both",
+    )
+    x.add_argument(
+        "--int8",
+        metavar="DATA_DIR",
+        default=None,
+        help="also write model.int8.onnx (faster on CPUs), calibrated on DATA_DIR's val faces and "
+        "compared with the float model on its test faces",
+    )
     x.set_defaults(func=cmd_export)
+
     ab = sub.add_parser("ablate", help="ablation runs and their table")
-    add_ablate_args(ab)
+    ab.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
+    ab.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")
+    ab.add_argument("--preset", choices=["smoke", "small", "full"], default="small")
+    ab.add_argument(
+        "--other-data",
+        default=None,
+        help="DATA_DIR of the same faces masked by the other synthesizer (cross-synthesizer test)",
+    )
+    ab.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset")
+    ab.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
+    ab.add_argument(
+        "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
+    )
+    ab.add_argument("--workers", type=int, default=None)
+    ab.add_argument("--device", default="auto")
     ab.set_defaults(func=cmd_ablate)
 
-    b = sub.add_parser("bench", help="print throughput numbers")
-    b.add_argument("what", choices=["synthesis", "loader", "train", "infer"])
-    b.add_argument(
-        "--data", default=None, help="DATA_DIR to use (default: a temporary one from --source)"
-    )
-    b.add_argument(
-        "--source",
-        default=None,
-        help="faces to bench on (default ../shared/data/lfw-deepfunneled.tgz)",
-    )
-    b.add_argument("--images", type=int, default=200)
-    b.add_argument("--masktheface-dir", default=None)
-    b.add_argument("--device", default=None)
-    b.add_argument("--batches", type=int, default=None)
-    b.add_argument(
-        "--rounds", type=int, default=None, help="bench loader and train: repeats (median)"
-    )
-    b.add_argument(
-        "--checkpoint", default=None, help="bench infer: best.pt (default: random-init --arch)"
-    )
-    b.add_argument("--arch", choices=["resnet50", "resnet18"], default="resnet50")
-    b.add_argument("--batch-size", type=int, default=64, help="bench train: images per step")
-    b.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bench train: include the torch.compile settings on CUDA (minutes of compilation)",
-    )
-    b.add_argument("--threads", type=int, default=2)
-    b.set_defaults(func=cmd_bench)
+    _bench_parsers(sub)
     return p
 
 

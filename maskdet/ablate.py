@@ -342,34 +342,6 @@ def read_table(out_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def summary_figure(table: dict):
-    """Test AUC per variant: mean over seeds with the standard deviation as error bar, every
-    seed as a dot; the baseline's mean as a dashed line (a matplotlib figure)."""
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in table["runs"] if r.get("status") == "ok"]
-    names = list(dict.fromkeys(f"{r['experiment']}: {r['variant']}" for r in runs))
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.2))
-    base = None
-    for y, name in enumerate(names):
-        v = np.array(
-            [float(r["test_auc"]) for r in runs if f"{r['experiment']}: {r['variant']}" == name]
-        )
-        sd = v.std(ddof=1) if v.size > 1 else 0.0
-        ax.errorbar(v.mean(), y, xerr=sd, fmt="s", color="C0", capsize=3)
-        ax.plot(v, [y] * v.size, ".", color="C1", alpha=0.7)
-        if name.startswith("baseline"):
-            base = v.mean()
-    if base is not None:
-        ax.axvline(base, ls="--", color="grey", lw=1)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("test AUC (square: mean over seeds, bar: std, dots: seeds)")
-    ax.set_title(f"ablations, preset {table.get('preset', '?')}")
-    fig.tight_layout()
-    return fig
-
-
 def add_ablate_args(p) -> None:
     p.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
     p.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")

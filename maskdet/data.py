@@ -28,13 +28,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import download as dl
+from .constants import FACE_SIZE, SPLITS
 from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
-from .manifest import new_row, read_manifest, summary, write_manifest
+from .manifest import new_row, write_manifest
+from .system import default_workers
 
-FACE_SIZE = 128
 CROP_FRACTION = 0.64
 """Side of the central square crop as a fraction of the shorter image side (LFW: 160 of 250)."""
-SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 CROP_CENTER_Y = {"celeba": 0.55}
 """Vertical centre of the crop per source (fraction of height); 0.5 elsewhere. CelebA's
@@ -42,7 +42,7 @@ aligned faces sit lower in their 178x218 frame than LFW's."""
 
 
 @dataclass(frozen=True)
-class Item:
+class InputImage:
     """One input image: where it is, who it is, a unique name for the output file."""
 
     source: str  # archive member or relative path, as recorded in the manifest
@@ -114,7 +114,7 @@ def _celeba_identities(folder: Path) -> dict[str, str]:
     raise FileNotFoundError("identity_CelebA.txt not found next to the CelebA images")
 
 
-def list_items(root: Path, kind: str = "local") -> tuple[list[Item], list[str]]:
+def list_items(root: Path, kind: str = "local") -> tuple[list[InputImage], list[str]]:
     """Every image under ``root`` with its identity; also the non-image files ignored.
 
     Identity: the first folder level under the root (LFW: ``<root>/<Person>/<file>``);
@@ -139,7 +139,7 @@ def list_items(root: Path, kind: str = "local") -> tuple[list[Item], list[str]]:
                 identity = ids.get(name, f"unknown_{name}")
             else:
                 identity = parts[0] if len(parts) > 1 else Path(name).stem
-            items.append(Item(f"{root.name}/{rel}", identity, str(full)))
+            items.append(InputImage(f"{root.name}/{rel}", identity, str(full)))
     return items, ignored
 
 
@@ -181,7 +181,7 @@ def split_identities(
 # -------------------------------------------------------------------------------- crop
 
 
-def crop_face(
+def crop_aligned(
     rgb: np.ndarray, size: int = FACE_SIZE, fraction: float = CROP_FRACTION, center_y: float = 0.5
 ) -> np.ndarray:
     """Central square crop (``fraction`` of the shorter side) resized to ``size`` x ``size``."""
@@ -224,7 +224,7 @@ def _process(job: tuple[str, str, float]) -> str:
         return str(err)
     except OSError as err:
         return f"unreadable file: {err}"
-    write_face(dest, crop_face(rgb, center_y=center_y))
+    write_face(dest, crop_aligned(rgb, center_y=center_y))
     return ""
 
 
@@ -272,7 +272,7 @@ def prepare(
                 status="ok",
             )
         )
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or default_workers(4)
     if workers > 1 and len(jobs) > 64:
         with ProcessPoolExecutor(workers) as pool:
             reasons = list(
@@ -320,35 +320,9 @@ def download_and_prepare(
     path, kind = resolve_source(source, cache_dir, progress)
     if path.is_file():
         path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
-    if kind == "celeba":
-        kind = "celeba"
     result = prepare(path, out, kind, seed, limit_identities, workers=workers, progress=progress)
     result["source"] = source
     return result
-
-
-def check_stage01(data_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """For a notebook started on its own: the manifest, or an error naming stage 01."""
-    rows = read_manifest(data_dir)
-    if not any(r["label"] == "not_wearing_mask" and r["status"] == "ok" for r in rows):
-        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
-    return rows
-
-
-__all__ = [
-    "FACE_SIZE",
-    "CROP_FRACTION",
-    "SPLITS",
-    "Item",
-    "resolve_source",
-    "list_items",
-    "split_identities",
-    "crop_face",
-    "prepare",
-    "download_and_prepare",
-    "check_stage01",
-    "summary",
-]
 
 
 # ------------------------------------------------------------------------- for the report
@@ -373,57 +347,3 @@ def check_identity_disjoint(rows: list[dict[str, str]]) -> None:
         for key in (f"id:{r['identity']}", f"pair:{r['pair_id']}"):
             if split_of.setdefault(key, r["split"]) != r["split"]:
                 raise AssertionError(f"{key} appears in {split_of[key]} and {r['split']}")
-
-
-def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = 112):
-    """Original aligned images with the stored crop drawn, and the stored crops with the
-    loader's centre crop drawn: shows that the 112x112 input holds the whole face."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from PIL import Image
-
-    data_dir = Path(data_dir)
-    rows = [
-        r
-        for r in read_manifest(data_dir)
-        if r["status"] == "ok" and r["label"] == "not_wearing_mask"
-    ][:n]
-    raw = (
-        next((p for p in (data_dir / "raw").glob("*_extracted")), None)
-        if (data_dir / "raw").exists()
-        else None
-    )
-    fig, axes = plt.subplots(2, len(rows), figsize=(2 * len(rows), 4.3), squeeze=False)
-    for i, r in enumerate(rows):
-        crop = np.asarray(Image.open(data_dir / r["path"]))
-        src = None
-        if raw is not None:
-            cand = raw / r["source"]
-            if cand.exists():
-                src = decode_rgb(cand.read_bytes())
-        ax = axes[0, i]
-        if src is not None:
-            h, w = src.shape[:2]
-            side = round(min(h, w) * CROP_FRACTION)
-            ax.imshow(src)
-            ax.add_patch(
-                Rectangle(
-                    ((w - side) / 2, (h - side) / 2), side, side, fill=False, ec="lime", lw=1.5
-                )
-            )
-        ax.set_title(r["identity"][:16], fontsize=8)
-        ax.axis("off")
-        ax = axes[1, i]
-        ax.imshow(crop)
-        m = (FACE_SIZE - loader_crop) / 2
-        ax.add_patch(Rectangle((m, m), loader_crop, loader_crop, fill=False, ec="orange", lw=1.5))
-        ax.axis("off")
-    axes[0, 0].text(-10, 125, "aligned\nsource", ha="right", va="center", fontsize=9)
-    axes[1, 0].text(-10, 64, f"stored\n{FACE_SIZE}px", ha="right", va="center", fontsize=9)
-    fig.suptitle(
-        f"green: stored crop ({CROP_FRACTION:.0%} of the shorter side); "
-        f"orange: the loader's {loader_crop}x{loader_crop} centre crop",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return fig

@@ -15,10 +15,14 @@ Statuses
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+
+from .constants import LABELS
 
 COLUMNS = [
     "path",  # relative to DATA_DIR (empty when nothing was written)
@@ -96,3 +100,35 @@ def summary(rows: Iterable[dict[str, str]]) -> dict[str, Counter]:
         "by_split_label_status": Counter((r["split"], r["label"], r["status"]) for r in rows),
         "by_reason": Counter(r["reason"] for r in rows if r["status"] != "ok"),
     }
+
+
+@dataclass(frozen=True)
+class Item:
+    """One usable image for a loader: its path and its label (1 = wearing_mask)."""
+
+    path: str  # relative to DATA_DIR
+    label: int
+
+
+def select_rows(
+    rows: list[dict[str, str]], split: str, limit: int | None = None, seed: int = 0
+) -> list[Item]:
+    """Usable rows of one split as items, sorted by path; ``limit`` keeps whole twin pairs.
+
+    With a limit, pairs (a face and its masked twin) are ordered by a seeded hash and the first
+    ones kept, so a small subset stays balanced between the classes and is the same every run.
+    """
+    rows = usable(rows, split)
+    if limit is not None and limit < len(rows):
+        by_pair: dict[str, list[dict[str, str]]] = {}
+        for r in rows:
+            by_pair.setdefault(r["pair_id"] or r["path"], []).append(r)
+        order = sorted(by_pair, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+        kept: list[dict[str, str]] = []
+        for p in order:
+            if len(kept) >= limit:
+                break
+            kept += by_pair[p]
+        rows = kept[:limit]
+    items = [Item(r["path"], LABELS[r["label"]]) for r in rows]
+    return sorted(items, key=lambda it: it.path)

@@ -262,14 +262,3 @@ def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None
     ax.axis("off")
     fig.tight_layout()
     return fig
-
-
-__all__ = [
-    "ARCHS",
-    "build_model",
-    "load_imagenet_weights",
-    "count_params",
-    "architecture_table",
-    "format_table",
-    "draw_architecture",
-]

@@ -12,8 +12,7 @@ import os
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from .constants import LFW_MINI, ROOT
 
 _COMMON = {
     "SYNTH_BACKEND": "",
@@ -29,7 +28,7 @@ PRESETS: dict[str, dict] = {
     # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
     "smoke": {
         **_COMMON,
-        "SOURCE": str(SHARED / "lfw-mini.tgz"),
+        "SOURCE": str(LFW_MINI),
         "DATA_DIR": "data/smoke",
         "RUN_DIR": "runs/smoke",
         "ABLATIONS_DIR": "runs/smoke/ablations",

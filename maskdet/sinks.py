@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .figures import roc_figure
+
 
 @dataclass
 class EpochExtras:
@@ -32,24 +34,6 @@ class EpochExtras:
     val_labels: np.ndarray | None = None
     val_probs: np.ndarray | None = None
     samples: torch.Tensor | None = None
-
-
-def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str = "val ROC"):
-    """A small ROC figure (matplotlib) with the AUC in the legend."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    if len(np.unique(labels)) == 2:
-        fpr, tpr, _ = roc_curve(labels, probs)
-        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(labels, probs):.3f}")
-    ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    return fig
 
 
 class Sink:
@@ -257,15 +241,3 @@ class WandbSink(Sink):
             return
         self.run.summary.update(dict(_scalar_items(final)))
         self.run.finish()
-
-
-__all__ = [
-    "EpochExtras",
-    "Sink",
-    "CSVSink",
-    "TensorBoardSink",
-    "WandbSink",
-    "wandb_mode",
-    "roc_figure",
-    "read_metrics",
-]

@@ -14,9 +14,6 @@ import hashlib
 import multiprocessing
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -25,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .constants import SPLITS
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
-from .landmarks import Face, FaceFinder, cache_dir, landmark_model_path
+from .landmarks import Face, FaceFinder, landmark_model_path
 from .manifest import new_row, read_manifest, write_manifest
+from .system import default_workers
 
 BACKENDS = ("masktheface", "builtin")
-SPLITS = ("train", "val", "test")
 MIN_AREA_RATIO = 0.2
 """A mask whose opaque area (alpha > 0.5) is below this fraction of the face box is dropped
 (on lfw-mini: 1st percentile 0.23 for masktheface incl. turned-head templates, broken masks < 0.1)."""
@@ -149,6 +147,11 @@ def _init(backend: str, masktheface_dir: str | None, seed: int) -> None:
     _STATE["seed"] = seed
 
 
+def forget_models() -> None:
+    """Drop the models and templates this process loaded (the next run loads them again)."""
+    _STATE.clear()
+
+
 def _init_worker(backend: str, masktheface_dir: str | None, seed: int) -> None:
     import cv2
 
@@ -208,7 +211,7 @@ def run_jobs(
     import cv2
 
     mdir = str(masktheface_dir) if masktheface_dir else None
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or default_workers(4)
     bar = dict(total=len(jobs), desc=f"masks ({backend})", disable=not progress)
     if workers <= 1 or len(jobs) < 2:
         _init(backend, mdir, seed)
@@ -392,166 +395,3 @@ def mask_files(
         w.writeheader()
         w.writerows(records)
     return records
-
-
-# ------------------------------------------------------------------------- report
-
-
-def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_type"):
-    """A matplotlib Figure: one row of masked samples per value of ``by`` (mask_type / mask_color)."""
-    import matplotlib.pyplot as plt
-
-    rows = [
-        r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"
-    ]
-    if not rows:
-        raise RuntimeError(f"{data_dir} has no masked faces: run synthesize first")
-    groups: dict[str, list[dict[str, str]]] = {}
-    for r in sorted(rows, key=lambda r: r["path"]):
-        groups.setdefault(r[by] or "?", []).append(r)
-    names = sorted(groups)
-    fig, axes = plt.subplots(
-        len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False
-    )
-    for i, name in enumerate(names):
-        picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
-        for j, ax in enumerate(axes[i]):
-            ax.axis("off")
-            if j < len(picks):
-                ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
-        axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
-    fig.suptitle(f"masked samples by {by}", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------- benchmark
-
-
-def _bench_data(args, work: Path) -> Path:
-    """A DATA_DIR holding exactly ``args.images`` stage-01 faces (from --data or --source)."""
-    from .data import download_and_prepare
-
-    if args.data:
-        src_dir = Path(args.data)
-    else:
-        source = args.source or str(
-            Path(__file__).resolve().parents[2] / "shared/data/lfw-deepfunneled.tgz"
-        )
-        src_dir = work / "prepared"
-        n_ids = max(3, args.images)  # LFW has >= 1 image per identity: enough faces
-        download_and_prepare(
-            source, src_dir, limit_identities=n_ids, cache_dir=work / "raw", progress=False
-        )
-    rows = [
-        r
-        for r in read_manifest(src_dir)
-        if r["label"] == "not_wearing_mask" and r["status"] == "ok"
-    ]
-    rows = sorted(rows, key=lambda r: r["pair_id"])[: args.images]
-    data = work / "data"
-    for r in rows:
-        (data / r["path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_dir / r["path"], data / r["path"])
-    write_manifest(data, rows)
-    return data
-
-
-def _run_upstream_cli(mdir: Path, data: Path, work: Path) -> tuple[int, int, float]:
-    """Unmodified ``mask_the_face.py`` on a folder of the faces: (in, out, seconds)."""
-    folder = work / "upstream_in"
-    folder.mkdir()
-    n = 0
-    for p in sorted(data.glob("*/not_wearing_mask/*.png")):
-        shutil.copyfile(p, folder / p.name)
-        n += 1
-    shadow = work / "upstream"  # checkout mirrored by links, plus the local landmark model
-    shadow.mkdir()
-    for entry in mdir.iterdir():
-        if entry.name not in (".git", "dlib_models"):
-            (shadow / entry.name).symlink_to(entry)
-    (shadow / "dlib_models").mkdir()
-    (shadow / "dlib_models" / "shape_predictor_68_face_landmarks.dat").symlink_to(
-        landmark_model_path()
-    )
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "mask_the_face.py", "--path", str(folder), "--mask_type", "random"],
-        cwd=shadow,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(f"upstream CLI failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    out = Path(str(folder) + "_masked")
-    return n, len(list(out.glob("*.png"))) if out.exists() else 0, seconds
-
-
-def benchmark(args) -> list[dict]:
-    """``python -m maskdet bench synthesis``: images/s for upstream CLI, patched driver, builtin."""
-    work = Path(tempfile.mkdtemp(prefix="bench_synthesis_"))
-    try:
-        data = _bench_data(args, work)
-        mdir = find_masktheface_dir(getattr(args, "masktheface_dir", None))
-        table: list[dict] = []
-        if mdir:
-            n_in, n_out, sec = _run_upstream_cli(mdir, data, work)
-            table.append(
-                {"method": "upstream mask_the_face.py (random)", "in": n_in, "out": n_out, "s": sec}
-            )
-        runs = [("masktheface", w) for w in (1, 2)] if mdir else []
-        runs += [("builtin", w) for w in (1, 2)]
-        for backend, w in runs:
-            _STATE.clear()  # every run pays for loading its models, as the upstream CLI does
-            t0 = time.perf_counter()
-            res = synthesize_dataset(
-                data, backend=backend, masktheface_dir=mdir, workers=w, progress=False
-            )
-            sec = time.perf_counter() - t0
-            name = "patched driver" if backend == "masktheface" else "builtin renderer"
-            table.append(
-                {
-                    "method": f"{name}, {w} worker{'s' * (w > 1)}",
-                    "in": res["images_in"],
-                    "out": res["masked"],
-                    "s": sec,
-                    "note": f"dropped {res['dropped']}, failed {res['failed']}, fallback {res['fallback_box']}",
-                }
-            )
-        base = table[0]["out"] / table[0]["s"] if mdir and table[0]["out"] else None
-        print(
-            f"\n{'method':38} {'in':>5} {'out':>5} {'seconds':>8} {'img/s':>7} {'vs upstream':>11}  note"
-        )
-        for row in table:
-            ips = row["out"] / row["s"] if row["s"] else 0.0
-            ratio = f"{ips / base:.1f}x" if base else "-"
-            print(
-                f"{row['method']:38} {row['in']:5d} {row['out']:5d} {row['s']:8.2f} {ips:7.1f} {ratio:>11}  "
-                f"{row.get('note', '')}"
-            )
-        print(
-            f"({os.cpu_count()} CPUs; times include process start and model loading; dlib's "
-            f"frontal detector loads from its serialized copy in {cache_dir()}, written by the "
-            "first run on a machine)"
-        )
-        return table
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-__all__ = [
-    "BACKENDS",
-    "find_masktheface_dir",
-    "resolve_backend",
-    "make_renderer",
-    "rng_for",
-    "check_quality",
-    "run_jobs",
-    "synthesize_dataset",
-    "copy_faces",
-    "summarize",
-    "mask_files",
-    "sample_grid",
-    "benchmark",
-]

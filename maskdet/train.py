@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import math
 import os
-import pickle
 import random
 import shutil
 import time
@@ -30,22 +28,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .loader import (
-    CLASS_NAMES,
-    IMAGE_SIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RESIZE_SIZE,
-    Batch,
-    default_workers,
-    denormalize,
-    loader_items,
-    make_loaders,
+from .augment import denormalize
+from .checkpoint import (
+    checkpoint_meta,
+    load_checkpoint,
+    load_model,
+    plain,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
+from .loader import Batch, loader_items, make_loaders
 from .model import build_model
+from .predict import predict
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
+from .system import autocast, default_workers, resolve_device
 
-CHECKPOINT_FORMAT = "maskdet-checkpoint-v1"
 RESUME_KEYS = (
     "arch",
     "batch_size",
@@ -98,12 +96,6 @@ class TrainConfig:
 # ------------------------------------------------------------------------------ helpers
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW; no weight decay on BatchNorm and biases."""
     wd = (
@@ -143,89 +135,6 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values."""
-    np_state = np.random.get_state()
-    py = random.getstate()
-    out = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": {
-            "version": py[0],
-            "state": torch.tensor(py[1], dtype=torch.int64),
-            "gauss_next": py[2],
-        },
-    }
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        (
-            n["name"],
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(v):
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Atomic ``torch.save`` (temporary file, then rename): a cut never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(..., weights_only=True)``: anything but tensors and plain values is refused."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"refused to load {path}: it holds more than tensors and plain values "
-            f"(weights_only=True): {str(err).splitlines()[0]}"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a maskdet checkpoint")
-    return ckpt
-
-
-def load_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict]:
-    """Model in eval mode plus its metadata (arch, image_size, mean, std, class_names, threshold)."""
-    ckpt = load_checkpoint(path, "cpu")
-    model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
-    model.load_state_dict(ckpt["model"])
-    meta = {
-        k: v
-        for k, v in ckpt.items()
-        if k not in ("model", "optimizer", "scheduler", "scaler", "rng")
-    }
-    return model.to(device).eval(), meta
-
-
 def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """Threshold on val maximising Youden's J (TPR - FPR); 0.5 when val has one class."""
     from sklearn.metrics import roc_curve
@@ -243,46 +152,6 @@ def auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, loader, device: torch.device, amp: bool = False, channels_last: bool = False
-) -> dict:
-    """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``."""
-    model.eval()
-    crit = nn.BCEWithLogitsLoss(reduction="sum")
-    items = loader_items(loader)
-    labels, probs, idx = [], [], []
-    loss = torch.zeros((), device=device)
-    for batch in loader:
-        x = (
-            batch.images.contiguous(memory_format=torch.channels_last)
-            if channels_last
-            else batch.images
-        )
-        with _autocast(device, amp):
-            logits = model(x).squeeze(1).float()
-        loss += crit(logits, batch.labels.float())
-        labels.append(batch.labels.cpu())
-        probs.append(torch.sigmoid(logits).cpu())
-        idx.append(batch.indices)
-    n = sum(len(v) for v in labels)
-    labels_np = torch.cat(labels).numpy() if labels else np.zeros(0)
-    idx_np = torch.cat(idx).numpy() if idx else np.zeros(0, dtype=int)
-    return {
-        "paths": [items[i].path for i in idx_np],
-        "labels": labels_np,
-        "probs": torch.cat(probs).numpy() if probs else np.zeros(0),
-        "loss": float(loss) / max(1, n),
-    }
-
-
 def write_predictions(path: str | os.PathLike, pred: dict) -> None:
     """CSV ``path,label,prob`` (paths relative to DATA_DIR; label 1 = wearing_mask)."""
     path = Path(path)
@@ -295,21 +164,6 @@ def write_predictions(path: str | os.PathLike, pred: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ training
-
-
-def _checkpoint_meta(cfg: TrainConfig, threshold: float) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "arch": cfg.arch,
-        "image_size": IMAGE_SIZE,
-        "resize_size": RESIZE_SIZE,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "class_names": list(CLASS_NAMES),
-        "positive_class": CLASS_NAMES[1],
-        "threshold": float(threshold),
-        "hparams": {k: _plain(v) for k, v in asdict(cfg).items()},
-    }
 
 
 def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
@@ -327,9 +181,9 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         ckpt = load_checkpoint(last_path, "cpu")
         old = ckpt["hparams"]
         diff = {
-            k: (old.get(k), _plain(getattr(cfg, k)))
+            k: (old.get(k), plain(getattr(cfg, k)))
             for k in RESUME_KEYS
-            if old.get(k) != _plain(getattr(cfg, k))
+            if old.get(k) != plain(getattr(cfg, k))
         }
         if diff:
             raise ValueError(
@@ -396,7 +250,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         print(f"resuming {out} at epoch {start} (best val AUC so far {best_auc:.4f})")
     step_model = torch.compile(model) if cfg.compile else model
     crit = nn.BCEWithLogitsLoss()
-    hparams = {k: _plain(v) for k, v in asdict(cfg).items()} | {
+    hparams = {k: plain(v) for k, v in asdict(cfg).items()} | {
         "imagenet_weights": imagenet,
         "device": str(device),
     }
@@ -435,7 +289,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
                 x = x.contiguous(memory_format=torch.channels_last)
             if epoch == 0 and samples is None:
                 samples = denormalize(x[:16]).cpu()
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = step_model(x).squeeze(1)
             loss = crit(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -478,7 +332,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
             best_auc = score
             save_checkpoint(
                 best_path,
-                _checkpoint_meta(cfg, thr)
+                checkpoint_meta(cfg.arch, thr, asdict(cfg))
                 | {
                     "epoch": epoch,
                     "model": model.state_dict(),
@@ -488,7 +342,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
             )
         save_checkpoint(
             last_path,
-            _checkpoint_meta(cfg, thr)
+            checkpoint_meta(cfg.arch, thr, asdict(cfg))
             | {
                 "epoch": epoch,
                 "model": model.state_dict(),
@@ -603,176 +457,3 @@ def train_cli(args: argparse.Namespace) -> dict:
     summary = train(config_from_args(args))
     print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2, default=str))
     return summary
-
-
-# ---------------------------------------------------------------------------- benchmark
-
-
-def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1) -> float:
-    """Training images/s over the given batches (after ``warmup`` of them)."""
-    n, t0 = 0, None
-    for i, (x, y) in enumerate(batches):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            loss = crit(model(x).squeeze(1).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            n += len(y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
-
-
-def _bench_model(device: torch.device, arch: str, channels_last: bool, compile_mode: str | None):
-    """A fresh model in train mode, its SGD optimizer, the (compiled) step model, warm-up steps."""
-    model, _ = build_model(arch, pretrained=False, verbose=False)
-    model.to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    if compile_mode is None:
-        return model, opt, model, 1
-    return model, opt, torch.compile(model, mode=compile_mode), 3
-
-
-BENCH_SETTINGS = [
-    # name, AMP, channels_last, torch.compile mode (None: eager), CUDA only
-    ("eager fp32", False, False, None, False),
-    ("channels_last fp32", False, True, None, False),
-    ("channels_last + AMP", True, True, None, True),
-    ("channels_last + AMP + compile", True, True, "default", True),
-    ("channels_last + AMP + compile, CUDA graphs", True, True, "reduce-overhead", True),
-]
-TRAIN_DEFAULT_SETTING = "channels_last + AMP"
-"""What ``train`` uses on CUDA (``--amp --channels-last``, no compile)."""
-
-
-def benchmark(args) -> dict:
-    """``python -m maskdet bench train``: training images/s at 112x112, batch 64, per setting:
-    the model alone (one real augmented batch reused) and the full pipeline (cached loader,
-    augmentation, step on real batches), side by side in turns for ``rounds`` rounds (median),
-    with their ratio.
-
-    On a GPU the training default is also timed with the loader's background preparation
-    switched off, and the loader alone (augmented images/s on the GPU, no model) shows the data
-    path's headroom."""
-    from .loader import _bench_data, _throughput
-
-    device = resolve_device(args.device or "auto")
-    cuda = device.type == "cuda"
-    arch = getattr(args, "arch", None) or "resnet50"
-    n = args.batches or (100 if cuda else 3)
-    warm_data = 3 if cuda else 1
-    rounds = getattr(args, "rounds", None) or (3 if cuda else 1)
-    bs = getattr(args, "batch_size", None) or 64
-    print(
-        f"device {device}"
-        + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
-        + f"; torch {torch.__version__}; {arch} at {IMAGE_SIZE}x{IMAGE_SIZE}, batch {bs}, "
-        f"{n} timed batches after warm-up, {rounds} rounds (median); "
-        f"torch threads {torch.get_num_threads()}"
-    )
-    torch.manual_seed(0)
-    crit = nn.BCEWithLogitsLoss()
-    data_dir = _bench_data(args)
-    loader = make_loaders(data_dir, bs, "cached", "default", None, device, splits=("train",))[
-        "train"
-    ]
-    if len(loader.index) < bs:
-        raise ValueError(f"{data_dir} has {len(loader.index)} train images: fewer than a batch")
-
-    def real_batches(count: int):
-        epoch, k = 0, 0
-        while True:
-            loader.set_epoch(epoch)
-            for b in loader:
-                if len(b.labels) == bs:
-                    yield b.images, b.labels.float()
-                    k += 1
-                    if k >= count:
-                        return
-            epoch += 1
-
-    # the model alone trains on one real batch, reused: the loader's values and memory layout
-    x, y = next(real_batches(1))
-    print(f"  {'setting':44s} {'model only':>10s} {'pipeline':>10s}  ratio   (images/s)")
-    model_only, full, ratio, out = {}, {}, {}, {}
-    with_compile = getattr(args, "compile", True)
-    for name, amp, cl, mode, cuda_only in BENCH_SETTINGS:
-        if (cuda_only and not cuda) or (mode and not with_compile):
-            continue
-        t = time.perf_counter()
-        try:
-            model, opt, step_model, warm = _bench_model(device, arch, cl, mode)
-            timed = functools.partial(
-                _time_steps, step_model, opt, crit, device=device, amp=amp, channels_last=cl
-            )
-            rounds_m, rounds_f = [], []
-            for r in range(rounds):  # taken in turns; the median of each is reported
-                w = warm if r == 0 else 1
-                rounds_m.append(timed([(x, y)] * (n + w), warmup=w))
-                rounds_f.append(timed(real_batches(n + warm_data), warmup=warm_data))
-        except Exception as err:  # e.g. no compiler for torch.compile: report, go on
-            print(f"  {name:44s} failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-            continue
-        model_only[name], full[name] = float(np.median(rounds_m)), float(np.median(rounds_f))
-        ratio[name] = full[name] / model_only[name]
-        spread = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(rounds_m, rounds_f))
-        print(
-            f"  {name:44s} {model_only[name]:10.1f} {full[name]:10.1f}  {100 * ratio[name]:4.0f}%"
-            f"   ({time.perf_counter() - t:.0f} s with warm-up{', compilation' if mode else ''};"
-            f" rounds {spread})"
-        )
-        if cuda and name == TRAIN_DEFAULT_SETTING:
-            loader.prefetch = False
-            inline = timed(real_batches(n + warm_data), warmup=warm_data)
-            loader.prefetch = True
-            print(
-                f"  {'  same, no background preparation':44s} {'':10s} {inline:10.1f}  "
-                f"{100 * inline / model_only[name]:4.0f}%"
-            )
-            out["inline"] = inline
-        del model, opt, step_model, timed
-        if cuda:
-            torch.cuda.empty_cache()
-    if cuda:
-        out["loader_alone"] = _throughput(loader, n, device, warmup=3)
-        print(f"  {'loader alone (augmented on the GPU)':44s} {'':10s} {out['loader_alone']:10.1f}")
-    best = max(model_only, key=model_only.get)
-    print(
-        f"best model-only setting: {best}; full pipeline there {100 * ratio[best]:.0f}% of it; "
-        f"best full pipeline {max(full.values()):.1f} images/s"
-    )
-    return out | {
-        "model_only": model_only,
-        "full_pipeline": full,
-        "ratio": ratio,
-        "best": best,
-        "device": str(device),
-    }
-
-
-__all__ = [
-    "TrainConfig",
-    "train",
-    "add_train_args",
-    "config_from_args",
-    "train_cli",
-    "benchmark",
-    "load_checkpoint",
-    "load_model",
-    "save_checkpoint",
-    "predict",
-    "write_predictions",
-    "choose_threshold",
-    "WarmupCosine",
-    "make_optimizer",
-    "resolve_device",
-]

@@ -320,13 +320,3 @@ def mask_folder(
         seed=seed,
         progress=progress,
     )
-
-
-__all__ = [
-    "MASK_TYPES",
-    "MaskTheFaceRenderer",
-    "below_eye_line",
-    "find_checkout",
-    "load_upstream",
-    "mask_folder",
-]

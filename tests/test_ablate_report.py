@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from maskdet import ablate
+from maskdet.figures import summary_figure
 from maskdet.manifest import read_manifest, usable
 
 
@@ -115,7 +116,7 @@ def test_cross_synthesizer_runs_on_twin_data(tmp_path, masked_mini):
         ("synthesizer", "train B, test A", B, A),
     ]
     assert all(r["status"] == "ok" for r in rows), [r["status"] for r in rows]
-    fig = ablate.summary_figure(ablate.read_table(tmp_path / "abl"))
+    fig = summary_figure(ablate.read_table(tmp_path / "abl"))
     assert len(fig.axes[0].get_yticks()) == 4
 
 

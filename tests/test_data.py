@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from maskdet import data
+from maskdet.constants import FACE_SIZE, SPLITS
 from maskdet.imageio import BadImage, read_rgb
 from maskdet.manifest import COLUMNS, read_manifest, usable
 
@@ -34,7 +35,7 @@ def test_split_is_identity_disjoint_stable_and_seeded():
     assert a == data.split_identities(
         list(reversed(people)), seed=0
     )  # order of input is irrelevant
-    counts = {s: sum(v == s for v in a.values()) for s in data.SPLITS}
+    counts = {s: sum(v == s for v in a.values()) for s in SPLITS}
     assert counts == {"train": 160, "val": 20, "test": 20}
     b = data.split_identities(people, seed=1)
     assert a != b and sorted(a) == sorted(b)
@@ -52,13 +53,11 @@ def test_stage01_on_lfw_mini(mini_data):
     for r in rows:
         splits_of[r["identity"]].add(r["split"])
     assert all(len(s) == 1 for s in splits_of.values()) and len(splits_of) == 150
-    n_people = {s: len({r["identity"] for r in rows if r["split"] == s}) for s in data.SPLITS}
+    n_people = {s: len({r["identity"] for r in rows if r["split"] == s}) for s in SPLITS}
     assert n_people == {"train": 120, "val": 15, "test": 15}
     for r in usable(rows)[:40]:
         im = Image.open(mini_data / r["path"])
-        assert (
-            im.format == "PNG" and im.size == (data.FACE_SIZE, data.FACE_SIZE) and im.mode == "RGB"
-        )
+        assert im.format == "PNG" and im.size == (FACE_SIZE, FACE_SIZE) and im.mode == "RGB"
         assert r["path"].startswith(f"{r['split']}/not_wearing_mask/")
 
 
@@ -85,8 +84,8 @@ def test_crop_holds_the_face_detected_by_dlib(mini_data):
         if not dets:
             continue
         d = max(dets, key=lambda d: d.area())
-        m = (data.FACE_SIZE - 112) / 2  # the loader's centre crop
-        inside += d.left() >= m - 4 and d.top() >= m - 4 and d.right() <= data.FACE_SIZE - m + 4
+        m = (FACE_SIZE - 112) / 2  # the loader's centre crop
+        inside += d.left() >= m - 4 and d.top() >= m - 4 and d.right() <= FACE_SIZE - m + 4
     assert inside >= 0.9 * len(rows)
 
 
@@ -145,8 +144,10 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path, lfw_mini):
     assert "too small" in by_file["tiny.jpg"]["reason"] and "empty" in by_file["zero.jpg"]["reason"]
     assert by_file["notes.jpg"]["reason"] == "not an image"
     # EXIF orientation applied: the stored crop matches the upright image, not the sideways one
-    upright = data.crop_face(rgb := np.asarray(Image.open(io.BytesIO(faces[0][1])).convert("RGB")))
-    sideways = data.crop_face(np.ascontiguousarray(np.rot90(rgb)))
+    upright = data.crop_aligned(
+        rgb := np.asarray(Image.open(io.BytesIO(faces[0][1])).convert("RGB"))
+    )
+    sideways = data.crop_aligned(np.ascontiguousarray(np.rot90(rgb)))
     got = np.asarray(Image.open(out / by_file["exif_rotated.jpg"]["path"])).astype(int)
     assert np.abs(got - upright).mean() < np.abs(got - sideways.astype(int)).mean() / 3
     names = [r["path"] for r in rows if r["path"]]

@@ -9,6 +9,8 @@ import pytest
 from sklearn import metrics as skm
 
 from maskdet import evaluate as ev
+from maskdet import figures, metrics
+from maskdet.predict import read_predictions, write_predictions
 
 
 def _cases():
@@ -28,14 +30,16 @@ def _cases():
 @pytest.mark.parametrize("case", range(4))
 def test_auc_ap_curves_match_sklearn(case):
     y, p = _cases()[case]
-    assert ev.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
-    assert ev.average_precision(y, p) == pytest.approx(skm.average_precision_score(y, p), abs=1e-12)
-    fpr, tpr, thr = ev.roc_curve_points(y, p)
+    assert metrics.roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+    assert metrics.average_precision(y, p) == pytest.approx(
+        skm.average_precision_score(y, p), abs=1e-12
+    )
+    fpr, tpr, thr = metrics.roc_curve_points(y, p)
     sfpr, stpr, sthr = skm.roc_curve(y, p, drop_intermediate=False)
     np.testing.assert_allclose(fpr, sfpr)
     np.testing.assert_allclose(tpr, stpr)
     np.testing.assert_allclose(thr[1:], sthr[1:])
-    prec, rec, pthr = ev.pr_curve_points(y, p)
+    prec, rec, pthr = metrics.pr_curve_points(y, p)
     sprec, srec, spthr = skm.precision_recall_curve(y, p)
     np.testing.assert_allclose(prec, sprec)
     np.testing.assert_allclose(rec, srec)
@@ -47,9 +51,9 @@ def test_auc_ap_curves_match_sklearn(case):
 def test_threshold_metrics_match_sklearn(case, threshold):
     y, p = _cases()[case]
     pred = (p >= threshold).astype(int)
-    m = ev.threshold_metrics(y, p, threshold)
+    m = metrics.threshold_metrics(y, p, threshold)
     np.testing.assert_array_equal(
-        ev.confusion(y, p, threshold), skm.confusion_matrix(y, pred, labels=[0, 1])
+        metrics.confusion(y, p, threshold), skm.confusion_matrix(y, pred, labels=[0, 1])
     )
     sp, sr, sf, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
     assert m["precision"] == pytest.approx(sp)
@@ -63,11 +67,11 @@ def test_tpr_at_fpr_is_best_point_within_budget():
     y, p = _cases()[0]
     fpr, tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
     for target in (0.01, 0.05, 0.2):
-        r = ev.tpr_at_fpr(y, p, target)
+        r = metrics.tpr_at_fpr(y, p, target)
         assert r["fpr"] <= target
         assert r["tpr"] == pytest.approx(tpr[fpr <= target].max())
         # the reported threshold really gives that TPR/FPR
-        m = ev.threshold_metrics(y, p, r["threshold"])
+        m = metrics.threshold_metrics(y, p, r["threshold"])
         assert m["recall"] == pytest.approx(r["tpr"]) and 1 - m["specificity"] == pytest.approx(
             r["fpr"]
         )
@@ -76,14 +80,14 @@ def test_tpr_at_fpr_is_best_point_within_budget():
 def test_choose_threshold_youden_and_f1():
     y, p = _cases()[0]
     fpr, tpr, thr = skm.roc_curve(y, p, drop_intermediate=False)
-    j = ev.choose_threshold(y, p, "youden")
-    m = ev.threshold_metrics(y, p, j["threshold"])
+    j = metrics.choose_threshold(y, p, "youden")
+    m = metrics.threshold_metrics(y, p, j["threshold"])
     assert m["recall"] - (1 - m["specificity"]) == pytest.approx((tpr - fpr).max())
-    f = ev.choose_threshold(y, p, "f1")
+    f = metrics.choose_threshold(y, p, "f1")
     best_f1 = max(skm.f1_score(y, (p >= t).astype(int)) for t in np.unique(p))
-    assert ev.threshold_metrics(y, p, f["threshold"])["f1"] == pytest.approx(best_f1)
+    assert metrics.threshold_metrics(y, p, f["threshold"])["f1"] == pytest.approx(best_f1)
     with pytest.raises(ValueError):
-        ev.choose_threshold(y, p, "magic")
+        metrics.choose_threshold(y, p, "magic")
 
 
 def test_bootstrap_ci_contains_estimate_narrows_and_is_seeded():
@@ -95,20 +99,20 @@ def test_bootstrap_ci_contains_estimate_narrows_and_is_seeded():
 
     y_s, p_s = sample(100)
     y_l, p_l = sample(3000)
-    small = ev.bootstrap_auc_ci(y_s, p_s, n_boot=400, seed=1)
-    large = ev.bootstrap_auc_ci(y_l, p_l, n_boot=400, seed=1)
+    small = metrics.bootstrap_auc_ci(y_s, p_s, n_boot=400, seed=1)
+    large = metrics.bootstrap_auc_ci(y_l, p_l, n_boot=400, seed=1)
     for ci in (small, large):
         assert ci["low"] < ci["auc"] < ci["high"]
         assert ci["auc"] == pytest.approx(
             skm.roc_auc_score(*((y_s, p_s) if ci is small else (y_l, p_l)))
         )
     assert (large["high"] - large["low"]) < 0.5 * (small["high"] - small["low"])
-    assert ev.bootstrap_auc_ci(y_s, p_s, n_boot=200, seed=7) == ev.bootstrap_auc_ci(
+    assert metrics.bootstrap_auc_ci(y_s, p_s, n_boot=200, seed=7) == metrics.bootstrap_auc_ci(
         y_s, p_s, n_boot=200, seed=7
     )
     # grouped bootstrap: twins share a group; the interval still holds the estimate
     groups = np.arange(y_l.size) % (y_l.size // 2)
-    g = ev.bootstrap_auc_ci(y_l, p_l, n_boot=200, seed=1, groups=groups)
+    g = metrics.bootstrap_auc_ci(y_l, p_l, n_boot=200, seed=1, groups=groups)
     assert g["method"] == "grouped" and g["low"] < g["auc"] < g["high"]
 
 
@@ -116,7 +120,7 @@ def test_group_metrics_and_mistakes():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     p = np.array([0.9, 0.8, 0.2, 0.6, 0.1, 0.7, 0.3, 0.05])
     types = ["surgical", "surgical", "cloth", "cloth", "", "", "", ""]
-    g = ev.group_metrics(y, p, types, threshold=0.5)
+    g = metrics.group_metrics(y, p, types, threshold=0.5)
     assert set(g) == {"surgical", "cloth"}
     assert g["surgical"]["recall"] == 1.0 and g["cloth"]["recall"] == 0.5
     sel = np.array([1, 1, 0, 0, 1, 1, 1, 1], bool)
@@ -133,11 +137,11 @@ def test_group_metrics_and_mistakes():
 
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="both classes"):
-        ev.roc_auc([1, 1, 1], [0.2, 0.3, 0.4])
+        metrics.roc_auc([1, 1, 1], [0.2, 0.3, 0.4])
     with pytest.raises(ValueError, match="length"):
-        ev.roc_auc([0, 1], [0.2])
+        metrics.roc_auc([0, 1], [0.2])
     with pytest.raises(ValueError, match="NaN"):
-        ev.roc_auc([0, 1], [0.2, float("nan")])
+        metrics.roc_auc([0, 1], [0.2, float("nan")])
 
 
 def test_epoch_files_figures(tmp_path):
@@ -148,17 +152,18 @@ def test_epoch_files_figures(tmp_path):
     rng = np.random.default_rng(1)
     for e in (1, 2, 3):
         noisy = np.clip(p + rng.normal(0, 0.4 / e, p.size), 0, 1)
-        ev.write_predictions(
+        write_predictions(
             tmp_path / "preds" / f"val_epoch_{e:03d}.csv",
             [f"f{i}" for i in range(y.size)],
             y,
             noisy,
         )
-    aucs = ev.epoch_aucs(tmp_path)
+    epochs = ev.epoch_predictions(tmp_path)
+    aucs = ev.epoch_aucs(epochs)
     assert sorted(aucs) == [1, 2, 3]
-    d = ev.read_predictions(tmp_path / "preds" / "val_epoch_002.csv")
+    d = read_predictions(tmp_path / "preds" / "val_epoch_002.csv")
     assert aucs[2] == pytest.approx(skm.roc_auc_score(d["label"], d["prob"]))
-    for fig in (ev.plot_epoch_rocs(tmp_path), ev.plot_auc_vs_epoch(tmp_path)):
+    for fig in (figures.plot_epoch_rocs(epochs), figures.plot_auc_vs_epoch(aucs)):
         fig.savefig(tmp_path / "f.png")
         assert (tmp_path / "f.png").stat().st_size > 5000
 
@@ -177,7 +182,7 @@ def test_evaluate_run_end_to_end(tiny_run, masked_mini):
     assert saved["auc"]["auc"] == pytest.approx(r["auc"]["auc"])
     n_test = len(usable(read_manifest(masked_mini), "test"))
     assert r["n"] == n_test and r["n_pos"] == r["n_neg"]  # every test face and its twin
-    d = ev.read_predictions(tiny_run / "preds" / "test_eval.csv")
+    d = read_predictions(tiny_run / "preds" / "test_eval.csv")
     assert r["auc"]["auc"] == pytest.approx(skm.roc_auc_score(d["label"], d["prob"]))
     assert (
         r["auc"]["method"] == "grouped" and r["auc"]["low"] <= r["auc"]["auc"] <= r["auc"]["high"]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from argparse import Namespace
 
 import numpy as np
 import pytest
 import torch
 
-from maskdet.loader import (
-    IMAGE_SIZE,
-    BatchAugment,
-    augmented_grid,
-    benchmark,
-    build_cache,
-    center_crop_batch,
-    loader_items,
-    make_loaders,
-    select_rows,
-)
-from maskdet.manifest import read_manifest
+from maskdet.augment import BatchAugment, center_crop_batch
+from maskdet.bench.loader import bench_loader
+from maskdet.cache import build_cache
+from maskdet.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from maskdet.figures import augmented_grid
+from maskdet.jpeg import jpeg_compress
+from maskdet.loader import CachedLoader, loader_items, make_loaders
+from maskdet.manifest import read_manifest, select_rows
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +125,13 @@ def test_augmented_grid_shows_both_classes(masked_data):
 
 
 def test_bench_loader_prints_three_paths(masked_data, capsys):
-    res = benchmark(
-        Namespace(data=str(masked_data), source=None, images=None, batches=2, device="cpu")
-    )
+    res = bench_loader(data=str(masked_data), batches=2, device="cpu")
     out = capsys.readouterr().out
     assert len(res["images_per_s"]) == 3 and all(v > 0 for v in res["images_per_s"].values())
     assert "baseline ImageFolder+PIL" in out and "cached" in out and "x baseline" in out
 
 
 def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_data):
-    from maskdet.loader import IMAGENET_MEAN, IMAGENET_STD
-
     loader = make_loaders(masked_data, 8, "cached", workers=0, splits=("train",))["train"]
     sel = loader._batches()[1]
     in_place = loader._batch(1, sel).images  # views into the memmap, no gather
@@ -165,8 +156,6 @@ def test_cached_cpu_path_reads_the_cache_in_place_and_normalises_exactly(masked_
 def test_tensor_jpeg_matches_opencv_encoder_and_decoder(masked_data, quality):
     import cv2
 
-    from maskdet.loader import jpeg_compress
-
     cache = build_cache(masked_data, "train", in_memory=True, workers=0)
     rgb = np.ascontiguousarray(cache.images[:8, :112, :112])  # 112: not a multiple of 16 x 8
     ours = jpeg_compress(
@@ -189,8 +178,6 @@ def test_tensor_jpeg_matches_opencv_encoder_and_decoder(masked_data, quality):
 def test_torch_kernel_in_the_loader_is_seeded_per_batch(masked_data):
     """The tensor kernel (what runs on a GPU) through the loader: same epoch, same batches."""
     cache = build_cache(masked_data, "train", workers=0)
-    from maskdet.loader import CachedLoader
-
     a = CachedLoader(cache, 8, shuffle=True, augment="default", backend="torch", seed=3)
     b = CachedLoader(cache, 8, shuffle=True, augment="default", backend="torch", seed=3)
     xa, ya, _ = _all(a, epoch=1)
@@ -207,8 +194,6 @@ def test_background_preparation_gives_the_same_batches_and_stops_cleanly(masked_
     consumer that stops early leaves no thread behind. With the tensor kernel it augments
     groups of batches in one pass, each batch with its own parameters and low-res side."""
     import threading
-
-    from maskdet.loader import CachedLoader
 
     cache = build_cache(masked_data, "train", workers=0)
     loader = CachedLoader(cache, 4, shuffle=True, augment="default", backend=backend, seed=1)

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from maskdet import detect, gradcam, predict
+from maskdet.augment import eval_transform, to_tensor_uint8
+from maskdet.export import export_model
 from maskdet.imageio import read_rgb
 
 from .conftest import QUALITATIVE
@@ -100,7 +102,7 @@ def test_export_parity_onnx_and_torchscript(tmp_path, tiny_run, masked_mini):
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:8]]
     clf = predict.MaskClassifier(tiny_run / "best.pt")
     x = clf.preprocess(crops)
-    res = predict.export_model(tiny_run / "best.pt", tmp_path / "export", parity_images=x)
+    res = export_model(tiny_run / "best.pt", tmp_path / "export", parity_images=x)
     assert set(res["parity_max_abs_diff"]) == {"onnx", "torchscript"}
     assert max(res["parity_max_abs_diff"].values()) <= 1e-4
     ref = clf.probs(crops)
@@ -112,8 +114,6 @@ def test_export_parity_onnx_and_torchscript(tmp_path, tiny_run, masked_mini):
 
 
 def test_preprocess_matches_val_loader(masked_mini):
-    from maskdet.loader import eval_transform, to_tensor_uint8
-
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
     ours = predict.Preprocess()(crops)
     ref = torch.stack([eval_transform()(to_tensor_uint8(c)) for c in crops]).numpy()
@@ -145,20 +145,15 @@ def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
 
 
 def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
-    """The argparse options and *_cli functions that ``python -m maskdet`` wires up."""
-    import argparse
+    """The subcommands of ``python -m maskdet`` that predict, export and evaluate."""
+    import json
 
-    from maskdet import evaluate
+    from maskdet.__main__ import main
 
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd", required=True)
-    predict.add_predict_args(sub.add_parser("predict"))
-    predict.add_export_args(sub.add_parser("export"))
-    evaluate.add_evaluate_args(sub.add_parser("evaluate"))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     out = tmp_path / "p.csv"
-    a = p.parse_args(
+    main(
         [
             "predict",
             "--checkpoint",
@@ -170,12 +165,11 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
             str(bad),
         ]
     )
-    predict.predict_cli(a)
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["status"] for r in rows] == ["ok", "error"] and "not an image" in rows[1]["error"]
     assert '"errors": 1' in capsys.readouterr().out
-    a = p.parse_args(
+    main(
         [
             "export",
             "--checkpoint",
@@ -188,7 +182,7 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
             str(masked_mini),
         ]
     )
-    res = predict.export_cli(a)
+    res = json.loads(capsys.readouterr().out)
     assert list(res["files"]) == ["onnx"] and res["parity_max_abs_diff"]["onnx"] <= 1e-4
     q = res["int8"]
     int8, fp32 = Path(q["file"]), tmp_path / "ex" / "model.onnx"
@@ -199,7 +193,7 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
     pf = predict.MaskClassifier(fp32).probs(crops)
     assert 0 < np.abs(pq - pf).max() <= q["max_abs_diff"] + 1e-6  # quantised, and measured
     assert np.abs(pq - pf).mean() < 0.05 and q["label_agreement"] >= 0.9
-    a = p.parse_args(
+    main(
         [
             "evaluate",
             "--run",
@@ -212,5 +206,5 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
             "disabled",
         ]
     )
-    r = evaluate.evaluate_cli(a)
+    r = json.loads(capsys.readouterr().out)
     assert r["split"] == "val" and (tiny_run / "eval_val.json").exists()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet.figures import sample_grid
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
 from maskdet.manifest import read_manifest
-from maskdet.synthesis import mask_files, rng_for, sample_grid, synthesize_dataset
+from maskdet.synthesis import mask_files, rng_for, synthesize_dataset
 
 from .synth_helpers import (
     check_bad_inputs,

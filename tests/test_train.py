@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskdet.loader import make_loaders, select_rows
-from maskdet.manifest import read_manifest
+from maskdet.bench.train import bench_train
+from maskdet.checkpoint import load_checkpoint, load_model
+from maskdet.loader import make_loaders
+from maskdet.manifest import read_manifest, select_rows
 from maskdet.model import build_model
-from maskdet.train import TrainConfig, load_checkpoint, load_model, train
+from maskdet.train import TrainConfig, train
 
 TB_SCALARS = {
     "train/loss",
@@ -165,13 +167,7 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
 
 
 def test_bench_train_prints_model_only_and_full_pipeline_side_by_side(masked_data, capsys):
-    from argparse import Namespace
-
-    from maskdet.train import benchmark
-
-    res = benchmark(
-        Namespace(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
-    )
+    res = bench_train(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
     out = capsys.readouterr().out
     assert (
         set(res["model_only"])

@@ -42,7 +42,7 @@ checksums in `maskdet.download`:
         """
 import pandas as pd
 
-from maskdet import data, download
+from maskdet import checks, data, download, figures
 
 pd.DataFrame([{"key": k, "file": r.filename, "md5": r.md5, "from": ", ".join(r.urls) or f"Google Drive {r.gdrive_id}"}
               for k, r in download.DOWNLOADS.items()])
@@ -67,7 +67,7 @@ its row in the manifest with the reason (unreadable, not an image, too small, ..
         "code",
         """
 assert result["images_in"] == result["written"] + result["skipped"]
-rows = data.check_stage01(DATA_DIR)
+rows = checks.check_stage01(DATA_DIR)
 pd.DataFrame(rows).query("status != 'ok'")[["source", "status", "reason"]].head(20)
 """,
     ),
@@ -84,7 +84,7 @@ crops and small rotations of the training augmentation.
     (
         "code",
         """
-data.framing_figure(DATA_DIR, n=6);
+figures.framing_figure(DATA_DIR, n=6);
 """,
     ),
     (

@@ -41,9 +41,9 @@ CELLS = [
         """
 import pandas as pd
 
-from maskdet import data, synthesis
+from maskdet import checks, data, figures, synthesis
 
-rows = data.check_stage01(DATA_DIR)  # stops with a clear message if 01_download has not run
+rows = checks.check_stage01(DATA_DIR)  # stops with a clear message if 01_download has not run
 print(f"{len(rows)} faces from stage 01 in {DATA_DIR}")
 """,
     ),
@@ -76,7 +76,7 @@ twin failed is `excluded` from training so that the two classes stay paired.
         "code",
         """
 assert summary["images_in"] == summary["masked"] + summary["failed"] + summary["dropped"]
-rows = data.check_stage01(DATA_DIR)
+rows = checks.check_stage01(DATA_DIR)
 data.check_identity_disjoint(rows)
 df = pd.DataFrame(rows)
 display(df.groupby(["split", "label", "status"]).size().unstack(fill_value=0))
@@ -92,13 +92,13 @@ df[df.status != "ok"].groupby(["label", "status", "reason"]).size().to_frame("im
     (
         "code",
         """
-synthesis.sample_grid(DATA_DIR, by="mask_type");
+figures.sample_grid(DATA_DIR, by="mask_type");
 """,
     ),
     (
         "code",
         """
-synthesis.sample_grid(DATA_DIR, by="mask_color");
+figures.sample_grid(DATA_DIR, by="mask_color");
 """,
     ),
     (

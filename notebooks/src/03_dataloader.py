@@ -36,9 +36,9 @@ CELLS = [
         """
 import torch
 
-from maskdet import loader
+from maskdet import checks, figures, loader
 
-counts = loader.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
+counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
 counts
 """,
     ),
@@ -83,7 +83,7 @@ val/test view, the others are random training views of the same faces.
     (
         "code",
         """
-fig = loader.augmented_grid(DATA_DIR, n_per_class=8, aug=AUG, mode="cached", seed=SEED, repeats=2)
+fig = figures.augmented_grid(DATA_DIR, n_per_class=8, aug=AUG, mode="cached", seed=SEED, repeats=2)
 """,
     ),
     (
@@ -132,10 +132,9 @@ Same augmentation family, selectable with `LOADER`.
     (
         "code",
         """
-from argparse import Namespace
+from maskdet.bench.loader import bench_loader
 
-res = loader.benchmark(Namespace(data=DATA_DIR, source=None, images=None, batches=BENCH_BATCHES,
-                                 device=str(device)))
+res = bench_loader(data=DATA_DIR, batches=BENCH_BATCHES, device=str(device))
 """,
     ),
     (

@@ -40,9 +40,9 @@ CELLS = [
         """
 import torch
 
-from maskdet import loader
+from maskdet import checks
 
-counts = loader.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
+counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
 counts
 """,
     ),
@@ -158,7 +158,7 @@ m.round(4).tail(10)
     (
         "code",
         """
-from maskdet.sinks import roc_figure
+from maskdet.figures import roc_figure
 
 last = m.epoch.max()
 preds = pd.read_csv(f"{RUN_DIR}/preds/val_epoch_{last:03d}.csv")
@@ -187,13 +187,11 @@ launches are the limit. On a CPU the model dominates and the ratio is about 1.
     (
         "code",
         """
-from argparse import Namespace
-
-from maskdet.train import benchmark
+from maskdet.bench.train import bench_train
 
 if BENCH_BATCHES:
-    speed = benchmark(Namespace(data=DATA_DIR, device=None, batches=BENCH_BATCHES, arch=ARCH,
-                                batch_size=BATCH_SIZE, rounds=1, compile=BENCH_COMPILE))
+    speed = bench_train(data=DATA_DIR, batches=BENCH_BATCHES, arch=ARCH, batch_size=BATCH_SIZE,
+                        rounds=1, compile=BENCH_COMPILE)
 """,
     ),
     (

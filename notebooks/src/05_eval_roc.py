@@ -39,7 +39,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from maskdet import evaluate
+from maskdet import evaluate, figures
 
 if not (Path(RUN_DIR) / "best.pt").exists():
     raise FileNotFoundError(f"{RUN_DIR}/best.pt not found: run notebook 04_train_resnet50 first")
@@ -60,10 +60,12 @@ chosen unmasked one (1.0 = perfect ranking, 0.5 = chance).
         "code",
         """
 fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-evaluate.plot_epoch_rocs(RUN_DIR, ax=ax[0])
-evaluate.plot_auc_vs_epoch(RUN_DIR, ax=ax[1])
+epochs = evaluate.epoch_predictions(RUN_DIR)
+aucs = evaluate.epoch_aucs(epochs)
+figures.plot_epoch_rocs(epochs, ax=ax[0])
+figures.plot_auc_vs_epoch(aucs, ax=ax[1])
 fig.tight_layout()
-pd.Series(evaluate.epoch_aucs(RUN_DIR), name="val AUC").rename_axis("epoch").to_frame().T.round(4)
+pd.Series(aucs, name="val AUC").rename_axis("epoch").to_frame().T.round(4)
 """,
     ),
     (
@@ -100,9 +102,9 @@ pd.Series(evaluate.headline(result)).round(4).to_frame(SPLIT)
         "code",
         """
 fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
-evaluate.plot_roc(result, ax=ax[0], title=f"{SPLIT} ROC")
-evaluate.plot_pr(result, ax=ax[1], title=f"{SPLIT} precision-recall")
-evaluate.plot_confusion(result, ax=ax[2])
+figures.plot_roc(result, ax=ax[0], title=f"{SPLIT} ROC")
+figures.plot_pr(result, ax=ax[1], title=f"{SPLIT} precision-recall")
+figures.plot_confusion(result, ax=ax[2])
 fig.tight_layout()
 """,
     ),
@@ -123,8 +125,8 @@ to; the `ablate` experiment "mask type held out" tests exactly that.
 for name in ("mask_type", "mask_color"):
     display(pd.DataFrame(result["groups"][name]).T.sort_values("recall").round(3))
 fig, ax = plt.subplots(1, 2, figsize=(13, 3.6))
-evaluate.plot_groups(result, "mask_type", ax=ax[0])
-evaluate.plot_groups(result, "mask_color", ax=ax[1])
+figures.plot_groups(result, "mask_type", ax=ax[0])
+figures.plot_groups(result, "mask_color", ax=ax[1])
 fig.tight_layout()
 """,
     ),
@@ -142,7 +144,7 @@ microphone over the mouth.
     (
         "code",
         """
-evaluate.mistakes_gallery(result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes");
+figures.mistakes_gallery(result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes");
 """,
     ),
     (

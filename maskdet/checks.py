@@ -1,0 +1,41 @@
+"""Each stage's input check, for a notebook started on its own: what the stage needs, or a
+one-line error that names the stage to run first."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from .constants import SPLITS
+from .manifest import read_manifest, usable
+
+
+def check_stage01(data_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Stages 02-03: the manifest with faces from stage 01, or an error naming 01_download."""
+    rows = read_manifest(data_dir)  # names stage 01 when there is no manifest
+    if not any(r["label"] == "not_wearing_mask" and r["status"] == "ok" for r in rows):
+        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+    return rows
+
+
+def check_stage02(data_dir: str | os.PathLike) -> dict[str, Counter]:
+    """Stages 03-04: usable images per split and class, or an error that names the stage to run
+    first (01_download for no faces, 02_mask_synthesis for no masks)."""
+    ok = usable(check_stage01(data_dir))
+    if not any(r["label"] == "wearing_mask" for r in ok):
+        raise RuntimeError(
+            f"{data_dir} has no masked faces yet: run stage 02 first "
+            "(notebook 02_mask_synthesis or `python -m maskdet synthesize`)"
+        )
+    return {split: Counter(r["label"] for r in ok if r["split"] == split) for split in SPLITS}
+
+
+def check_stage04(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Path:
+    """Stages 05-06: the trained checkpoint, or an error naming stage 04."""
+    path = Path(run_dir) / checkpoint
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: train first (notebook 04_train_resnet50 or `python -m maskdet train`)"
+        )
+    return path

@@ -1,0 +1,399 @@
+"""The report's figures (matplotlib), one function each; the modules that compute the numbers
+hand them over, and nothing here computes a result again.
+
+Stage 01 :func:`framing_figure`; 02 :func:`sample_grid`; 03 :func:`augmented_grid`; 04
+:func:`roc_figure` (also for TensorBoard and WandB) and :func:`training_curves`; 05 the test
+split's ROC, PR, confusion, groups and mistakes, every epoch's ROC and the ablation summary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from .augment import (
+    AugmentConfig,
+    BatchAugment,
+    center_crop_batch,
+    denormalize,
+    to_tensor_uint8,
+    train_transform,
+)
+from .cache import read_face
+from .constants import CLASS_NAMES, FACE_SIZE, IMAGE_SIZE
+from .data import CROP_FRACTION
+from .imageio import BadImage, decode_rgb, read_rgb
+from .manifest import Item, read_manifest, select_rows, usable
+from .metrics import roc_auc, roc_curve_points
+
+# -------------------------------------------------------------------- stage 01: framing
+
+
+def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = IMAGE_SIZE):
+    """Original aligned images with the stored crop drawn, and the stored crops with the
+    loader's centre crop drawn: shows that the 112x112 input holds the whole face."""
+    data_dir = Path(data_dir)
+    rows = [
+        r
+        for r in read_manifest(data_dir)
+        if r["status"] == "ok" and r["label"] == "not_wearing_mask"
+    ][:n]
+    raw = (
+        next((p for p in (data_dir / "raw").glob("*_extracted")), None)
+        if (data_dir / "raw").exists()
+        else None
+    )
+    fig, axes = plt.subplots(2, len(rows), figsize=(2 * len(rows), 4.3), squeeze=False)
+    for i, r in enumerate(rows):
+        crop = np.asarray(Image.open(data_dir / r["path"]))
+        src = None
+        if raw is not None:
+            cand = raw / r["source"]
+            if cand.exists():
+                src = decode_rgb(cand.read_bytes())
+        ax = axes[0, i]
+        if src is not None:
+            h, w = src.shape[:2]
+            side = round(min(h, w) * CROP_FRACTION)
+            ax.imshow(src)
+            ax.add_patch(
+                Rectangle(
+                    ((w - side) / 2, (h - side) / 2), side, side, fill=False, ec="lime", lw=1.5
+                )
+            )
+        ax.set_title(r["identity"][:16], fontsize=8)
+        ax.axis("off")
+        ax = axes[1, i]
+        ax.imshow(crop)
+        m = (FACE_SIZE - loader_crop) / 2
+        ax.add_patch(Rectangle((m, m), loader_crop, loader_crop, fill=False, ec="orange", lw=1.5))
+        ax.axis("off")
+    axes[0, 0].text(-10, 125, "aligned\nsource", ha="right", va="center", fontsize=9)
+    axes[1, 0].text(-10, 64, f"stored\n{FACE_SIZE}px", ha="right", va="center", fontsize=9)
+    fig.suptitle(
+        f"green: stored crop ({CROP_FRACTION:.0%} of the shorter side); "
+        f"orange: the loader's {loader_crop}x{loader_crop} centre crop",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------- stage 02: masked samples
+
+
+def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_type"):
+    """One row of masked samples per value of ``by`` (mask_type / mask_color)."""
+    rows = [
+        r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"
+    ]
+    if not rows:
+        raise RuntimeError(f"{data_dir} has no masked faces: run synthesize first")
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in sorted(rows, key=lambda r: r["path"]):
+        groups.setdefault(r[by] or "?", []).append(r)
+    names = sorted(groups)
+    fig, axes = plt.subplots(
+        len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False
+    )
+    for i, name in enumerate(names):
+        picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(picks):
+                ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
+        axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
+    fig.suptitle(f"masked samples by {by}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------ stage 03: what the network sees
+
+
+def augmented_grid(
+    data_dir: str | os.PathLike,
+    n_per_class: int = 8,
+    aug: str | AugmentConfig = "default",
+    mode: str = "cached",
+    split: str = "train",
+    seed: int = 0,
+    repeats: int = 1,
+):
+    """A matplotlib figure: originals and augmented training views of both classes.
+
+    Rows: for each class, the original (centre crop) and ``repeats`` augmented views of the same
+    ``n_per_class`` faces (masked row and unmasked row are twins where both exist).
+    """
+    rows = read_manifest(data_dir)
+    items = select_rows(rows, split)
+    by_pair: dict[str, dict[int, Item]] = {}
+    pair_of = {r["path"]: r["pair_id"] for r in usable(rows, split)}
+    for it in items:
+        by_pair.setdefault(pair_of.get(it.path, it.path), {})[it.label] = it
+    pairs = [p for p in sorted(by_pair) if len(by_pair[p]) == 2] or sorted(by_pair)
+    rng = np.random.default_rng(seed)
+    chosen = [
+        pairs[i]
+        for i in sorted(rng.choice(len(pairs), min(n_per_class, len(pairs)), replace=False))
+    ]
+    data_dir = Path(data_dir)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    tf = train_transform(aug)
+    batch_aug = BatchAugment(aug)
+    grid_rows, row_names = [], []
+    for label in (1, 0):
+        pics = [by_pair[p].get(label) for p in chosen]
+        raws = [
+            to_tensor_uint8(read_face(data_dir / it.path)[0])
+            if it
+            else torch.zeros(3, FACE_SIZE, FACE_SIZE, dtype=torch.uint8)
+            for it in pics
+        ]
+        u8 = torch.stack([torch.as_tensor(r) for r in raws])
+        grid_rows.append(denormalize(center_crop_batch(u8)))
+        row_names.append(f"{CLASS_NAMES[label]}\noriginal")
+        for _ in range(repeats):
+            if mode == "cached":
+                aug_x = batch_aug(u8, g)
+            else:
+                aug_x = torch.stack([tf(r) for r in raws])
+            grid_rows.append(denormalize(aug_x))
+            row_names.append(f"{CLASS_NAMES[label]}\naugmented ({mode})")
+    nr, nc = len(grid_rows), len(chosen)
+    fig, axes = plt.subplots(nr, nc, figsize=(1.3 * nc + 1.2, 1.35 * nr), squeeze=False)
+    for r in range(nr):
+        for col in range(nc):
+            ax = axes[r][col]
+            ax.imshow(grid_rows[r][col].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(row_names[r], fontsize=7)
+    fig.suptitle(f"Train augmentations ({mode} path), {IMAGE_SIZE}x{IMAGE_SIZE} inputs")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------- stage 04: training
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str = "val ROC"):
+    """A small ROC figure with the AUC in the legend (TensorBoard, WandB, notebook 04)."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, _ = roc_curve_points(labels, probs)
+        ax.plot(fpr, tpr, label=f"AUC = {roc_auc(labels, probs):.3f}")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.7, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------- stage 05: evaluation
+
+
+def _new_ax(ax=None, size=(4.5, 4.2)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=size)
+    return ax.figure, ax
+
+
+def plot_roc(result: dict, ax=None, title: str = "ROC"):
+    """ROC curve of an :func:`evaluate_predictions` result, with the AUC interval and the
+    operating points at 0.5 and at the val threshold."""
+    fig, ax = _new_ax(ax)
+    auc = result["auc"]
+    ax.plot(
+        result["roc"]["fpr"],
+        result["roc"]["tpr"],
+        lw=2,
+        label=f"AUC {auc['auc']:.4f} [{auc['low']:.4f}, {auc['high']:.4f}]",
+    )
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="chance")
+    for key, marker in (("at_0.5", "o"), ("at_threshold", "s")):
+        m = result[key]
+        ax.plot(
+            1 - m["specificity"],
+            m["recall"],
+            marker,
+            ms=7,
+            label=f"threshold {m['threshold']:.3g}: TPR {m['recall']:.3f}, FPR {1 - m['specificity']:.3f}",
+        )
+    ax.set(
+        xlabel="false positive rate (unmasked called masked)",
+        ylabel="true positive rate (masks found)",
+        title=title,
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
+    ax.legend(loc="lower right", fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_pr(result: dict, ax=None, title: str = "Precision-recall"):
+    fig, ax = _new_ax(ax)
+    ax.step(
+        result["pr"]["recall"],
+        result["pr"]["precision"],
+        where="post",
+        lw=2,
+        label=f"AP {result['average_precision']:.4f}",
+    )
+    base = result["n_pos"] / max(result["n"], 1)
+    ax.axhline(base, color="k", ls=":", lw=1, label=f"chance ({base:.2f})")
+    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(-0.01, 1.01), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_confusion(
+    result: dict, key: str = "confusion_at_threshold", ax=None, title: str | None = None
+):
+    fig, ax = _new_ax(ax, (4, 3.6))
+    cm = np.asarray(result[key])
+    ax.imshow(cm, cmap="Blues")
+    names = [n.replace("_", " ") for n in CLASS_NAMES]
+    for i in range(2):
+        for j in range(2):
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=12,
+            )
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    thr = result["at_threshold" if key == "confusion_at_threshold" else "at_0.5"]["threshold"]
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"confusion at threshold {thr:.3g}")
+    return fig
+
+
+def plot_epoch_rocs(epoch_preds: dict[int, dict], ax=None, max_curves: int = 60):
+    """Val ROC curves of every epoch overlaid (colour = epoch), from the saved per-epoch
+    predictions (:func:`maskdet.evaluate.epoch_predictions`)."""
+    fig, ax = _new_ax(ax, (5.2, 4.5))
+    epochs = sorted(epoch_preds)
+    if len(epochs) > max_curves:  # keep first, last and evenly spaced epochs
+        idx = np.unique(np.linspace(0, len(epochs) - 1, max_curves).round().astype(int))
+        epochs = [epochs[i] for i in idx]
+    cmap = plt.get_cmap("viridis")
+    lo, hi = min(epochs), max(epochs)
+    for e in epochs:
+        d = epoch_preds[e]
+        fpr, tpr, _ = roc_curve_points(d["label"], d["prob"])
+        c = cmap((e - lo) / max(hi - lo, 1))
+        ax.plot(
+            fpr,
+            tpr,
+            color=c,
+            lw=1.2,
+            alpha=0.85,
+            label=f"epoch {e}: AUC {roc_auc(d['label'], d['prob']):.4f}" if e in (lo, hi) else None,
+        )
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label="epoch")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="val ROC, every epoch")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_auc_vs_epoch(aucs: dict[int, float], ax=None):
+    """Val AUC against the epoch (:func:`maskdet.evaluate.epoch_aucs`), the best one starred."""
+    fig, ax = _new_ax(ax, (5, 3.5))
+    ep = sorted(aucs)
+    ax.plot(ep, [aucs[e] for e in ep], "o-", ms=3)
+    best = max(ep, key=lambda e: aucs[e])
+    ax.plot(best, aucs[best], "r*", ms=12, label=f"best: epoch {best}, AUC {aucs[best]:.4f}")
+    ax.set(xlabel="epoch", ylabel="val AUC", title="val AUC per epoch")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_groups(result: dict, name: str, ax=None):
+    """Bar chart of recall per group value (``name``: mask_type or mask_color)."""
+    groups = result.get("groups", {}).get(name, {})
+    fig, ax = _new_ax(ax, (max(4, 0.5 * len(groups) + 2), 3.4))
+    keys = sorted(groups, key=lambda k: groups[k]["recall"])
+    ax.bar(range(len(keys)), [groups[k]["recall"] for k in keys], color="tab:blue")
+    for i, k in enumerate(keys):
+        ax.text(i, groups[k]["recall"], f"n={groups[k]['n']}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=8)
+    ax.set(
+        ylim=(0, 1.1),
+        ylabel="recall at val threshold",
+        title=f"masked faces found, per {name.replace('_', ' ')}",
+    )
+    return fig
+
+
+def mistakes_gallery(
+    mistakes: list[dict], data_dir: str | os.PathLike, cols: int = 8, title: str = ""
+):
+    """The images of :func:`maskdet.evaluate.confident_mistakes` with their true label and
+    probability."""
+    n = max(len(mistakes), 1)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, m in zip(axes.ravel(), mistakes):
+        try:
+            ax.imshow(read_rgb(Path(data_dir) / m["path"]))
+        except BadImage as err:
+            ax.text(0.5, 0.5, str(err), ha="center", va="center", fontsize=6, wrap=True)
+        truth = "mask" if m["label"] == 1 else "no mask"
+        ax.set_title(f"true: {truth}\np(mask)={m['prob']:.3f}", fontsize=7, color="tab:red")
+    if not mistakes:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title or "most confident mistakes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ stage 05: ablations
+
+
+def summary_figure(table: dict):
+    """Test AUC per variant: mean over seeds with the standard deviation as error bar, every
+    seed as a dot; the baseline's mean as a dashed line (a matplotlib figure)."""
+    runs = [r for r in table["runs"] if r.get("status") == "ok"]
+    names = list(dict.fromkeys(f"{r['experiment']}: {r['variant']}" for r in runs))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.2))
+    base = None
+    for y, name in enumerate(names):
+        v = np.array(
+            [float(r["test_auc"]) for r in runs if f"{r['experiment']}: {r['variant']}" == name]
+        )
+        sd = v.std(ddof=1) if v.size > 1 else 0.0
+        ax.errorbar(v.mean(), y, xerr=sd, fmt="s", color="C0", capsize=3)
+        ax.plot(v, [y] * v.size, ".", color="C1", alpha=0.7)
+        if name.startswith("baseline"):
+            base = v.mean()
+    if base is not None:
+        ax.axvline(base, ls="--", color="grey", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("test AUC (square: mean over seeds, bar: std, dots: seeds)")
+    ax.set_title(f"ablations, preset {table.get('preset', '?')}")
+    fig.tight_layout()
+    return fig

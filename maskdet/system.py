@@ -1,0 +1,51 @@
+"""What the machine offers: the compute device, usable cores, worker counts, mixed precision."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or empty): CUDA when available, else the CPU."""
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers(cap: int = 8) -> int:
+    """Worker processes sized to the machine: the usable cores, at most ``cap``."""
+    return max(0, min(cap, usable_cores()))
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere."""
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+_CONSTS: dict = {}
+
+
+def device_constant(values: tuple, device: torch.device) -> torch.Tensor:
+    """A small float constant on ``device``, made once per device: a fresh
+    ``torch.tensor(..., device="cuda")`` is a blocking copy that waits for all queued GPU work,
+    which would stop the host from running ahead of the GPU. Keyed by the tuple's identity
+    (hashing the 64x64 DCT matrix on every call cost more than the operations using it); the
+    entry keeps the tuple alive, so its identity cannot be reused."""
+    key = (id(values), str(device))
+    entry = _CONSTS.get(key)
+    if entry is None or entry[0] is not values:
+        entry = _CONSTS[key] = (values, torch.tensor(values, dtype=torch.float32, device=device))
+    return entry[1]
