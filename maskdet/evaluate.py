@@ -160,7 +160,7 @@ def evaluate_run(
     pred = predict_split(
         model, data_dir, split, limit=limit, device=device, workers=workers, rows=manifest
     )
-    if threshold_method == "checkpoint" and meta.get("threshold") is not None:
+    if threshold_method == "checkpoint":
         thr = {
             "threshold": float(meta["threshold"]),
             "method": "checkpoint (chosen on val at training time, Youden's J)",
@@ -169,8 +169,7 @@ def evaluate_run(
         val = predict_split(
             model, data_dir, "val", limit=limit, device=device, workers=workers, rows=manifest
         )
-        method = "youden" if threshold_method == "checkpoint" else threshold_method
-        thr = choose_threshold(val["labels"], val["probs"], method)
+        thr = choose_threshold(val["labels"], val["probs"], threshold_method)
         thr["method"] = f"val, {thr['method']}"
     rows = {r["path"]: r for r in manifest}
     paths = list(pred["paths"])

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from .checkpoint import load_model
 from .imageio import read_rgb
 from .manifest import read_manifest, usable
+from .metrics import roc_auc
 from .predict import MaskClassifier, Preprocess
 
 PARITY_TOL = 1e-4
@@ -188,8 +188,8 @@ def export_int8(
         "label_agreement": round(float(((pq >= t) == (pf >= t)).mean()), 4),
     }
     if 0 < y.sum() < len(y):
-        report["auc_fp32"] = round(float(roc_auc_score(y, pf)), 4)
-        report["auc_int8"] = round(float(roc_auc_score(y, pq)), 4)
+        report["auc_fp32"] = round(roc_auc(y, pf), 4)
+        report["auc_int8"] = round(roc_auc(y, pq), 4)
     return report
 
 

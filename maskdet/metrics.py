@@ -79,6 +79,12 @@ def roc_auc(labels: Sequence, probs: Sequence) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auc_or_nan(labels: Sequence, probs: Sequence) -> float:
+    """:func:`roc_auc`, or NaN when the labels hold one class (e.g. a tiny val split)."""
+    y, p = as_arrays(labels, probs)
+    return roc_auc(y, p) if both_classes(y) else float("nan")
+
+
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their average rank."""
     order = np.argsort(x, kind="mergesort")
@@ -204,6 +210,12 @@ def confusion(labels: Sequence, probs: Sequence, threshold: float = 0.5) -> np.n
     return np.array([[tn, fp], [fn, tp]], dtype=np.int64)
 
 
+def accuracy(labels: Sequence, probs: Sequence, threshold: float = 0.5) -> float:
+    """Share of predictions (``prob >= threshold``) equal to the label; NaN for no labels."""
+    y, p = as_arrays(labels, probs)
+    return float(np.mean((p >= threshold) == (y == 1))) if y.size else float("nan")
+
+
 def _div(a: float, b: float) -> float:
     return float(a / b) if b else 0.0
 
@@ -234,8 +246,13 @@ def choose_threshold(labels: Sequence, probs: Sequence, method: str = "youden") 
 
     Among equally good thresholds the one nearest 0.5 is taken; the returned threshold is the
     midpoint between the chosen score and the next lower one, so it does not sit on a val score.
+    With one class only (a tiny val split) there is nothing to choose from: 0.5.
     """
+    if method not in ("youden", "f1"):
+        raise ValueError(f"threshold method must be 'youden' or 'f1', not {method!r}")
     y, p = as_arrays(labels, probs)
+    if not both_classes(y):
+        return {"threshold": 0.5, "method": method, "score": float("nan")}
     fpr, tpr, thr = roc_curve_points(y, p)
     if method == "youden":
         score = tpr - fpr
@@ -243,8 +260,6 @@ def choose_threshold(labels: Sequence, probs: Sequence, method: str = "youden") 
         n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
         tp, fp = tpr * n_pos, fpr * n_neg
         score = np.where(tp > 0, 2 * tp / (2 * tp + fp + (n_pos - tp)), 0.0)
-    else:
-        raise ValueError(f"threshold method must be 'youden' or 'f1', not {method!r}")
     score, thr_f = score[1:], thr[1:]  # the +inf point predicts nothing positive
     best = np.flatnonzero(np.isclose(score, score.max()))
     i = best[np.argmin(np.abs(thr_f[best] - 0.5))]

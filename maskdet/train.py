@@ -14,10 +14,8 @@ finished epoch and ends with the same weights as an uninterrupted run (CPU).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -38,9 +36,11 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .constants import PREDS_DIRNAME
 from .loader import Batch, loader_items, make_loaders
+from .metrics import accuracy, auc_or_nan, choose_threshold
 from .model import build_model
-from .predict import predict
+from .predict import epoch_predictions_path, predict, write_predictions
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
 from .system import autocast, default_workers, resolve_device
 
@@ -133,37 +133,6 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Threshold on val maximising Youden's J (TPR - FPR); 0.5 when val has one class."""
-    from sklearn.metrics import roc_curve
-
-    if len(np.unique(labels)) < 2:
-        return 0.5
-    fpr, tpr, thr = roc_curve(labels, probs)
-    i = int(np.argmax(tpr - fpr))
-    return float(min(1.0, max(0.0, thr[i])))
-
-
-def auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else float("nan")
-
-
-def write_predictions(path: str | os.PathLike, pred: dict) -> None:
-    """CSV ``path,label,prob`` (paths relative to DATA_DIR; label 1 = wearing_mask)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["path", "label", "prob"])
-        for p, y, pr in zip(pred["paths"], pred["labels"], pred["probs"]):
-            w.writerow([p, int(y), f"{float(pr):.6f}"])
-
-
-# ------------------------------------------------------------------------------ training
 
 
 def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
@@ -304,8 +273,8 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
             torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
         val = predict(model, val_loader, device, amp, channels_last)
-        val_auc = auc(val["labels"], val["probs"])
-        thr = choose_threshold(val["labels"], val["probs"])
+        val_auc = auc_or_nan(val["labels"], val["probs"])
+        thr = choose_threshold(val["labels"], val["probs"])["threshold"]
         metrics = {
             "epoch": epoch,
             "train/loss": float(loss_sum) / max(1, seen),
@@ -315,17 +284,15 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
             "train/data_wait_share": wait / train_s,
             "train/epoch_s": train_s,
             "val/loss": val["loss"],
-            "val/acc": float(np.mean((val["probs"] > 0.5) == (val["labels"] > 0.5)))
-            if len(val["labels"])
-            else float("nan"),
+            "val/acc": accuracy(val["labels"], val["probs"], 0.5),
             "val/auc": val_auc,
             "val/threshold": thr,
-            "val/acc_at_threshold": float(np.mean((val["probs"] >= thr) == (val["labels"] > 0.5)))
-            if len(val["labels"])
-            else float("nan"),
+            "val/acc_at_threshold": accuracy(val["labels"], val["probs"], thr),
             "data/skipped": len(train_loader.skips) + len(val_loader.skips),
         }
-        write_predictions(out / "preds" / f"val_epoch_{epoch:03d}.csv", val)
+        write_predictions(
+            epoch_predictions_path(out, epoch), val["paths"], val["labels"], val["probs"]
+        )
         score = val_auc if not math.isnan(val_auc) else -metrics["val/loss"]
         is_best = score > best_auc
         if is_best:
@@ -383,8 +350,10 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         if cfg.test_preds and best_path.exists() and "test" in loaders:
             best_model, _ = load_model(best_path, device)
             pred = predict(best_model, loaders["test"], device, amp, False)
-            write_predictions(out / "preds" / "test_best.csv", pred)
-            summary["test_auc_best"] = auc(pred["labels"], pred["probs"])
+            write_predictions(
+                out / PREDS_DIRNAME / "test_best.csv", pred["paths"], pred["labels"], pred["probs"]
+            )
+            summary["test_auc_best"] = auc_or_nan(pred["labels"], pred["probs"])
         final = {"best_val_auc": best_auc} | {
             k: v for k, v in metrics.items() if k.startswith("val/")
         }
