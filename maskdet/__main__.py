@@ -24,7 +24,8 @@ from .export import export_model
 from .model import ARCHS
 from .pipeline import run_notebooks
 from .predict import MaskClassifier, predict_paths, write_rows
-from .synthesis import BACKENDS, copy_faces, synthesize_dataset
+from .renderers import BACKENDS
+from .synthesis import copy_faces, synthesize_dataset
 from .train import add_train_args, config_from_args, train
 
 

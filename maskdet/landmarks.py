@@ -126,6 +126,18 @@ class FaceFinder:
         return Face(box, source, pts)
 
 
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (x, y) of the left (points 36-41) and right (42-47) eye, as float64."""
+    return landmarks[36:42].mean(0), landmarks[42:48].mean(0)
+
+
+def eye_line_y(landmarks: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The y of the line through the eye centres at the columns ``xs``: a mask stays below it
+    (both renderers and the quality check of stage 02 use this one line)."""
+    le, re = eye_centres(landmarks)
+    return le[1] + (xs - le[0]) * (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
+
+
 def measure_fallback_box(images: Iterable[np.ndarray], finder: FaceFinder | None = None) -> dict:
     """Median HOG box as fractions of the image over ``images`` (the value for FALLBACK_BOX)."""
     finder = finder or FaceFinder()

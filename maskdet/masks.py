@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .landmarks import Face
+from .landmarks import Face, eye_centres
 
 SUPERSAMPLE = 4
 MASK_TYPES = {"surgical": 0.35, "N95": 0.15, "KN95": 0.2, "cloth": 0.3}
@@ -80,7 +80,7 @@ def composite(
 def face_frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Origin (between the eyes), unit x (along the eye line), unit y (down the face), face width."""
     pts = pts.astype(np.float64)
-    le, re = pts[36:42].mean(0), pts[42:48].mean(0)
+    le, re = eye_centres(pts)
     ex = (re - le) / max(np.linalg.norm(re - le), 1e-6)
     ey = np.array([-ex[1], ex[0]])
     width = float(np.linalg.norm(pts[16] - pts[0])) or 1.0

@@ -19,16 +19,17 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from .constants import SPLITS
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
-from .landmarks import Face, FaceFinder, landmark_model_path
+from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
 from .manifest import new_row, read_manifest, write_manifest
+from .renderers import make_renderer, resolve_backend
 from .system import default_workers
 
-BACKENDS = ("masktheface", "builtin")
 MIN_AREA_RATIO = 0.2
 """A mask whose opaque area (alpha > 0.5) is below this fraction of the face box is dropped
 (on lfw-mini: 1st percentile 0.23 for masktheface incl. turned-head templates, broken masks < 0.1)."""
@@ -39,65 +40,6 @@ CORE_POINTS = [30, 33, 51, 57, 62, 66]
 """Nose tip, lip centres and mouth centre: all must be under the mask."""
 
 _STATE: dict = {}
-
-
-# ------------------------------------------------------------------------ backend choice
-
-
-def find_masktheface_dir(masktheface_dir: str | os.PathLike | None = None) -> Path | None:
-    """An upstream checkout: the argument, $MASKTHEFACE_DIR, <repo>/third_party/MaskTheFace or
-    /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does."""
-    repo = Path(__file__).resolve().parent.parent
-    cands = [
-        masktheface_dir,
-        os.environ.get("MASKTHEFACE_DIR"),
-        repo / "third_party" / "MaskTheFace",
-        "/content/MaskTheFace",
-    ]
-    for c in cands:
-        if c and (Path(c).expanduser() / "mask_the_face.py").exists():
-            return Path(c).expanduser().resolve()
-    if masktheface_dir:
-        raise FileNotFoundError(
-            f"{masktheface_dir} is not a MaskTheFace checkout (no mask_the_face.py)"
-        )
-    return None
-
-
-def resolve_backend(
-    backend: str | None, masktheface_dir: str | os.PathLike | None = None, verbose: bool = True
-) -> tuple[str, Path | None]:
-    """(backend, checkout) for ``backend`` (None = masktheface when a checkout is found)."""
-    if backend not in (None, *BACKENDS):
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    found = find_masktheface_dir(masktheface_dir) if backend != "builtin" else None
-    if backend == "masktheface" and found is None:
-        raise FileNotFoundError(
-            "backend masktheface needs an upstream checkout: pass --masktheface-dir "
-            "or set MASKTHEFACE_DIR (colab_setup.sh clones it)"
-        )
-    chosen = backend or ("masktheface" if found else "builtin")
-    if verbose:
-        why = (
-            "asked for"
-            if backend
-            else f"default: upstream checkout found at {found}"
-            if found
-            else "default: no MaskTheFace checkout found (arg, $MASKTHEFACE_DIR, third_party/, /content/)"
-        )
-        print(f"synthesis backend: {chosen} ({why})")
-    return chosen, found
-
-
-def make_renderer(backend: str, masktheface_dir: str | os.PathLike | None = None):
-    """The renderer object of a backend (both have ``render(rgb, face, rng) -> Rendered``)."""
-    if backend == "masktheface":
-        from masktheface_patch import MaskTheFaceRenderer
-
-        return MaskTheFaceRenderer(masktheface_dir or find_masktheface_dir())
-    from .masks import BuiltinRenderer
-
-    return BuiltinRenderer()
 
 
 def rng_for(seed: int, key: str) -> np.random.Generator:
@@ -124,10 +66,8 @@ def check_quality(alpha: np.ndarray, face: Face) -> str:
     cover = float(covered.mean())
     if cover < MIN_KEY_COVER or not covered[[KEY_POINTS.index(i) for i in CORE_POINTS]].all():
         return f"mask misses nose/mouth: covers {cover:.0%} of key landmarks"
-    le, re = face.landmarks[36:42].mean(0), face.landmarks[42:48].mean(0)
     ys, xs = np.nonzero(alpha > 0.5)
-    eye_y = le[1] + (xs - le[0]) * (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
-    above = int((ys < eye_y).sum())
+    above = int((ys < eye_line_y(face.landmarks, xs)).sum())
     if above:
         return f"mask above the eyes: {above} px above the eye line"
     return ""
@@ -153,7 +93,6 @@ def forget_models() -> None:
 
 
 def _init_worker(backend: str, masktheface_dir: str | None, seed: int) -> None:
-    import cv2
 
     cv2.setNumThreads(1)
     _init(backend, masktheface_dir, seed)
@@ -208,7 +147,6 @@ def run_jobs(
     set to one thread around the fork: a child must not inherit a live OpenCV thread pool,
     which hangs it. Elsewhere the workers are spawned and load the models themselves.
     """
-    import cv2
 
     mdir = str(masktheface_dir) if masktheface_dir else None
     workers = workers or default_workers(4)

@@ -36,7 +36,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from maskdet.landmarks import Face
+from maskdet.constants import ROOT
+from maskdet.landmarks import Face, eye_line_y
 from maskdet.masks import Rendered, composite
 
 MASK_TYPES = {
@@ -75,6 +76,25 @@ def fit_line(x: list[float], y: list[float], image: np.ndarray) -> list[tuple[fl
     xs = np.linspace(0, image.shape[1], 50)
     ys = float(y[0]) + slope * (xs - x0)
     return list(zip(xs.tolist(), ys.tolist()))
+
+
+def find_masktheface_dir(masktheface_dir: str | os.PathLike | None = None) -> Path | None:
+    """An upstream checkout: the argument, $MASKTHEFACE_DIR, <repo>/third_party/MaskTheFace or
+    /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does."""
+    cands = [
+        masktheface_dir,
+        os.environ.get("MASKTHEFACE_DIR"),
+        ROOT / "third_party" / "MaskTheFace",
+        "/content/MaskTheFace",
+    ]
+    for c in cands:
+        if c and (Path(c).expanduser() / "mask_the_face.py").exists():
+            return Path(c).expanduser().resolve()
+    if masktheface_dir:
+        raise FileNotFoundError(
+            f"{masktheface_dir} is not a MaskTheFace checkout (no mask_the_face.py)"
+        )
+    return None
 
 
 def find_checkout(masktheface_dir: str | os.PathLike) -> Path:
@@ -288,35 +308,7 @@ def below_eye_line(
     centres and rises to 1 just below it. Upstream's tall templates (KN95, N95) reach up to the
     eyes on short noses and tilted heads; a real mask is pressed below them, so the top edge is
     trimmed there instead of the pair being dropped."""
-    le, re = landmarks[36:42].mean(0), landmarks[42:48].mean(0)
     xs = np.arange(x0, x0 + w, dtype=np.float32) + 0.5
     ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None] + 0.5
-    slope = (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
-    eye_y = le[1] + (xs - le[0]) * slope
+    eye_y = eye_line_y(landmarks, xs)
     return np.clip((ys - eye_y - margin) / feather, 0.0, 1.0).astype(np.float32)
-
-
-def mask_folder(
-    in_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    masktheface_dir: str | os.PathLike | None = None,
-    workers: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> list[dict[str, str]]:
-    """Mask every file under ``in_dir`` into ``out_dir`` (same relative path, ``.png``).
-
-    Returns one record per input file (also written to ``out_dir/records.csv``): status
-    ok / failed / dropped / skipped with a reason; nothing is dropped silently.
-    """
-    from maskdet.synthesis import mask_files
-
-    return mask_files(
-        in_dir,
-        out_dir,
-        backend="masktheface",
-        masktheface_dir=masktheface_dir,
-        workers=workers,
-        seed=seed,
-        progress=progress,
-    )

@@ -1,12 +1,41 @@
-"""``python -m masktheface_patch --masktheface-dir D IN_DIR OUT_DIR``: mask every image in a folder."""
+"""``python -m masktheface_patch --masktheface-dir D IN_DIR OUT_DIR``: mask every image in a folder.
+
+The batch driver of stage 02 (:func:`maskdet.synthesis.mask_files`) with the ``masktheface``
+backend; the adapter itself (``masktheface_patch/__init__.py``) never imports the driver.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 
-from . import mask_folder
+from maskdet.synthesis import mask_files
+
+
+def mask_folder(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    masktheface_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, str]]:
+    """Mask every file under ``in_dir`` into ``out_dir`` (same relative path, ``.png``).
+
+    Returns one record per input file (also written to ``out_dir/records.csv``): status
+    ok / failed / dropped / skipped with a reason; nothing is dropped silently.
+    """
+    return mask_files(
+        in_dir,
+        out_dir,
+        backend="masktheface",
+        masktheface_dir=masktheface_dir,
+        workers=workers,
+        seed=seed,
+        progress=progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ from PIL import Image
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FaceFinder
 from maskdet.manifest import read_manifest
-from maskdet.synthesis import CORE_POINTS, make_renderer, rng_for, synthesize_dataset
+from maskdet.renderers import make_renderer
+from maskdet.synthesis import CORE_POINTS, rng_for, synthesize_dataset
 
 
 def run_copy(src: Path, dest: Path, **kw) -> tuple[Path, dict]:

@@ -11,8 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from masktheface_patch import find_masktheface_dir
+
 from ..landmarks import cache_dir, landmark_model_path
-from ..synthesis import find_masktheface_dir, forget_models, synthesize_dataset
+from ..synthesis import forget_models, synthesize_dataset
 from .common import unmasked_faces
 
 
