@@ -16,7 +16,7 @@ from .bench.infer import bench_infer
 from .bench.loader import bench_loader
 from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
-from .config import add_options, options_of
+from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, options_of
 from .data import download_and_prepare
 from .detect import FaceDetector
 from .evaluate import evaluate_run, headline
@@ -25,8 +25,9 @@ from .model import ARCHS
 from .pipeline import run_notebooks
 from .predict import MaskClassifier, predict_paths, write_rows
 from .renderers import BACKENDS
+from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
-from .train import add_train_args, config_from_args, train
+from .train import train
 
 
 def _print(result: object) -> None:
@@ -73,7 +74,7 @@ def cmd_run(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    summary = train(config_from_args(a))
+    summary = train(TrainConfig(**options_of(TrainConfig, a)))
     _print({k: v for k, v in summary.items() if k != "last"})
 
 
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synthesize)
 
     r = sub.add_parser("run", help="execute the notebooks in order with a preset")
-    r.add_argument("--preset", choices=["smoke", "demo", "full"], default="demo")
+    r.add_argument("--preset", choices=list(RUN_PRESETS), default="demo")
     r.add_argument("--source", default=None, help="stage 01 source (default: the preset's)")
     r.add_argument("--data", default=None, help="DATA_DIR (default: data/<preset>)")
     r.add_argument(
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train", help="train the ResNet-50 (stage 04)")
-    add_train_args(t)
+    add_options(t, TrainConfig)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="stage 05: evaluate a run's best checkpoint")
@@ -242,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval"
     )
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default="auto")
+    e.add_argument("--wandb", choices=WANDB_MODES, default="auto")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
 
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="ablation runs and their table")
     ab.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
     ab.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")
-    ab.add_argument("--preset", choices=["smoke", "small", "full"], default="small")
+    ab.add_argument("--preset", choices=list(ABLATION_PRESETS), default="small")
     ab.add_argument(
         "--other-data",
         default=None,

@@ -30,41 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS: dict[str, dict] = {
-    "smoke": {
-        "epochs": 1,
-        "batch_size": 8,
-        "limit": 16,
-        "val_limit": 8,
-        "arch": "resnet18",
-        "seeds": [0],
-        "warmup_epochs": 0.0,
-        "pretrained": False,
-        "n_boot": 100,
-    },
-    "small": {
-        "epochs": 3,
-        "batch_size": 32,
-        "limit": 400,
-        "val_limit": 120,
-        "arch": "resnet18",
-        "seeds": [0, 1, 2],
-        "warmup_epochs": 0.5,
-        "pretrained": True,
-        "n_boot": 500,
-    },
-    "full": {
-        "epochs": 20,
-        "batch_size": 64,
-        "limit": None,
-        "val_limit": None,
-        "arch": "resnet50",
-        "seeds": [0, 1, 2],
-        "warmup_epochs": 2.0,
-        "pretrained": True,
-        "n_boot": 1000,
-    },
-}
+from .config import ABLATION_PRESETS
+
 EXPERIMENTS = ("init", "augmentation", "lr", "arch", "held_out", "synthesizer")
 TABLE_COLUMNS = [
     "experiment",
@@ -136,7 +103,7 @@ def plan(
     held_out_type: str | None = None,
 ) -> list[dict]:
     """The runs to make: experiment, variant, train settings overrides, train and test data."""
-    p = PRESETS[preset]
+    p = ABLATION_PRESETS[preset]
     base_arch = p["arch"]
     other_arch = "resnet18" if base_arch == "resnet50" else "resnet50"
     runs: list[dict] = []
@@ -196,7 +163,7 @@ def run_ablations(
     from .evaluate import evaluate_run
     from .train import TrainConfig, train
 
-    p = PRESETS[preset]
+    p = ABLATION_PRESETS[preset]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -340,39 +307,3 @@ def read_table(out_dir: str | os.PathLike) -> dict:
             f"{path} not found: run `python -m maskdet ablate --data DATA_DIR --out {out_dir}`"
         )
     return json.loads(path.read_text())
-
-
-def add_ablate_args(p) -> None:
-    p.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
-    p.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")
-    p.add_argument("--preset", choices=list(PRESETS), default="small")
-    p.add_argument(
-        "--other-data",
-        default=None,
-        help="DATA_DIR of the same faces masked by the other synthesizer (cross-synthesizer test)",
-    )
-    p.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset")
-    p.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
-    p.add_argument(
-        "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
-    )
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", default="auto")
-
-
-def ablate_cli(a) -> list[dict]:
-    seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else None
-    rows = run_ablations(
-        a.data,
-        a.out,
-        a.preset,
-        a.other_data,
-        tuple(a.experiments.split(",")),
-        seeds,
-        a.held_out_type,
-        a.workers,
-        a.device,
-    )
-    for s in summarize(rows):
-        print(json.dumps(s))
-    return rows

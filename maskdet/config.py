@@ -1,22 +1,225 @@
-"""Command-line options derived from what they configure: a dataclass's fields or a function's
-keyword parameters give each option its name, type, default, help and choices, so that every
-value is written once (in the dataclass or the signature) and the command line cannot drift."""
+"""The project's settings, each value written once.
+
+- :class:`TrainConfig`: stage 04's settings; its defaults are the assignment (50 epochs, batch
+  64, lr 0.01) and ``python -m maskdet train`` has one option per field.
+- :data:`RUN_PRESETS`: the notebooks' parameters per preset (``smoke``, ``demo``, ``full``);
+  ``full`` takes its training values from :class:`TrainConfig`. ``tools/build_notebooks.py``
+  writes each notebook's parameters cell from ``demo``, with ``full`` in the comments.
+- :data:`ABLATION_PRESETS`: the settings of ``python -m maskdet ablate``.
+- Command-line options derived from what they configure (:func:`add_options`): a dataclass's
+  fields or a function's keyword parameters give each option its name, type, default, help and
+  choices, so that the command line cannot drift from the code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any
+
+from .augment import AUGMENT_PRESETS
+from .constants import LFW_MINI
+from .model import ARCHS
+from .sinks import WANDB_MODES
 
 
 def opt(default: Any, help: str = "", choices: tuple | None = None) -> Any:
     """A dataclass field with the help text and choices of its command-line option."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Stage 04's settings (``python -m maskdet train`` has one option per field)."""
+
+    data: str = opt("data/demo", "DATA_DIR (stages 01-02 output)")
+    out: str = opt("runs/demo", "RUN_DIR: checkpoints, metrics, TensorBoard, WandB")
+    epochs: int = opt(50)
+    batch_size: int = opt(64)
+    lr: float = opt(0.01)
+    optimizer: str = opt("sgd", "sgd (momentum 0.9, Nesterov) | adamw", ("sgd", "adamw"))
+    weight_decay: float | None = opt(None, "default: 1e-4 for SGD, 0.05 for AdamW")
+    warmup_epochs: float = opt(2.0, "linear warm-up, then cosine decay per step")
+    min_lr_ratio: float = opt(0.01, "the cosine decay ends at this fraction of lr")
+    arch: str = opt("resnet50", choices=ARCHS)
+    pretrained: bool = opt(True, "ImageNet weights when they can be loaded")
+    loader: str = opt("cached", choices=("cached", "dataloader"))
+    aug: str = opt("default", "augmentation preset", tuple(AUGMENT_PRESETS))
+    workers: int | None = opt(None, "default: the machine's cores (max 8)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    limit: int | None = opt(None, "at most N images per split (whole twin pairs)")
+    val_limit: int | None = opt(None, "at most N val/test images (default --limit)")
+    seed: int = opt(0)
+    amp: bool = opt(True, "mixed precision (CUDA only)")
+    channels_last: bool = opt(True, "channels_last memory layout (CUDA only)")
+    compile: bool = opt(False, "torch.compile the model")
+    wandb: str = opt("auto", "auto: online with an API key, else offline", WANDB_MODES)
+    wandb_project: str = opt("mask-detection")
+    tensorboard: bool = opt(True)
+    resume: bool = opt(True, "continue after the last finished epoch in RUN_DIR/last.pt")
+    stop_after: int | None = opt(None, "stop after N epochs in this call (simulates a cut)")
+    test_preds: bool = opt(True, "at the end, predict the test split with best.pt")
+
+
+_TRAIN = TrainConfig()
+_COMMON = {
+    "SYNTH_BACKEND": "",
+    "WORKERS": 2,
+    "SEED": _TRAIN.seed,
+    "LR": _TRAIN.lr,
+    "OPTIMIZER": _TRAIN.optimizer,
+    "ARCH": _TRAIN.arch,
+    "LOADER": _TRAIN.loader,
+    "AUG": _TRAIN.aug,
+    "SPLIT": "test",
+    "N_BOOT": 1000,
+    "BENCH_COMPILE": False,
+    "PHOTOS_DIR": "../shared/qualitative",
+    "UPLOAD": False,
+    "DETECTOR": "mtcnn",
+    "SHOW_PHOTOS": 20,
+}
+RUN_PRESETS: dict[str, dict] = {
+    # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
+    "smoke": {
+        **_COMMON,
+        "SOURCE": str(LFW_MINI),
+        "DATA_DIR": "data/smoke",
+        "RUN_DIR": "runs/smoke",
+        "ABLATIONS_DIR": "runs/smoke/ablations",
+        "LIMIT_IDENTITIES": 30,
+        "EPOCHS": 1,
+        "BATCH_SIZE": 4,
+        "WARMUP_EPOCHS": 0.5,
+        "LIMIT": 8,
+        "VAL_LIMIT": 4,
+        "PRETRAINED": False,
+        "WANDB": "disabled",
+        "BENCH_BATCHES": 1,
+    },
+    # a 2-core CPU in under 15 minutes, clearly better than chance on the val split
+    "demo": {
+        **_COMMON,
+        "SOURCE": "lfw",
+        "DATA_DIR": "data/demo",
+        "RUN_DIR": "runs/demo",
+        "ABLATIONS_DIR": "runs/demo/ablations",
+        "LIMIT_IDENTITIES": 600,
+        "EPOCHS": 6,
+        "BATCH_SIZE": 32,
+        "WARMUP_EPOCHS": 1.0,
+        "LIMIT": 600,
+        "VAL_LIMIT": 120,
+        "PRETRAINED": _TRAIN.pretrained,
+        "WANDB": _TRAIN.wandb,
+        "BENCH_BATCHES": 5,
+    },
+    # the assignment on a GPU: all of LFW, the training defaults (50 epochs, batch 64, lr 0.01)
+    "full": {
+        **_COMMON,
+        "SOURCE": "lfw",
+        "DATA_DIR": "data/full",
+        "RUN_DIR": "runs/full",
+        "ABLATIONS_DIR": "runs/full/ablations",
+        "LIMIT_IDENTITIES": 0,
+        "EPOCHS": _TRAIN.epochs,
+        "BATCH_SIZE": _TRAIN.batch_size,
+        "WARMUP_EPOCHS": _TRAIN.warmup_epochs,
+        "LIMIT": 0,
+        "VAL_LIMIT": 0,
+        "PRETRAINED": _TRAIN.pretrained,
+        "WANDB": _TRAIN.wandb,
+        "BENCH_BATCHES": 20,
+    },
+}
+"""Every notebook parameter per preset (``python -m maskdet run --preset``); papermill passes
+each notebook only the parameters its parameters cell declares."""
+PARAM_NOTES = {
+    "SOURCE": '"lfw" | "celeba" | "gdrive:<id or url>" | a local .tgz/.zip/folder',
+    "LIMIT_IDENTITIES": "people to keep (0: all 5,749)",
+    "SYNTH_BACKEND": "empty: masktheface when its checkout is present, else builtin",
+    "WORKERS": "worker processes (default in code: the machine's cores)",
+    "BATCH_SIZE": "images per step",
+    "LOADER": '"cached" (decode once, augment whole batches on the device) or "dataloader"',
+    "AUG": "augmentation preset: " + " | ".join(AUGMENT_PRESETS),
+    "OPTIMIZER": "sgd or adamw (AdamW usually wants a learning rate near 1e-3)",
+    "ARCH": "resnet18 for quick ablations",
+    "PRETRAINED": "ImageNet weights when they can be downloaded (Colab); random init otherwise",
+    "LIMIT": "0: every image, else at most LIMIT images per split (whole twin pairs)",
+    "VAL_LIMIT": "0: every val/test image, else at most this many (whole twin pairs)",
+    "WANDB": 'auto: online with an API key, offline without; "disabled" turns it off',
+    "BENCH_BATCHES": "timed batches per setting in the speed tables (0 skips 04's)",
+    "BENCH_COMPILE": "True adds the torch.compile settings on a GPU (minutes of compiling)",
+    "N_BOOT": "bootstrap resamples for the AUC interval",
+    "ABLATIONS_DIR": "where `python -m maskdet ablate --out` wrote its tables",
+    "PHOTOS_DIR": "a folder of photos (on Colab, UPLOAD = True adds your own)",
+    "DETECTOR": "mtcnn | hog (the baseline)",
+    "SHOW_PHOTOS": "photos drawn with their boxes",
+}
+"""What each notebook parameter means (the comment beside it in the parameters cell)."""
+
+ABLATION_PRESETS: dict[str, dict] = {
+    "smoke": {
+        "epochs": 1,
+        "batch_size": 8,
+        "limit": 16,
+        "val_limit": 8,
+        "arch": "resnet18",
+        "seeds": [0],
+        "warmup_epochs": 0.0,
+        "pretrained": False,
+        "n_boot": 100,
+    },
+    "small": {
+        "epochs": 3,
+        "batch_size": 32,
+        "limit": 400,
+        "val_limit": 120,
+        "arch": "resnet18",
+        "seeds": [0, 1, 2],
+        "warmup_epochs": 0.5,
+        "pretrained": _TRAIN.pretrained,
+        "n_boot": 500,
+    },
+    "full": {
+        "epochs": 20,
+        "batch_size": _TRAIN.batch_size,
+        "limit": _TRAIN.limit,
+        "val_limit": _TRAIN.val_limit,
+        "arch": _TRAIN.arch,
+        "seeds": [0, 1, 2],
+        "warmup_epochs": _TRAIN.warmup_epochs,
+        "pretrained": _TRAIN.pretrained,
+        "n_boot": 1000,
+    },
+}
+"""``python -m maskdet ablate --preset``: ``smoke`` (tests), ``small`` (a 2-core CPU),
+``full`` (a GPU)."""
+
+
+def _literal(value: Any) -> str:
+    """A parameter's value as Python source, as ruff formats it (double-quoted strings)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def notebook_params(names: list[str], preset: str = "demo", full: str = "full") -> str:
+    """A notebook's parameters cell: ``NAME = value  # what it means; full: value`` for each
+    of ``names``, the values from ``preset`` and, where it differs, ``full``'s in the comment."""
+    lines = []
+    for name in names:
+        value, big = RUN_PRESETS[preset][name], RUN_PRESETS[full][name]
+        notes = [PARAM_NOTES[name]] if name in PARAM_NOTES else []
+        if big != value:
+            notes.append(f"full: {_literal(big)}")
+        comment = f"  # {'; '.join(notes)}" if notes else ""
+        lines.append(f"{name} = {_literal(value)}{comment}")
+    return "\n".join(lines)
 
 
 def _plain_type(hint: Any) -> tuple[type, bool]:

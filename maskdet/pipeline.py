@@ -12,71 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from .constants import LFW_MINI, ROOT
-
-_COMMON = {
-    "SYNTH_BACKEND": "",
-    "WORKERS": 2,
-    "SEED": 0,
-    "LR": 0.01,
-    "OPTIMIZER": "sgd",
-    "ARCH": "resnet50",
-    "LOADER": "cached",
-    "AUG": "default",
-}
-PRESETS: dict[str, dict] = {
-    # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
-    "smoke": {
-        **_COMMON,
-        "SOURCE": str(LFW_MINI),
-        "DATA_DIR": "data/smoke",
-        "RUN_DIR": "runs/smoke",
-        "ABLATIONS_DIR": "runs/smoke/ablations",
-        "LIMIT_IDENTITIES": 30,
-        "EPOCHS": 1,
-        "BATCH_SIZE": 4,
-        "WARMUP_EPOCHS": 0.5,
-        "LIMIT": 8,
-        "VAL_LIMIT": 4,
-        "PRETRAINED": False,
-        "WANDB": "disabled",
-        "BENCH_BATCHES": 1,
-    },
-    # a 2-core CPU in under 15 minutes, clearly better than chance on the val split
-    "demo": {
-        **_COMMON,
-        "SOURCE": "lfw",
-        "DATA_DIR": "data/demo",
-        "RUN_DIR": "runs/demo",
-        "ABLATIONS_DIR": "runs/demo/ablations",
-        "LIMIT_IDENTITIES": 600,
-        "EPOCHS": 6,
-        "BATCH_SIZE": 32,
-        "WARMUP_EPOCHS": 1.0,
-        "LIMIT": 600,
-        "VAL_LIMIT": 120,
-        "PRETRAINED": True,
-        "WANDB": "auto",
-        "BENCH_BATCHES": 5,
-    },
-    # the assignment on a GPU: all of LFW, 50 epochs, batch 64, lr 0.01
-    "full": {
-        **_COMMON,
-        "SOURCE": "lfw",
-        "DATA_DIR": "data/full",
-        "RUN_DIR": "runs/full",
-        "ABLATIONS_DIR": "runs/full/ablations",
-        "LIMIT_IDENTITIES": 0,
-        "EPOCHS": 50,
-        "BATCH_SIZE": 64,
-        "WARMUP_EPOCHS": 2.0,
-        "LIMIT": 0,
-        "VAL_LIMIT": 0,
-        "PRETRAINED": True,
-        "WANDB": "auto",
-        "BENCH_BATCHES": 20,
-    },
-}
+from .config import RUN_PRESETS
+from .constants import ROOT
 
 
 def in_colab() -> bool:
@@ -114,7 +51,7 @@ def run_notebooks(
     """Execute the notebooks in order with papermill, saving executed copies in ``out_dir``."""
     import papermill as pm
 
-    params = dict(PRESETS[preset])
+    params = dict(RUN_PRESETS[preset])
     if source:
         params["SOURCE"] = source
     if data_dir:

@@ -136,6 +136,9 @@ class TensorBoardSink(Sink):
         self.writer.close()
 
 
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
 def wandb_mode(requested: str = "auto") -> str:
     """``online`` with an API key (``WANDB_API_KEY`` or a netrc entry), else ``offline``;
     ``disabled``/``offline``/``online`` when asked for; ``WANDB_MODE`` overrides ``auto``;

@@ -13,13 +13,12 @@ finished epoch and ends with the same weights as an uninterrupted run (CPU).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .config import TrainConfig
 from .constants import PREDS_DIRNAME
 from .loader import Batch, loader_items, make_loaders
 from .metrics import accuracy, auc_or_nan, choose_threshold
@@ -60,37 +60,6 @@ RESUME_KEYS = (
     "pretrained",
 )
 """Settings that must match for a run to resume (anything else may change between sessions)."""
-
-
-@dataclass
-class TrainConfig:
-    data: str = "data/demo"
-    out: str = "runs/demo"
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.01
-    optimizer: str = "sgd"  # sgd (momentum 0.9, Nesterov) | adamw
-    weight_decay: float | None = None  # None: 1e-4 for SGD, 0.05 for AdamW
-    warmup_epochs: float = 2.0
-    min_lr_ratio: float = 0.01
-    arch: str = "resnet50"
-    pretrained: bool = True
-    loader: str = "cached"  # cached | dataloader
-    aug: str = "default"
-    workers: int | None = None
-    device: str = "auto"
-    limit: int | None = None  # images per split (train; val/test too unless val_limit)
-    val_limit: int | None = None
-    seed: int = 0
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
-    compile: bool = False
-    wandb: str = "auto"  # auto | online | offline | disabled
-    wandb_project: str = "mask-detection"
-    tensorboard: bool = True
-    resume: bool = True
-    stop_after: int | None = None  # stop after this many epochs in this call (simulates a cut)
-    test_preds: bool = True
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -366,63 +335,4 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
                 s.writer.close()
             elif isinstance(s, WandbSink) and s.run is not None:
                 s.run.finish()
-    return summary
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Options of ``python -m maskdet train`` (defaults from :class:`TrainConfig`)."""
-    d = TrainConfig()
-    p.add_argument("--data", default=d.data, help="DATA_DIR (stages 01-02 output)")
-    p.add_argument("--out", default=d.out, help="RUN_DIR: checkpoints, metrics, TensorBoard, WandB")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=d.optimizer)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--arch", choices=["resnet50", "resnet18"], default=d.arch)
-    p.add_argument(
-        "--pretrained",
-        action=argparse.BooleanOptionalAction,
-        default=d.pretrained,
-        help="ImageNet weights when they can be loaded",
-    )
-    p.add_argument("--loader", choices=["cached", "dataloader"], default=d.loader)
-    p.add_argument("--aug", default=d.aug, help="augmentation preset: default | light | none")
-    p.add_argument("--workers", type=int, default=None, help="default: the machine's cores (max 8)")
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--limit", type=int, default=None, help="at most N images per split (whole twin pairs)"
-    )
-    p.add_argument(
-        "--val-limit", type=int, default=None, help="at most N val/test images (default --limit)"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="CUDA only")
-    p.add_argument(
-        "--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last
-    )
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile)
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=d.wandb)
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=d.tensorboard)
-    p.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=d.resume,
-        help="continue after the last finished epoch in RUN_DIR/last.pt",
-    )
-    p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this call")
-
-
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(a).items() if k in names})
-
-
-def train_cli(args: argparse.Namespace) -> dict:
-    summary = train(config_from_args(args))
-    print(json.dumps({k: v for k, v in summary.items() if k != "last"}, indent=2, default=str))
     return summary

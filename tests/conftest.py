@@ -60,7 +60,8 @@ def masked_mini(tmp_path_factory, lfw_mini) -> Path:
 def tiny_run(tmp_path_factory, masked_mini) -> Path:
     """One epoch of a ResNet-18 from random init on the masked lfw-mini subset: a real checkpoint,
     per-epoch val predictions and TensorBoard events (no mocks)."""
-    from maskdet.train import TrainConfig, train
+    from maskdet.config import TrainConfig
+    from maskdet.train import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     train(

@@ -11,10 +11,11 @@ import torch
 
 from maskdet.bench.train import bench_train
 from maskdet.checkpoint import load_checkpoint, load_model
+from maskdet.config import TrainConfig
 from maskdet.loader import make_loaders
 from maskdet.manifest import read_manifest, select_rows
 from maskdet.model import build_model
-from maskdet.train import TrainConfig, train
+from maskdet.train import train
 
 TB_SCALARS = {
     "train/loss",
