@@ -39,3 +39,13 @@ def check_stage04(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Pa
             f"{path} not found: train first (notebook 04_train_resnet50 or `python -m maskdet train`)"
         )
     return path
+
+
+def check_photos(folder: str | os.PathLike) -> Path:
+    """Stage 06: a folder of photos, or an error that says how to give one."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a folder: set PHOTOS_DIR, or UPLOAD = True on Colab"
+        )
+    return path

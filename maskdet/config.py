@@ -158,7 +158,7 @@ PARAM_NOTES = {
     "BENCH_COMPILE": "True adds the torch.compile settings on a GPU (minutes of compiling)",
     "N_BOOT": "bootstrap resamples for the AUC interval",
     "ABLATIONS_DIR": "where `python -m maskdet ablate --out` wrote its tables",
-    "PHOTOS_DIR": "a folder of photos (on Colab, UPLOAD = True adds your own)",
+    "PHOTOS_DIR": "a folder of photos (on Colab, UPLOAD adds your own)",
     "DETECTOR": "mtcnn | hog (the baseline)",
     "SHOW_PHOTOS": "photos drawn with their boxes",
 }

@@ -351,38 +351,3 @@ def compare_detectors(
                 }
             )
     return out
-
-
-def draw_faces(
-    rgb: np.ndarray,
-    faces: list[DetectedFace],
-    probs: list[float] | None = None,
-    threshold: float = 0.5,
-    ax=None,
-    title: str = "",
-):
-    """Matplotlib figure of a photo with each face box (green = mask, red = no mask) and p(mask)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5 * rgb.shape[0] / rgb.shape[1]))
-    ax.imshow(rgb)
-    for i, f in enumerate(faces):
-        x0, y0, x1, y1 = f.box
-        p = None if probs is None else probs[i]
-        color = "yellow" if p is None else ("lime" if p >= threshold else "red")
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
-        label = f"{i}" if p is None else f"{i}: {p:.2f}"
-        ax.text(
-            x0,
-            y0 - 2,
-            label,
-            color="black",
-            fontsize=7,
-            va="bottom",
-            bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "lw": 0},
-        )
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    return ax.figure

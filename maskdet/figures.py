@@ -201,6 +201,37 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, title: str = "val ROC"):
     return fig
 
 
+def training_curves(metrics: list[dict]):
+    """Loss, accuracy / AUC, learning rate, and throughput with the data wait, per epoch, from
+    the per-epoch metrics dicts (:func:`maskdet.sinks.read_metrics`)."""
+    ep = [m["epoch"] for m in metrics]
+
+    def col(key: str) -> list[float]:
+        return [m[key] for m in metrics]
+
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.4))
+    ax[0].plot(ep, col("train/loss"), "o-", label="train")
+    ax[0].plot(ep, col("val/loss"), "o-", label="val")
+    ax[0].set_title("BCE loss")
+    ax[1].plot(ep, col("train/acc"), "o-", label="train")
+    ax[1].plot(ep, col("val/acc"), "o-", label="val")
+    ax[1].plot(ep, col("val/auc"), "s--", label="val AUC")
+    ax[1].set_title("accuracy / AUC")
+    ax[1].set_ylim(0.4, 1.01)
+    ax[2].plot(ep, col("train/lr"), "o-")
+    ax[2].set_title("learning rate (end of epoch)")
+    ax[3].plot(ep, col("train/images_per_s"), "o-", label="images/s")
+    wait = ax[3].twinx()
+    wait.plot(ep, [100 * v for v in col("train/data_wait_share")], "r.--", label="data wait %")
+    ax[3].set_title("throughput and data wait (red, %)")
+    for a in ax[:2]:
+        a.legend()
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------- stage 05: evaluation
 
 
@@ -366,6 +397,34 @@ def mistakes_gallery(
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def epoch_panels(epoch_preds: dict[int, dict], aucs: dict[int, float]):
+    """Every epoch's val ROC beside the val AUC per epoch."""
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    plot_epoch_rocs(epoch_preds, ax=ax[0])
+    plot_auc_vs_epoch(aucs, ax=ax[1])
+    fig.tight_layout()
+    return fig
+
+
+def evaluation_panels(result: dict, split: str = "test"):
+    """ROC, precision-recall and confusion matrix of an evaluated split, side by side."""
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
+    plot_roc(result, ax=ax[0], title=f"{split} ROC")
+    plot_pr(result, ax=ax[1], title=f"{split} precision-recall")
+    plot_confusion(result, ax=ax[2])
+    fig.tight_layout()
+    return fig
+
+
+def group_panels(result: dict):
+    """Recall per mask type beside recall per mask colour."""
+    fig, ax = plt.subplots(1, 2, figsize=(13, 3.6))
+    plot_groups(result, "mask_type", ax=ax[0])
+    plot_groups(result, "mask_color", ax=ax[1])
     fig.tight_layout()
     return fig
 

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+import papermill as pm
+from IPython import get_ipython
+
 from .config import RUN_PRESETS
 from .constants import ROOT
+from .report import write_report
 
 
 def in_colab() -> bool:
-    import sys
-
     return "google.colab" in sys.modules
+
+
+def show_tensorboard(log_dir: str | os.PathLike) -> None:
+    """On Colab, TensorBoard inside the notebook (it updates while training runs); elsewhere
+    nothing (run ``tensorboard --logdir LOG_DIR`` beside the notebook)."""
+    if not in_colab():
+        return
+    ipython = get_ipython()
+    ipython.run_line_magic("load_ext", "tensorboard")
+    ipython.run_line_magic("tensorboard", f"--logdir {log_dir}")
 
 
 def storage_path(
@@ -49,7 +62,6 @@ def run_notebooks(
     extra: dict | None = None,
 ) -> dict:
     """Execute the notebooks in order with papermill, saving executed copies in ``out_dir``."""
-    import papermill as pm
 
     params = dict(RUN_PRESETS[preset])
     if source:
@@ -80,8 +92,6 @@ def run_notebooks(
             log_output=False,
         )
         timings[nb.name] = round(time.time() - t0, 1)
-    from .report import write_report
-
     run_dir = Path(params["RUN_DIR"])
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
     report = write_report(out, run_dir / "report.html")

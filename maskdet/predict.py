@@ -426,37 +426,3 @@ def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
         w.writeheader()
         w.writerows(rows)
     return path
-
-
-# ------------------------------------------------------------------ labelled photo folders
-
-
-def photo_summary(rows: list[dict], labels_csv: str | os.PathLike | None = None) -> list[dict]:
-    """Per photo: faces found, faces called masked, and the photo's label from ``labels.csv``
-    (columns file,label) when there is one; ``agree`` = share of its faces whose predicted label
-    equals the photo's label (a photo label says what most people in it wear, not every face)."""
-    labels = {}
-    if labels_csv and Path(labels_csv).exists():
-        with open(labels_csv, newline="", encoding="utf-8") as fh:
-            labels = {r["file"]: r["label"] for r in csv.DictReader(fh)}
-    out: dict[str, dict] = {}
-    for r in rows:
-        name = Path(r["path"]).name
-        s = out.setdefault(
-            name,
-            {
-                "file": name,
-                "photo_label": labels.get(name, ""),
-                "faces": 0,
-                "masked": 0,
-                "status": r["status"],
-            },
-        )
-        if r["status"] == "ok":
-            s["faces"] += 1
-            s["masked"] += r["label"] == "wearing_mask"
-    for s in out.values():
-        if s["photo_label"] and s["faces"]:
-            want = s["photo_label"] == "wearing_mask"
-            s["agree"] = round((s["masked"] if want else s["faces"] - s["masked"]) / s["faces"], 3)
-    return list(out.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -89,3 +90,46 @@ def test_parameters_cells_parse_and_cover_the_presets():
         declared_anywhere |= declared
     for name, preset in PRESETS.items():
         assert set(preset) <= declared_anywhere, (name, set(preset) - declared_anywhere)
+
+
+def _builder():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_built_notebooks_equal_their_jupytext_sources():
+    import jupytext
+
+    builder = _builder()
+    assert builder.stale() == []  # parameters cells from the presets, notebooks from the sources
+    for src in sorted(builder.SRC.glob("[0-9][0-9]_*.py")):
+        cells = jupytext.read(src, fmt="py:percent").cells
+        nb = nbformat.read(src.parents[1] / f"{src.stem}.ipynb", as_version=4)
+        chapter = [(c.cell_type, c.source) for c in cells[3:]]
+        built = [(c.cell_type, c.source) for c in nb.cells[-len(chapter) :]]
+        assert built == chapter, src.name
+        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert params.source == cells[2].source
+
+
+def test_notebooks_import_only_the_package():
+    """Project code reaches a notebook only through maskdet (pandas and IPython's display show
+    its tables); the Colab setup cell is the builder's and installs, it does not import code."""
+    import ast
+
+    allowed = ("maskdet", "pandas", "IPython.display")
+    for src in sorted(_builder().SRC.glob("[0-9][0-9]_*.py")):
+        for node in ast.walk(ast.parse(src.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] == "maskdet" or name in allowed, (src.name, name)

@@ -1,25 +1,34 @@
-"""Build notebooks/NN_name.ipynb from notebooks/src/NN_name.py (the single source of each chapter).
+"""Build notebooks/NN_name.ipynb from notebooks/src/NN_name.py, the single source of each chapter.
 
-Each source module defines TITLE, INTRO (markdown), PARAMS (the papermill parameters cell) and
-CELLS, a list of ("md" | "code", text). This builder adds what every chapter shares: the title,
-the Open-in-Colab badge, the Setup section (the only place that installs anything, and only on
-Colab) and the tagged parameters cell. Notebooks are written without outputs.
+A source is a jupytext percent script (``# %%`` code cells, ``# %% [markdown]`` cells), linted and
+formatted by ruff like any module: a title cell, an imports cell, the ``parameters`` cell, then
+the chapter. The parameters cell is generated from :data:`maskdet.config.RUN_PRESETS` (the
+``demo`` values, ``full`` in the comments), so each value is written once. The builder adds what
+every chapter shares: the Open-in-Colab badge under the title, the Setup section (the only place
+that installs anything, and only on Colab; the imports cell goes there too), the Parameters
+heading and the cell that keeps ``*_DIR`` parameters on Google Drive. Notebooks are written
+without outputs.
 
-    python tools/build_notebooks.py          # write the notebooks
-    python tools/build_notebooks.py --check  # CI: fail if a notebook is stale or has outputs
+    python tools/build_notebooks.py          # rewrite the parameters cells, write the notebooks
+    python tools/build_notebooks.py --check  # CI: fail if a source or a notebook is stale
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import ast
 import re
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's maskdet, whatever is installed
+
+from maskdet.config import notebook_params  # noqa: E402
+
 SRC = ROOT / "notebooks" / "src"
 REPO_URL = "https://github.com/maskdet/mask-detection"
 """Where the project lives on GitHub (used by the badge and by the Colab setup cell)."""
@@ -28,6 +37,7 @@ COLAB = (
     + REPO_URL.split("github.com/")[1]
     + "/blob/main/notebooks/"
 )
+PARAMS_MARK = '# %% tags=["parameters"]'
 
 SETUP_MD = """## Setup
 
@@ -67,34 +77,45 @@ def storage_code(params: str) -> str:
     return "\n".join(lines)
 
 
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def with_generated_params(text: str, name: str) -> str:
+    """The source text with its parameters cell written from the presets (same names)."""
+    start = text.index(PARAMS_MARK) + len(PARAMS_MARK) + 1
+    end = text.index("\n# %%", start)
+    names = [n.targets[0].id for n in ast.parse(text[start:end]).body]
+    if not names:
+        raise ValueError(f"{name}: the parameters cell declares no parameters")
+    return text[:start] + notebook_params(names) + "\n" + text[end:]
 
 
-def build(path: Path) -> nbformat.NotebookNode:
-    """The notebook for one source module."""
-    mod = _load(path)
-    name = path.stem
+def build(name: str, text: str) -> nbformat.NotebookNode:
+    """The notebook of one source text."""
+    src = jupytext.reads(text, fmt="py:percent")
+    title, imports, params, *chapter = src.cells
+    if (title.cell_type, imports.cell_type) != ("markdown", "code") or "parameters" not in (
+        params.metadata.get("tags", [])
+    ):
+        raise ValueError(f"{name}: expected a title, an imports cell and the parameters cell")
+    head, _, intro = title.source.partition("\n")
     badge = (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"({COLAB}{name}.ipynb)"
     )
     cells = [
-        nbformat.v4.new_markdown_cell(f"# {mod.TITLE}\n\n{badge}\n\n{mod.INTRO.strip()}"),
+        nbformat.v4.new_markdown_cell(f"{head}\n\n{badge}\n\n{intro.strip()}"),
         nbformat.v4.new_markdown_cell(SETUP_MD),
-        nbformat.v4.new_code_cell(SETUP_CODE),
+        nbformat.v4.new_code_cell(SETUP_CODE, metadata={"tags": ["setup"]}),
+        nbformat.v4.new_code_cell(imports.source, metadata={"tags": ["setup"]}),
         nbformat.v4.new_markdown_cell(PARAMS_MD),
-        nbformat.v4.new_code_cell(mod.PARAMS.strip(), metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(storage_code(mod.PARAMS)),
+        nbformat.v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(storage_code(params.source)),
     ]
-    for kind, text in mod.CELLS:
-        text = text.strip("\n")
-        cells.append(
-            nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text)
+    for cell in chapter:
+        make = (
+            nbformat.v4.new_markdown_cell
+            if cell.cell_type == "markdown"
+            else nbformat.v4.new_code_cell
         )
+        cells.append(make(cell.source))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -107,23 +128,36 @@ def build(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def stale(write: bool = False) -> list[str]:
+    """Sources whose parameters cell and notebooks that differ from what they are built to be
+    (written instead when ``write``)."""
+    out = []
+    for src in sorted(SRC.glob("[0-9][0-9]_*.py")):
+        text = src.read_text()
+        fresh = with_generated_params(text, src.stem)
+        if fresh != text:
+            out.append(str(src.relative_to(ROOT)))
+            if write:
+                src.write_text(fresh)
+        nb_path = ROOT / "notebooks" / f"{src.stem}.ipynb"
+        built = nbformat.writes(build(src.stem, fresh)) + "\n"
+        if not nb_path.exists() or nb_path.read_text() != built:
+            out.append(str(nb_path.relative_to(ROOT)))
+            if write:
+                nb_path.write_text(built)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    stale = []
-    for src in sorted(SRC.glob("[0-9][0-9]_*.py")):
-        out = ROOT / "notebooks" / f"{src.stem}.ipynb"
-        text = nbformat.writes(build(src)) + "\n"
-        if args.check:
-            if not out.exists() or out.read_text() != text:
-                stale.append(out.name)
-        else:
-            out.write_text(text)
-            print("wrote", out.relative_to(ROOT))
-    if stale:
-        print("stale notebooks (run python tools/build_notebooks.py):", ", ".join(stale))
+    changed = stale(write=not args.check)
+    if args.check and changed:
+        print("stale (run python tools/build_notebooks.py):", ", ".join(changed))
         return 1
+    for path in changed:
+        print("wrote", path)
     return 0
 
 

@@ -1,204 +1,155 @@
-TITLE = "04 · Training ResNet-50"
+# %% [markdown]
+# # 04 · Training ResNet-50
+#
+# We fine-tune a **ResNet-50** (He et al., 2016) to output one number per face: the logit of
+# "wearing a mask". The loss is `BCEWithLogitsLoss` (sigmoid and binary cross-entropy in one
+# numerically stable step). Defaults follow the assignment: **50 epochs, batch 64, learning rate
+# 0.01**, SGD with Nesterov momentum 0.9 (AdamW selectable), a linear warm-up over the first epochs
+# and a cosine decay afterwards. On a GPU the step runs in mixed precision (bf16 where supported,
+# else fp16 with a gradient scaler) with `channels_last` memory layout.
+#
+# Every epoch produces **one metrics dict** (train loss and accuracy, val loss, accuracy and ROC
+# AUC, learning rate, images/s, the share of time spent waiting for data) that goes to every sink:
+# a CSV/JSONL file in the run folder, TensorBoard and Weights & Biases (online with an API key,
+# offline without, never prompting). Validation predictions of every epoch are saved for stage 05.
 
-INTRO = """
-We fine-tune a **ResNet-50** (He et al., 2016) to output one number per face: the logit of
-"wearing a mask". The loss is `BCEWithLogitsLoss` (sigmoid and binary cross-entropy in one
-numerically stable step). Defaults follow the assignment: **50 epochs, batch 64, learning rate
-0.01**, SGD with Nesterov momentum 0.9 (AdamW selectable), a linear warm-up over the first epochs
-and a cosine decay afterwards. On a GPU the step runs in mixed precision (bf16 where supported,
-else fp16 with a gradient scaler) with `channels_last` memory layout.
+# %%
+import pandas as pd
+from IPython.display import display
 
-Every epoch produces **one metrics dict** (train loss and accuracy, val loss, accuracy and ROC
-AUC, learning rate, images/s, the share of time spent waiting for data) that goes to every sink:
-a CSV/JSONL file in the run folder, TensorBoard and Weights & Biases (online with an API key,
-offline without, never prompting). Validation predictions of every epoch are saved for stage 05.
-"""
+from maskdet import checks, figures, pipeline
+from maskdet import model as mdl
+from maskdet.bench.train import bench_train
+from maskdet.checkpoint import load_checkpoint
+from maskdet.config import TrainConfig
+from maskdet.predict import epoch_predictions_path, read_predictions
+from maskdet.sinks import read_metrics
+from maskdet.train import train
 
-PARAMS = """
-DATA_DIR = "data/demo"
-RUN_DIR = "runs/demo"
-EPOCHS = 3  # full: 50
-BATCH_SIZE = 32  # full: 64
+# %% tags=["parameters"]
+DATA_DIR = "data/demo"  # full: "data/full"
+RUN_DIR = "runs/demo"  # full: "runs/full"
+EPOCHS = 6  # full: 50
+BATCH_SIZE = 32  # images per step; full: 64
 LR = 0.01
 OPTIMIZER = "sgd"  # sgd or adamw (AdamW usually wants a learning rate near 1e-3)
-WARMUP_EPOCHS = 1.0  # full: 2
+WARMUP_EPOCHS = 1.0  # full: 2.0
 ARCH = "resnet50"  # resnet18 for quick ablations
 PRETRAINED = True  # ImageNet weights when they can be downloaded (Colab); random init otherwise
-LIMIT = 0  # 0: every image, else at most LIMIT images per split (whole twin pairs)
-VAL_LIMIT = 0
-LOADER = "cached"
-WORKERS = 2
+LIMIT = 600  # 0: every image, else at most LIMIT images per split (whole twin pairs); full: 0
+VAL_LIMIT = 120  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
+LOADER = "cached"  # "cached" (decode once, augment whole batches on the device) or "dataloader"
+WORKERS = 2  # worker processes (default in code: the machine's cores)
 WANDB = "auto"  # auto: online with an API key, offline without; "disabled" turns it off
 SEED = 0
-BENCH_BATCHES = 2  # timed steps per setting in the speed table (full: 20; 0 skips it)
+BENCH_BATCHES = 5  # timed batches per setting in the speed tables (0 skips 04's); full: 20
 BENCH_COMPILE = False  # True adds the torch.compile settings on a GPU (minutes of compiling)
-"""
 
-CELLS = [
-    (
-        "code",
-        """
-import torch
-
-from maskdet import checks
-
+# %%
 counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
-counts
-""",
-    ),
-    (
-        "md",
-        """
-## The network: ResNet-50
+display(counts)
 
-ResNet-50 stacks 16 **bottleneck blocks** in four stages after a stem. A bottleneck block squeezes
-the channels with a 1x1 convolution, works at that width with a 3x3 convolution, and expands them
-again with a 1x1 convolution (4x wider); its input is **added** to its output (the residual
-shortcut), so each block learns a correction and gradients flow straight through the sum even in
-a deep network. The first block of each stage halves the resolution (stride 2) and widens the
-channels, with a 1x1 projection on the shortcut (bold boxes below). After the last stage, global
-average pooling turns the 2048 feature maps into one vector and the ImageNet classifier (1000
-classes) is replaced by a single output: our logit.
+# %% [markdown]
+# ## The network: ResNet-50
+#
+# ResNet-50 stacks 16 **bottleneck blocks** in four stages after a stem. A bottleneck block squeezes
+# the channels with a 1x1 convolution, works at that width with a 3x3 convolution, and expands them
+# again with a 1x1 convolution (4x wider); its input is **added** to its output (the residual
+# shortcut), so each block learns a correction and gradients flow straight through the sum even in
+# a deep network. The first block of each stage halves the resolution (stride 2) and widens the
+# channels, with a 1x1 projection on the shortcut (bold boxes below). After the last stage, global
+# average pooling turns the 2048 feature maps into one vector and the ImageNet classifier (1000
+# classes) is replaced by a single output: our logit.
+#
+# The diagram and the table below are drawn from the model itself: forward hooks record the output
+# shape of every block on a real 112x112 input. At 112x112 (instead of ImageNet's 224) the last
+# stage works on 4x4 maps, a quarter of the compute, plenty for a face crop.
 
-The diagram and the table below are drawn from the model itself: forward hooks record the output
-shape of every block on a real 112x112 input. At 112x112 (instead of ImageNet's 224) the last
-stage works on 4x4 maps, a quarter of the compute, plenty for a face crop.
-""",
-    ),
-    (
-        "code",
-        """
-from maskdet import model as mdl
-
+# %%
 net, _ = mdl.build_model(ARCH, pretrained=False, verbose=False)
 fig = mdl.draw_architecture(net, 112, title=ARCH)
 print(mdl.format_table(mdl.architecture_table(net, 112)))
-""",
-    ),
-    (
-        "md",
-        """
-## Training
 
-`train` resumes by itself: if `RUN_DIR/last.pt` exists (model, optimizer, scheduler, gradient
-scaler, epoch and RNG states), it continues after the last finished epoch and ends with the same
-weights as an uninterrupted run. On Colab, keep `RUN_DIR` on Google Drive (the setup cell does)
-and simply re-run this notebook after a disconnect. `best.pt` holds the weights with the best
-val AUC plus what inference needs: architecture, input size, normalisation, class names and a
-decision threshold chosen on val. Both load with `torch.load(..., weights_only=True)`.
+# %% [markdown]
+# ## Training
+#
+# `train` resumes by itself: if `RUN_DIR/last.pt` exists (model, optimizer, scheduler, gradient
+# scaler, epoch and RNG states), it continues after the last finished epoch and ends with the same
+# weights as an uninterrupted run. On Colab, keep `RUN_DIR` on Google Drive (the setup cell does)
+# and simply re-run this notebook after a disconnect. `best.pt` holds the weights with the best
+# val AUC plus what inference needs: architecture, input size, normalisation, class names and a
+# decision threshold chosen on val. Both load with `torch.load(..., weights_only=True)`.
+#
+# The same run from a terminal: `python -m maskdet train --data DATA_DIR --out RUN_DIR --epochs 50`.
 
-The same run from a terminal: `python -m maskdet train --data DATA_DIR --out RUN_DIR --epochs 50`.
-""",
-    ),
-    (
-        "code",
-        """
-import os
-import sys
+# %%
+pipeline.show_tensorboard(f"{RUN_DIR}/tb")  # Colab: inside the notebook, live while training
 
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:  # TensorBoard inside the notebook, updating while training runs
-    %load_ext tensorboard
-    %tensorboard --logdir {RUN_DIR}/tb
-""",
-    ),
-    (
-        "code",
-        """
-from maskdet.train import TrainConfig, train
-
-cfg = TrainConfig(data=DATA_DIR, out=RUN_DIR, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
-                  optimizer=OPTIMIZER, warmup_epochs=WARMUP_EPOCHS, arch=ARCH, pretrained=PRETRAINED,
-                  limit=LIMIT or None, val_limit=VAL_LIMIT or None, loader=LOADER, workers=WORKERS,
-                  wandb=WANDB, seed=SEED)
+# %%
+cfg = TrainConfig(
+    data=DATA_DIR,
+    out=RUN_DIR,
+    epochs=EPOCHS,
+    batch_size=BATCH_SIZE,
+    lr=LR,
+    optimizer=OPTIMIZER,
+    warmup_epochs=WARMUP_EPOCHS,
+    arch=ARCH,
+    pretrained=PRETRAINED,
+    limit=LIMIT or None,
+    val_limit=VAL_LIMIT or None,
+    loader=LOADER,
+    workers=WORKERS,
+    wandb=WANDB,
+    seed=SEED,
+)
 summary = train(cfg)
 {k: v for k, v in summary.items() if k != "last"}
-""",
-    ),
-    (
-        "md",
-        """
-## Learning curves
 
-From `RUN_DIR/metrics.csv`, the file every run writes (the same numbers TensorBoard and WandB
-show). A growing gap between train and val loss is overfitting; `data wait` near 0 means the GPU
-(or CPU) never waited for the loader.
-""",
-    ),
-    (
-        "code",
-        """
-import matplotlib.pyplot as plt
-import pandas as pd
+# %% [markdown]
+# ## Learning curves
+#
+# From `RUN_DIR/metrics.csv`, the file every run writes (the same numbers TensorBoard and WandB
+# show). A growing gap between train and val loss is overfitting; `data wait` near 0 means the GPU
+# (or CPU) never waited for the loader.
 
-m = pd.read_csv(f"{RUN_DIR}/metrics.csv")
-fig, ax = plt.subplots(1, 4, figsize=(16, 3.4))
-ax[0].plot(m.epoch, m["train/loss"], "o-", label="train")
-ax[0].plot(m.epoch, m["val/loss"], "o-", label="val")
-ax[0].set_title("BCE loss")
-ax[1].plot(m.epoch, m["train/acc"], "o-", label="train")
-ax[1].plot(m.epoch, m["val/acc"], "o-", label="val")
-ax[1].plot(m.epoch, m["val/auc"], "s--", label="val AUC")
-ax[1].set_title("accuracy / AUC")
-ax[1].set_ylim(0.4, 1.01)
-ax[2].plot(m.epoch, m["train/lr"], "o-")
-ax[2].set_title("learning rate (end of epoch)")
-ax[3].plot(m.epoch, m["train/images_per_s"], "o-", label="images/s")
-ax3 = ax[3].twinx()
-ax3.plot(m.epoch, 100 * m["train/data_wait_share"], "r.--", label="data wait %")
-ax[3].set_title("throughput and data wait (red, %)")
-for a in ax[:2]:
-    a.legend()
-for a in ax:
-    a.set_xlabel("epoch")
-fig.tight_layout()
-m.round(4).tail(10)
-""",
-    ),
-    (
-        "code",
-        """
-from maskdet.figures import roc_figure
+# %%
+metrics = read_metrics(RUN_DIR)
+fig = figures.training_curves(metrics)
+pd.DataFrame(metrics).round(4).tail(10)
 
-last = m.epoch.max()
-preds = pd.read_csv(f"{RUN_DIR}/preds/val_epoch_{last:03d}.csv")
-fig = roc_figure(preds.label.values, preds.prob.values, f"val ROC, epoch {last}")
-ckpt = torch.load(f"{RUN_DIR}/best.pt", weights_only=True)
+# %%
+last = metrics[-1]["epoch"]
+preds = read_predictions(epoch_predictions_path(RUN_DIR, last))
+fig = figures.roc_figure(preds["label"], preds["prob"], f"val ROC, epoch {last}")
+ckpt = load_checkpoint(f"{RUN_DIR}/best.pt")
 print({k: ckpt[k] for k in ("arch", "epoch", "image_size", "class_names", "threshold", "val_auc")})
-""",
-    ),
-    (
-        "md",
-        """
-## Speed: does the data pipeline keep up?
 
-The same step timed two ways, in turns: the **model alone** (one batch reused, the ceiling) and
-the **full pipeline** (cached loader, augmentation, step on real batches). Their ratio says how
-much of the model's speed the data path costs. At 112x112 and batch 64 a ResNet-50 step is tiny
-for a large GPU, so there both the model and the augmentation are limited by how fast the CPU can
-launch GPU work: the loader prepares its batches in a background thread (see 03) so that this
-launching overlaps with the model's. Measured on a lent NVIDIA H200 (16 CPU cores, 3 rounds): with
-the training default (channels_last + AMP) the full pipeline kept 87-96% of the model-only speed,
-73-82% without the background thread; fp32 and `torch.compile` kept 76-84%, and CUDA graphs,
-which make the model itself 3x faster (13,200 images/s), 66%: then the loader's own kernel
-launches are the limit. On a CPU the model dominates and the ratio is about 1.
-""",
-    ),
-    (
-        "code",
-        """
-from maskdet.bench.train import bench_train
+# %% [markdown]
+# ## Speed: does the data pipeline keep up?
+#
+# The same step timed two ways, in turns: the **model alone** (one batch reused, the ceiling) and
+# the **full pipeline** (cached loader, augmentation, step on real batches). Their ratio says how
+# much of the model's speed the data path costs. At 112x112 and batch 64 a ResNet-50 step is tiny
+# for a large GPU, so there both the model and the augmentation are limited by how fast the CPU can
+# launch GPU work: the loader prepares its batches in a background thread (see 03) so that this
+# launching overlaps with the model's. Measured on a lent NVIDIA H200 (16 CPU cores, 3 rounds): with
+# the training default (channels_last + AMP) the full pipeline kept 87-96% of the model-only speed,
+# 73-82% without the background thread; fp32 and `torch.compile` kept 76-84%, and CUDA graphs,
+# which make the model itself 3x faster (13,200 images/s), 66%: then the loader's own kernel
+# launches are the limit. On a CPU the model dominates and the ratio is about 1.
 
+# %%
 if BENCH_BATCHES:
-    speed = bench_train(data=DATA_DIR, batches=BENCH_BATCHES, arch=ARCH, batch_size=BATCH_SIZE,
-                        rounds=1, compile=BENCH_COMPILE)
-""",
-    ),
-    (
-        "md",
-        """
-Stage 05 (**05_eval_roc**) draws the ROC curve of every epoch from `RUN_DIR/preds/` and evaluates
-the best checkpoint on the test split; stage 06 looks at real photos.
-""",
-    ),
-]
+    speed = bench_train(
+        data=DATA_DIR,
+        batches=BENCH_BATCHES,
+        arch=ARCH,
+        batch_size=BATCH_SIZE,
+        rounds=1,
+        compile=BENCH_COMPILE,
+    )
+
+# %% [markdown]
+# Stage 05 (**05_eval_roc**) draws the ROC curve of every epoch from `RUN_DIR/preds/` and evaluates
+# the best checkpoint on the test split; stage 06 looks at real photos.

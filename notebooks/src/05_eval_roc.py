@@ -1,190 +1,144 @@
-TITLE = "05 · Evaluation: ROC every epoch, the test split"
+# %% [markdown]
+# # 05 · Evaluation: ROC every epoch, the test split
+#
+# This chapter of the report measures the classifier trained in stage 04, with `maskdet.evaluate`:
+#
+# 1. **ROC curves of every epoch**, overlaid, and the validation AUC against the epoch, recomputed
+#    from the validation predictions that training saved after each epoch (`RUN_DIR/preds/`).
+# 2. **The test split with the best checkpoint** (`best.pt`, chosen by val AUC): ROC and AUC with a
+#    bootstrap 95% interval, the precision-recall curve and average precision, accuracy /
+#    precision / recall / F1 at 0.5 and at the threshold chosen on val, the true positive rate at 1%
+#    and 5% false positive rate, the confusion matrix, results per mask type and per colour, and
+#    the most confident mistakes.
+#
+# Everything is saved in the run folder (`eval_test.json`, `eval_test/*.png`) and logged to
+# TensorBoard and WandB. The same from a terminal: `python -m maskdet evaluate --run RUN_DIR`.
+#
+# Label convention: **wearing_mask = 1** (the positive class), not_wearing_mask = 0. "Recall" is
+# the share of masked faces found; a "false positive" is an unmasked face called masked.
 
-INTRO = """
-This chapter of the report measures the classifier trained in stage 04, with `maskdet.evaluate`:
-
-1. **ROC curves of every epoch**, overlaid, and the validation AUC against the epoch, recomputed
-   from the validation predictions that training saved after each epoch (`RUN_DIR/preds/`).
-2. **The test split with the best checkpoint** (`best.pt`, chosen by val AUC): ROC and AUC with a
-   bootstrap 95% interval, the precision-recall curve and average precision, accuracy /
-   precision / recall / F1 at 0.5 and at the threshold chosen on val, the true positive rate at 1%
-   and 5% false positive rate, the confusion matrix, results per mask type and per colour, and
-   the most confident mistakes.
-
-Everything is saved in the run folder (`eval_test.json`, `eval_test/*.png`) and logged to
-TensorBoard and WandB. The same from a terminal: `python -m maskdet evaluate --run RUN_DIR`.
-
-Label convention: **wearing_mask = 1** (the positive class), not_wearing_mask = 0. "Recall" is
-the share of masked faces found; a "false positive" is an unmasked face called masked.
-"""
-
-PARAMS = """
-DATA_DIR = "data/demo"
-RUN_DIR = "runs/demo"
-SPLIT = "test"
-VAL_LIMIT = 0  # 0: every image of the split; else at most this many (whole twin pairs)
-N_BOOT = 1000  # bootstrap resamples for the AUC interval
-ABLATIONS_DIR = "runs/ablations"  # where `python -m maskdet ablate --out` wrote its tables
-WANDB = "auto"  # auto: online with an API key, offline without; "disabled" turns it off
-WORKERS = 2
-SEED = 0
-"""
-
-CELLS = [
-    (
-        "code",
-        """
-from pathlib import Path
-
-import matplotlib.pyplot as plt
+# %%
 import pandas as pd
+from IPython.display import display
 
-from maskdet import evaluate, figures
+from maskdet import ablate, checks, evaluate, figures
 
-if not (Path(RUN_DIR) / "best.pt").exists():
-    raise FileNotFoundError(f"{RUN_DIR}/best.pt not found: run notebook 04_train_resnet50 first")
-""",
-    ),
-    (
-        "md",
-        """
-## ROC curve of every epoch
+# %% tags=["parameters"]
+DATA_DIR = "data/demo"  # full: "data/full"
+RUN_DIR = "runs/demo"  # full: "runs/full"
+SPLIT = "test"
+VAL_LIMIT = 120  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
+N_BOOT = 1000  # bootstrap resamples for the AUC interval
+ABLATIONS_DIR = "runs/demo/ablations"  # where `python -m maskdet ablate --out` wrote its tables; full: "runs/full/ablations"
+WANDB = "auto"  # auto: online with an API key, offline without; "disabled" turns it off
+WORKERS = 2  # worker processes (default in code: the machine's cores)
+SEED = 0
 
-One curve per epoch on the validation split (colour = epoch). Early curves hug the diagonal
-(chance); as training goes on they move to the top-left corner. The AUC is the area under each
-curve: the probability that a randomly chosen masked face gets a higher score than a randomly
-chosen unmasked one (1.0 = perfect ranking, 0.5 = chance).
-""",
-    ),
-    (
-        "code",
-        """
-fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+# %%
+checks.check_stage04(RUN_DIR)  # stops with the stage to run first if there is no best.pt
+
+# %% [markdown]
+# ## ROC curve of every epoch
+#
+# One curve per epoch on the validation split (colour = epoch). Early curves hug the diagonal
+# (chance); as training goes on they move to the top-left corner. The AUC is the area under each
+# curve: the probability that a randomly chosen masked face gets a higher score than a randomly
+# chosen unmasked one (1.0 = perfect ranking, 0.5 = chance).
+
+# %%
 epochs = evaluate.epoch_predictions(RUN_DIR)
 aucs = evaluate.epoch_aucs(epochs)
-figures.plot_epoch_rocs(epochs, ax=ax[0])
-figures.plot_auc_vs_epoch(aucs, ax=ax[1])
-fig.tight_layout()
+fig = figures.epoch_panels(epochs, aucs)
 pd.Series(aucs, name="val AUC").rename_axis("epoch").to_frame().T.round(4)
-""",
-    ),
-    (
-        "md",
-        """
-## The test split
 
-The test split holds people that training and model selection never saw (the split is by
-identity, and a face and its masked twin are always in the same split). How the numbers are made:
+# %% [markdown]
+# ## The test split
+#
+# The test split holds people that training and model selection never saw (the split is by
+# identity, and a face and its masked twin are always in the same split). How the numbers are made:
+#
+# - **Threshold.** A classifier outputs a probability; a decision needs a threshold. Besides the
+#   default 0.5 we report the threshold chosen on the **validation** split at training time
+#   (maximum of Youden's J = TPR - FPR, which weighs both kinds of error equally). It is never
+#   tuned on test.
+# - **Bootstrap interval.** The test set is a sample; the 95% interval of the AUC comes from 1,000
+#   resamples (seeded, so it is the same on every run). It resamples *people*, not images, because
+#   a masked face and its unmasked twin (and several photos of one person) are not independent.
+# - **TPR at a fixed FPR.** For a kiosk the false alarm rate matters: the share of masked faces
+#   recognised when at most 1% (5%) of unmasked faces are wrongly called masked.
 
-- **Threshold.** A classifier outputs a probability; a decision needs a threshold. Besides the
-  default 0.5 we report the threshold chosen on the **validation** split at training time
-  (maximum of Youden's J = TPR - FPR, which weighs both kinds of error equally). It is never
-  tuned on test.
-- **Bootstrap interval.** The test set is a sample; the 95% interval of the AUC comes from 1,000
-  resamples (seeded, so it is the same on every run). It resamples *people*, not images, because
-  a masked face and its unmasked twin (and several photos of one person) are not independent.
-- **TPR at a fixed FPR.** For a kiosk the false alarm rate matters: the share of masked faces
-  recognised when at most 1% (5%) of unmasked faces are wrongly called masked.
-""",
-    ),
-    (
-        "code",
-        """
-result = evaluate.evaluate_run(RUN_DIR, SPLIT, DATA_DIR, limit=VAL_LIMIT or None, n_boot=N_BOOT, seed=SEED,
-                               wandb=WANDB, workers=WORKERS)
-print(f"{result['n']} {SPLIT} faces ({result['n_pos']} masked, {result['n_neg']} unmasked), best epoch "
-      f"{result['best_epoch']}; threshold {result['threshold_choice']['threshold']:.3f} "
-      f"({result['threshold_choice']['method']})")
+# %%
+result = evaluate.evaluate_run(
+    RUN_DIR,
+    SPLIT,
+    DATA_DIR,
+    limit=VAL_LIMIT or None,
+    n_boot=N_BOOT,
+    seed=SEED,
+    wandb=WANDB,
+    workers=WORKERS,
+)
+choice = result["threshold_choice"]
+print(
+    f"{result['n']} {SPLIT} faces ({result['n_pos']} masked, {result['n_neg']} unmasked), "
+    f"best epoch {result['best_epoch']}; threshold {choice['threshold']:.3f} ({choice['method']})"
+)
 pd.Series(evaluate.headline(result)).round(4).to_frame(SPLIT)
-""",
-    ),
-    (
-        "code",
-        """
-fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
-figures.plot_roc(result, ax=ax[0], title=f"{SPLIT} ROC")
-figures.plot_pr(result, ax=ax[1], title=f"{SPLIT} precision-recall")
-figures.plot_confusion(result, ax=ax[2])
-fig.tight_layout()
-""",
-    ),
-    (
-        "md",
-        """
-## Per mask type and colour
 
-Each row takes the masked faces of one type (or colour) against *all* unmasked faces of the
-split: how many of them are recognised at the val threshold (recall) and how well they are
-ranked (AUC). A type with a clearly lower recall is one the model has not learned to generalise
-to; the `ablate` experiment "mask type held out" tests exactly that.
-""",
-    ),
-    (
-        "code",
-        """
+# %%
+fig = figures.evaluation_panels(result, SPLIT)
+
+# %% [markdown]
+# ## Per mask type and colour
+#
+# Each row takes the masked faces of one type (or colour) against *all* unmasked faces of the
+# split: how many of them are recognised at the val threshold (recall) and how well they are
+# ranked (AUC). A type with a clearly lower recall is one the model has not learned to generalise
+# to; the `ablate` experiment "mask type held out" tests exactly that.
+
+# %%
 for name in ("mask_type", "mask_color"):
     display(pd.DataFrame(result["groups"][name]).T.sort_values("recall").round(3))
-fig, ax = plt.subplots(1, 2, figsize=(13, 3.6))
-figures.plot_groups(result, "mask_type", ax=ax[0])
-figures.plot_groups(result, "mask_color", ax=ax[1])
-fig.tight_layout()
-""",
-    ),
-    (
-        "md",
-        """
-## The most confident mistakes
+fig = figures.group_panels(result)
 
-The test faces the model got wrong with the highest confidence (red title: the true class and
-the model's probability of a mask). Typical failures: masks whose colour is close to skin,
-thin or partial masks, faces turned sideways, and unmasked faces with a beard, a hand or a
-microphone over the mouth.
-""",
-    ),
-    (
-        "code",
-        """
-figures.mistakes_gallery(result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes");
-""",
-    ),
-    (
-        "md",
-        """
-## Where the numbers are
+# %% [markdown]
+# ## The most confident mistakes
+#
+# The test faces the model got wrong with the highest confidence (red title: the true class and
+# the model's probability of a mask). Typical failures: masks whose colour is close to skin,
+# thin or partial masks, faces turned sideways, and unmasked faces with a beard, a hand or a
+# microphone over the mouth.
 
-`RUN_DIR/eval_test.json` holds every number above (and the curves' points); the figures are in
-`RUN_DIR/eval_test/`. TensorBoard shows them under the `test/` tags next to the training curves;
-WandB has a run named `<run>-eval-test`.
-""",
-    ),
-    (
-        "code",
-        """
-sorted(str(p) for p in Path(RUN_DIR).glob(f"eval_{SPLIT}*"))
-""",
-    ),
-    (
-        "md",
-        """
-## Ablations: which choices matter?
+# %%
+fig = figures.mistakes_gallery(
+    result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
+)
 
-`python -m maskdet ablate --data DATA_DIR --out ABLATIONS_DIR --preset small` (CPU, minutes per
-run) or `--preset full` (GPU: 20 epochs, 3 seeds) trains one variant per line against a shared
-baseline and evaluates each on the test split: ImageNet vs random initialisation; augmentation on
-vs off; learning rate 0.01 vs 0.001; ResNet-50 vs ResNet-18; one mask type held out of training
-(its test masks scored against all unmasked faces, next to the baseline's score on the same
-faces); and, with `--other-data`, training on MaskTheFace masks and testing on the builtin
-renderer's (and the reverse). With several seeds the table shows mean and standard deviation.
-Read a difference as real only when it is larger than the spread over seeds and the bootstrap
-interval of the AUC. (`imagenet_weights` False means the ImageNet weights could not be loaded:
-offline machines train from random initialisation in both arms of that comparison.)
-""",
-    ),
-    (
-        "code",
-        """
-from maskdet import ablate
+# %% [markdown]
+# ## Where the numbers are
+#
+# `RUN_DIR/eval_test.json` holds every number above (and the curves' points); the figures are in
+# `RUN_DIR/eval_test/`. TensorBoard shows them under the `test/` tags next to the training curves;
+# WandB has a run named `<run>-eval-test`.
 
+# %%
+{"json": f"{RUN_DIR}/eval_{SPLIT}.json", **result["figures"]}
+
+# %% [markdown]
+# ## Ablations: which choices matter?
+#
+# `python -m maskdet ablate --data DATA_DIR --out ABLATIONS_DIR --preset small` (CPU, minutes per
+# run) or `--preset full` (GPU: 20 epochs, 3 seeds) trains one variant per line against a shared
+# baseline and evaluates each on the test split: ImageNet vs random initialisation; augmentation on
+# vs off; learning rate 0.01 vs 0.001; ResNet-50 vs ResNet-18; one mask type held out of training
+# (its test masks scored against all unmasked faces, next to the baseline's score on the same
+# faces); and, with `--other-data`, training on MaskTheFace masks and testing on the builtin
+# renderer's (and the reverse). With several seeds the table shows mean and standard deviation.
+# Read a difference as real only when it is larger than the spread over seeds and the bootstrap
+# interval of the AUC. (`imagenet_weights` False means the ImageNet weights could not be loaded:
+# offline machines train from random initialisation in both arms of that comparison.)
+
+# %%
 try:
     abl = ablate.read_table(ABLATIONS_DIR)
 except FileNotFoundError as err:
@@ -192,14 +146,21 @@ except FileNotFoundError as err:
 else:
     for note in abl["notes"]:
         print(note)
-    cols = ["experiment", "variant", "seeds", "test_auc_mean", "test_auc_std", "test_accuracy_mean", "test_recall_mean",
-            "test_specificity_mean", "held_out_recall_mean", "held_out_auc_mean"]
+    cols = [
+        "experiment",
+        "variant",
+        "seeds",
+        "test_auc_mean",
+        "test_auc_std",
+        "test_accuracy_mean",
+        "test_recall_mean",
+        "test_specificity_mean",
+        "held_out_recall_mean",
+        "held_out_auc_mean",
+    ]
     summ = pd.DataFrame(abl["summary"])
     display(summ[[c for c in cols if c in summ]])
-    ablate.summary_figure(abl)
-    plt.show()
+    fig = figures.summary_figure(abl)
     runs = pd.DataFrame(abl["runs"])
-    display(runs[["experiment", "variant", "seed", "test_auc", "test_auc_low", "test_auc_high", "imagenet_weights", "status"]])
-""",
-    ),
-]
+    cols = ["experiment", "variant", "seed", "test_auc", "test_auc_low", "test_auc_high"]
+    display(runs[[*cols, "imagenet_weights", "status"]])

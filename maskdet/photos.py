@@ -1,0 +1,226 @@
+"""Stage 06: real photos. Every face found and classified, per-photo agreement with the
+folder's labels, the photo and failure grids, and the faces to explain with Grad-CAM.
+
+The predictions come from :func:`maskdet.predict.predict_paths` (one row per face, with its crop
+when ``keep_crops``); this module summarises and draws them for the qualitative chapter.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Rectangle
+
+from .constants import PREDS_DIRNAME
+from .detect import DetectedFace
+from .evaluate import confident_mistakes
+from .imageio import read_rgb
+from .predict import read_predictions
+
+
+def upload_photos(folder: str | os.PathLike = "my_photos") -> str:
+    """Colab: pick photos from your computer into ``folder``; returns the folder."""
+    from google.colab import files  # exists on Colab only
+
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.upload().items():
+        Path(folder, name).write_bytes(data)
+    return str(folder)
+
+
+def detector_table(rows: list[dict]) -> pd.DataFrame:
+    """:func:`maskdet.detect.compare_detectors` rows per detector and kind of photo (``masked*``
+    / ``unmasked*`` file names): photos, faces, photos with a face, seconds per photo."""
+    cmp = pd.DataFrame(rows)
+    cmp["kind"] = np.where(
+        cmp.file.str.startswith("masked"),
+        "masked photos",
+        np.where(cmp.file.str.startswith("unmasked"), "unmasked photos", "photos"),
+    )
+    return (
+        cmp.groupby(["backend", "kind"])
+        .agg(
+            photos=("file", "count"),
+            faces=("faces", "sum"),
+            photos_with_a_face=("faces", lambda f: int((f > 0).sum())),
+            seconds_per_photo=("seconds", "mean"),
+        )
+        .round(3)
+    )
+
+
+def faces_table(rows: list[dict]) -> pd.DataFrame:
+    """The face rows without their crops."""
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "crop"} for r in rows])
+
+
+def photo_summary(rows: list[dict], labels_csv: str | os.PathLike | None = None) -> list[dict]:
+    """Per photo: faces found, faces called masked, and the photo's label from ``labels.csv``
+    (columns file,label) when there is one; ``agree`` = share of its faces whose predicted label
+    equals the photo's label (a photo label says what most people in it wear, not every face)."""
+    labels = {}
+    if labels_csv and Path(labels_csv).exists():
+        with open(labels_csv, newline="", encoding="utf-8") as fh:
+            labels = {r["file"]: r["label"] for r in csv.DictReader(fh)}
+    out: dict[str, dict] = {}
+    for r in rows:
+        name = Path(r["path"]).name
+        s = out.setdefault(
+            name,
+            {
+                "file": name,
+                "photo_label": labels.get(name, ""),
+                "faces": 0,
+                "masked": 0,
+                "status": r["status"],
+            },
+        )
+        if r["status"] == "ok":
+            s["faces"] += 1
+            s["masked"] += r["label"] == "wearing_mask"
+    for s in out.values():
+        if s["photo_label"] and s["faces"]:
+            want = s["photo_label"] == "wearing_mask"
+            s["agree"] = round((s["masked"] if want else s["faces"] - s["masked"]) / s["faces"], 3)
+    return list(out.values())
+
+
+def photo_grid(rows: list[dict], threshold: float, show: int = 20, cols: int = 5):
+    """The first ``show`` photos (0: all) with their face boxes and probabilities."""
+    photos = sorted({r["path"] for r in rows})
+    photos = photos[: show or len(photos)]
+    n_rows = max(1, math.ceil(len(photos) / cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 3.2 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, path in zip(axes.ravel(), photos):
+        faces = [r for r in rows if r["path"] == path and r["status"] == "ok"]
+        boxes = [
+            DetectedFace(
+                tuple(float(r[k]) for k in ("left", "top", "right", "bottom")),
+                float(r["det_score"]),
+            )
+            for r in faces
+        ]
+        probs = [float(r["prob_mask"]) for r in faces]
+        draw_faces(read_rgb(path), boxes, probs, threshold, ax=ax, title=Path(path).name)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_table(summary: list[dict]) -> pd.DataFrame | None:
+    """Per photo label: photos, faces, faces called masked and the mean agreement (None when
+    the folder has no labels)."""
+    s = pd.DataFrame(summary)
+    if "agree" not in s:
+        return None
+    return (
+        s.dropna(subset=["agree"])
+        .groupby("photo_label")
+        .agg(
+            photos=("file", "count"),
+            faces=("faces", "sum"),
+            called_masked=("masked", "sum"),
+            mean_agree=("agree", "mean"),
+        )
+        .round(3)
+    )
+
+
+def failures(rows: list[dict], summary: list[dict], k: int = 12) -> list[dict]:
+    """Faces whose predicted label differs from their photo's label, most confident first."""
+    label = {s["file"]: s["photo_label"] for s in summary}
+    bad = [
+        r
+        for r in rows
+        if r["status"] == "ok"
+        and label.get(Path(r["path"]).name)
+        and r["label"] != label[Path(r["path"]).name]
+    ]
+    bad.sort(
+        key=lambda r: -abs(float(r["prob_mask"]) - (label[Path(r["path"]).name] == "wearing_mask"))
+    )
+    return bad[:k]
+
+
+def failure_grid(bad: list[dict], cols: int = 6):
+    """The crops of :func:`failures` with the photo's name and the probability of a mask."""
+    n_rows = max(1, math.ceil(len(bad) / cols))
+    fig, axes = plt.subplots(n_rows, cols, figsize=(13, 2.6 * n_rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), bad):
+        ax.imshow(r["crop"])
+        title = f"{Path(r['path']).stem}\np={float(r['prob_mask']):.2f}"
+        ax.set_title(title, fontsize=8, color="tab:red")
+    return fig
+
+
+def gradcam_cases(run_dir: str | os.PathLike, right: int = 3, wrong: int = 6):
+    """Test faces to explain: the first ``right`` right answers of each class and the ``wrong``
+    most confident mistakes (:func:`maskdet.evaluate.confident_mistakes`) at the val threshold,
+    from stage 05's ``eval_test.json`` and ``preds/test_eval.csv``. Returns (crops, titles), or
+    None before stage 05 has run."""
+    ev = Path(run_dir) / "eval_test.json"
+    if not ev.exists():
+        return None
+    res = json.loads(ev.read_text())
+    d = read_predictions(Path(run_dir) / PREDS_DIRNAME / "test_eval.csv")
+    thr = res["at_threshold"]["threshold"]
+    rows = [{"path": p, "label": y, "prob": q} for p, y, q in zip(d["path"], d["label"], d["prob"])]
+    ok = [r for r in rows if (r["prob"] >= thr) == (r["label"] == 1)]
+    picked = [(r, True) for k in (0, 1) for r in [r for r in ok if r["label"] == k][:right]]
+    mistakes = confident_mistakes(d["path"], d["label"], d["prob"], thr, wrong)
+    picked += [(m, False) for m in mistakes]
+    crops = [read_rgb(Path(res["data_dir"]) / r["path"]) for r, _ in picked]
+    titles = [
+        f"{'RIGHT' if good else 'WRONG'} y={r['label']} p={r['prob']:.2f}" for r, good in picked
+    ]
+    return crops, titles
+
+
+def top_faces(rows: list[dict], k: int = 12) -> tuple[list[np.ndarray], list[str]]:
+    """The ``k`` faces the detector is surest of, with their photo, index and p(mask)."""
+    faces = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -float(r["det_score"]))
+    faces = faces[:k]
+    titles = [f"{Path(r['path']).stem}#{r['face']} p={float(r['prob_mask']):.2f}" for r in faces]
+    return [r["crop"] for r in faces], titles
+
+
+def draw_faces(
+    rgb: np.ndarray,
+    faces: list[DetectedFace],
+    probs: list[float] | None = None,
+    threshold: float = 0.5,
+    ax=None,
+    title: str = "",
+):
+    """A photo with each face box (green = mask, red = no mask) and p(mask)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5 * rgb.shape[0] / rgb.shape[1]))
+    ax.imshow(rgb)
+    for i, f in enumerate(faces):
+        x0, y0, x1, y1 = f.box
+        p = None if probs is None else probs[i]
+        color = "yellow" if p is None else ("lime" if p >= threshold else "red")
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=color, lw=1.5))
+        label = f"{i}" if p is None else f"{i}: {p:.2f}"
+        ax.text(
+            x0,
+            y0 - 2,
+            label,
+            color="black",
+            fontsize=7,
+            va="bottom",
+            bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "lw": 0},
+        )
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    return ax.figure
