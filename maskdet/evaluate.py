@@ -33,7 +33,7 @@ from .metrics import (
     tpr_at_fpr,
 )
 from .predict import epoch_prediction_files, predict_split, read_predictions, write_predictions
-from .sinks import TensorBoardSink, WandbSink
+from .sinks import EpochExtras, Sink, TensorBoardSink, WandbSink
 
 FPR_TARGETS = (0.01, 0.05)
 
@@ -263,23 +263,11 @@ def _log_eval(
     """The evaluation's scalars and figures to TensorBoard and WandB (same sinks as training)."""
     step = int(meta.get("epoch") or 0)
     scalars = {f"{split}/{k}": v for k, v in headline(result).items()}
-    if tensorboard:
-        tb = TensorBoardSink(run_dir)
-        for k, v in scalars.items():
-            tb.writer.add_scalar(k, v, step)
-        for name, fig in figs.items():
-            tb.writer.add_figure(f"{split}/{name}", fig, step, close=False)
-        tb.writer.close()
+    sinks: list[Sink] = [TensorBoardSink(run_dir)] if tensorboard else []
     if wandb_mode != "disabled":
-        wb = WandbSink(
-            run_dir,
-            {"split": split, "checkpoint": result["checkpoint"], **meta.get("hparams", {})},
-            wandb_mode,
-            name=f"{run_dir.name}-eval-{split}",
-        )
-        if wb.run is not None:
-            import wandb  # heavy; present when the sink is on
-
-            wb.run.log({**scalars, **{f"{split}/{n}": wandb.Image(f) for n, f in figs.items()}})
-            wb.run.summary.update(scalars)
-            wb.run.finish()
+        config = {"split": split, "checkpoint": result["checkpoint"], **meta.get("hparams", {})}
+        sinks.append(WandbSink(run_dir, config, wandb_mode, name=f"{run_dir.name}-eval-{split}"))
+    extras = EpochExtras(figures={f"{split}/{name}": fig for name, fig in figs.items()})
+    for sink in sinks:
+        sink.log(step, scalars, extras)
+        sink.close(final=scalars)

@@ -18,7 +18,7 @@ import json
 import math
 import netrc
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +29,24 @@ from .figures import roc_figure
 
 @dataclass
 class EpochExtras:
-    """Non-scalar epoch outputs: validation labels/probabilities and sample images (N,3,H,W, 0..1)."""
+    """Non-scalar outputs: validation labels/probabilities, sample images (N,3,H,W, 0..1) and
+    named figures (stage 05's, logged under their names)."""
 
     val_labels: np.ndarray | None = None
     val_probs: np.ndarray | None = None
     samples: torch.Tensor | None = None
+    figures: dict = field(default_factory=dict)
 
 
 class Sink:
-    """Interface: ``log(epoch, metrics, extras)`` each epoch, ``close(hparams, final)`` once."""
+    """Interface: ``log(step, metrics, extras)`` each epoch (or once for an evaluation), then
+    ``close(hparams, final)`` once: with the run's hyperparameters and final metrics when it
+    finished, without them when it stops early (a resumed run continues the same sink)."""
 
     def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def close(self, hparams: dict, final: dict) -> None:
+    def close(self, hparams: dict | None = None, final: dict | None = None) -> None:
         pass
 
 
@@ -122,17 +126,21 @@ class TensorBoardSink(Sink):
             )
         if extras.samples is not None:
             self.writer.add_images("train/samples", extras.samples, epoch)
+        for name, fig in extras.figures.items():
+            self.writer.add_figure(name, fig, epoch, close=False)
         self.writer.flush()
 
-    def close(self, hparams: dict, final: dict) -> None:
-        hp = {
-            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()
-        }
-        self.writer.add_hparams(
-            hp,
-            {f"hparam/{k.replace('/', '_')}": v for k, v in _scalar_items(final)},
-            run_name="hparams",
-        )
+    def close(self, hparams: dict | None = None, final: dict | None = None) -> None:
+        if hparams is not None:
+            hp = {
+                k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                for k, v in hparams.items()
+            }
+            self.writer.add_hparams(
+                hp,
+                {f"hparam/{k.replace('/', '_')}": v for k, v in _scalar_items(final or {})},
+                run_name="hparams",
+            )
         self.writer.close()
 
 
@@ -237,10 +245,12 @@ class WandbSink(Sink):
             data["train/samples"] = [
                 wandb.Image(img.permute(1, 2, 0).numpy()) for img in extras.samples[:16]
             ]
+        data |= {name: wandb.Image(fig) for name, fig in extras.figures.items()}
         self.run.log(data, step=epoch)
 
-    def close(self, hparams: dict, final: dict) -> None:
+    def close(self, hparams: dict | None = None, final: dict | None = None) -> None:
         if self.run is None:
             return
-        self.run.summary.update(dict(_scalar_items(final)))
+        if final:
+            self.run.summary.update(dict(_scalar_items(final)))
         self.run.finish()

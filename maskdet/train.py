@@ -18,7 +18,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .constants import PREDS_DIRNAME
+from .constants import PREDS_DIRNAME, SPLITS
 from .loader import Batch, loader_items, make_loaders
 from .metrics import accuracy, auc_or_nan, choose_threshold
 from .model import build_model
@@ -104,19 +104,41 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
-    """Train (or resume) a run in ``cfg.out``; returns a summary dict of the run."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    cuda = device.type == "cuda"
-    amp = cfg.amp and cuda
-    channels_last = cfg.channels_last and cuda
-    last_path, best_path = out / "last.pt", out / "best.pt"
+@dataclass
+class Run:
+    """A training run between epochs: the model, its optimisation state, the loaders, the sinks."""
 
-    ckpt = None
-    if cfg.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, "cpu")
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    model: nn.Module
+    step_model: nn.Module  # the model, or its torch.compile'd twin for the training step
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loaders: dict
+    imagenet: bool
+    start: int = 0
+    best_auc: float = -1.0
+    wandb_id: str | None = None
+
+    @property
+    def hparams(self) -> dict:
+        return {k: plain(v) for k, v in asdict(self.cfg).items()} | {
+            "imagenet_weights": self.imagenet,
+            "device": str(self.device),
+        }
+
+
+def resume_checkpoint(cfg: TrainConfig) -> dict | None:
+    """``last.pt`` of ``cfg.out`` when the run resumes (its settings must match), else None;
+    without ``resume`` the run's previous files are removed first."""
+    out = Path(cfg.out)
+    last = out / "last.pt"
+    if cfg.resume and last.exists():
+        ckpt = load_checkpoint(last, "cpu")
         old = ckpt["hparams"]
         diff = {
             k: (old.get(k), plain(getattr(cfg, k)))
@@ -125,24 +147,24 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         }
         if diff:
             raise ValueError(
-                f"{last_path} was made with other settings {diff}; use another --out "
+                f"{last} was made with other settings {diff}; use another --out "
                 "or --no-resume to start over"
             )
-        if ckpt["epoch"] + 1 >= cfg.epochs:
-            print(
-                f"{out}: already trained for {cfg.epochs} epochs (delete last.pt or use --no-resume to retrain)"
-            )
-            return (
-                json.loads((out / "summary.json").read_text())
-                if (out / "summary.json").exists()
-                else {}
-            )
-    elif not cfg.resume:
-        for stale in (last_path, best_path, out / "summary.json"):
+        return ckpt
+    if not cfg.resume:
+        for stale in (last, out / "best.pt", out / "summary.json"):
             stale.unlink(missing_ok=True)
-        for d in ("tb", "preds"):
+        for d in ("tb", PREDS_DIRNAME):
             shutil.rmtree(out / d, ignore_errors=True)
+    return None
 
+
+def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
+    """Seeds, model, loaders, optimizer, schedule and scaler of a run (restored from ``ckpt``)."""
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    amp = cfg.amp and cuda
+    channels_last = cfg.channels_last and cuda
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -161,21 +183,31 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         cfg.limit,
         cfg.val_limit,
         cfg.seed,
-        splits=("train", "val", "test") if cfg.test_preds else ("train", "val"),
+        splits=SPLITS if cfg.test_preds else ("train", "val"),
     )
-    train_loader, val_loader = loaders["train"], loaders["val"]
-    if len(train_loader) == 0:
+    steps = len(loaders["train"])
+    if steps == 0:
         raise ValueError(f"no training images in {cfg.data}: run stages 01 and 02 first")
-    steps = len(train_loader)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         WarmupCosine(cfg.epochs * steps, int(round(cfg.warmup_epochs * steps)), cfg.min_lr_ratio),
     )
-    use_scaler = amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    start, best_auc = 0, -1.0
-    wandb_id = None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    run = Run(
+        cfg,
+        Path(cfg.out),
+        device,
+        amp,
+        channels_last,
+        model,
+        model,
+        opt,
+        sched,
+        scaler,
+        loaders,
+        imagenet,
+    )
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -183,123 +215,163 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        start, best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
-        wandb_id = ckpt.get("wandb_id") or None
-        print(f"resuming {out} at epoch {start} (best val AUC so far {best_auc:.4f})")
-    step_model = torch.compile(model) if cfg.compile else model
-    crit = nn.BCEWithLogitsLoss()
-    hparams = {k: plain(v) for k, v in asdict(cfg).items()} | {
-        "imagenet_weights": imagenet,
-        "device": str(device),
+        run.start, run.best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
+        run.wandb_id = ckpt.get("wandb_id") or None
+        print(f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})")
+    if cfg.compile:
+        run.step_model = torch.compile(model)
+    return run
+
+
+def default_sinks(run: Run) -> list[Sink]:
+    """CSV, TensorBoard (unless switched off) and WandB (its mode from ``cfg.wandb``)."""
+    cfg = run.cfg
+    sinks: list[Sink] = [CSVSink(run.out, run.start)]
+    if cfg.tensorboard:
+        sinks.append(TensorBoardSink(run.out, run.start))
+    wb = WandbSink(run.out, run.hparams, cfg.wandb, cfg.wandb_project, resume_id=run.wandb_id)
+    run.wandb_id = wb.run_id
+    sinks.append(wb)
+    return sinks
+
+
+def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.Tensor | None]:
+    """One pass over the training loader: the epoch's train metrics and (epoch 0) a batch of
+    augmented sample images for the sinks."""
+    loader, device, model = run.loaders["train"], run.device, run.step_model
+    loader.set_epoch(epoch)
+    run.model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen, wait = 0, 0.0
+    samples = None
+    t0 = time.perf_counter()
+    it = iter(loader)
+    while True:
+        tw = time.perf_counter()
+        batch: Batch | None = next(it, None)
+        wait += time.perf_counter() - tw
+        if batch is None:
+            break
+        x, y = batch.images, batch.labels.float()
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if epoch == 0 and samples is None:
+            samples = denormalize(x[:16]).cpu()
+        with autocast(device, run.amp):
+            logits = model(x).squeeze(1)
+        loss = crit(logits.float(), y)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        run.sched.step()
+        loss_sum += loss.detach() * len(y)
+        correct += ((logits.detach() > 0) == (y > 0.5)).sum()
+        seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_s = time.perf_counter() - t0
+    metrics = {
+        "epoch": epoch,
+        "train/loss": float(loss_sum) / max(1, seen),
+        "train/acc": float(correct) / max(1, seen),
+        "train/lr": run.opt.param_groups[0]["lr"],
+        "train/images_per_s": seen / train_s,
+        "train/data_wait_share": wait / train_s,
+        "train/epoch_s": train_s,
     }
-    if sinks is None:
-        sinks = [CSVSink(out, start)]
-        if cfg.tensorboard:
-            sinks.append(TensorBoardSink(out, start))
-        wb = WandbSink(out, hparams, cfg.wandb, cfg.wandb_project, resume_id=wandb_id)
-        wandb_id = wb.run_id
-        sinks.append(wb)
-    print(
-        f"training {cfg.arch} on {device}: {len(loader_items(train_loader))} train / "
-        f"{len(loader_items(val_loader))} val images, {steps} steps/epoch, epochs {start}..{cfg.epochs - 1}, "
-        f"loader {cfg.loader}, amp {amp}, channels_last {channels_last}"
+    return metrics, samples
+
+
+def validate(run: Run, epoch: int) -> tuple[dict, dict]:
+    """The val split's predictions (saved for stage 05) and metrics, with the threshold chosen
+    on them (:func:`maskdet.metrics.choose_threshold`)."""
+    val = predict(run.model, run.loaders["val"], run.device, run.amp, run.channels_last)
+    y, p = val["labels"], val["probs"]
+    thr = choose_threshold(y, p)["threshold"]
+    write_predictions(epoch_predictions_path(run.out, epoch), val["paths"], y, p)
+    metrics = {
+        "val/loss": val["loss"],
+        "val/acc": accuracy(y, p, 0.5),
+        "val/auc": auc_or_nan(y, p),
+        "val/threshold": thr,
+        "val/acc_at_threshold": accuracy(y, p, thr),
+    }
+    return metrics, val
+
+
+def save_epoch(run: Run, epoch: int, metrics: dict, is_best: bool) -> None:
+    """``best.pt`` (weights and what inference needs) when the epoch is the best so far, and
+    ``last.pt`` (everything needed to resume) every epoch."""
+    meta = checkpoint_meta(run.cfg.arch, metrics["val/threshold"], asdict(run.cfg))
+    state = {"epoch": epoch, "model": run.model.state_dict()}
+    if is_best:
+        save_checkpoint(
+            run.out / "best.pt",
+            meta | state | {"val_auc": metrics["val/auc"], "metrics": metrics},
+        )
+    save_checkpoint(
+        run.out / "last.pt",
+        meta
+        | state
+        | {
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": rng_state(),
+            "best_auc": run.best_auc,
+            "val_auc": metrics["val/auc"],
+            "metrics": metrics,
+            "wandb_id": run.wandb_id or "",
+        },
     )
 
-    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start + cfg.stop_after)
+
+def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
+    """Train (or resume) a run in ``cfg.out``: every epoch trains, validates, saves checkpoints
+    and hands one metrics dict to every sink. Returns a summary dict of the run."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = resume_checkpoint(cfg)
+    if ckpt is not None and ckpt["epoch"] + 1 >= cfg.epochs:
+        print(
+            f"{out}: already trained for {cfg.epochs} epochs "
+            "(delete last.pt or use --no-resume to retrain)"
+        )
+        summary_path = out / "summary.json"
+        return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    run = prepare_run(cfg, ckpt)
+    crit = nn.BCEWithLogitsLoss()
+    sinks = default_sinks(run) if sinks is None else sinks
+    train_loader, val_loader = run.loaders["train"], run.loaders["val"]
+    print(
+        f"training {cfg.arch} on {run.device}: {len(loader_items(train_loader))} train / "
+        f"{len(loader_items(val_loader))} val images, {len(train_loader)} steps/epoch, "
+        f"epochs {run.start}..{cfg.epochs - 1}, loader {cfg.loader}, amp {run.amp}, "
+        f"channels_last {run.channels_last}"
+    )
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start + cfg.stop_after)
     metrics: dict = {}
-    for epoch in range(start, end):
-        train_loader.set_epoch(epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen, wait = 0, 0.0
-        samples = None
-        t0 = time.perf_counter()
-        it = iter(train_loader)
-        while True:
-            tw = time.perf_counter()
-            batch: Batch | None = next(it, None)
-            wait += time.perf_counter() - tw
-            if batch is None:
-                break
-            x, y = batch.images, batch.labels.float()
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if epoch == 0 and samples is None:
-                samples = denormalize(x[:16]).cpu()
-            with autocast(device, amp):
-                logits = step_model(x).squeeze(1)
-            loss = crit(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.detach() * len(y)
-            correct += ((logits.detach() > 0) == (y > 0.5)).sum()
-            seen += len(y)
-        if cuda:
-            torch.cuda.synchronize()
-        train_s = time.perf_counter() - t0
-        val = predict(model, val_loader, device, amp, channels_last)
-        val_auc = auc_or_nan(val["labels"], val["probs"])
-        thr = choose_threshold(val["labels"], val["probs"])["threshold"]
-        metrics = {
-            "epoch": epoch,
-            "train/loss": float(loss_sum) / max(1, seen),
-            "train/acc": float(correct) / max(1, seen),
-            "train/lr": opt.param_groups[0]["lr"],
-            "train/images_per_s": seen / train_s,
-            "train/data_wait_share": wait / train_s,
-            "train/epoch_s": train_s,
-            "val/loss": val["loss"],
-            "val/acc": accuracy(val["labels"], val["probs"], 0.5),
-            "val/auc": val_auc,
-            "val/threshold": thr,
-            "val/acc_at_threshold": accuracy(val["labels"], val["probs"], thr),
-            "data/skipped": len(train_loader.skips) + len(val_loader.skips),
-        }
-        write_predictions(
-            epoch_predictions_path(out, epoch), val["paths"], val["labels"], val["probs"]
-        )
+    for epoch in range(run.start, end):
+        metrics, samples = train_one_epoch(run, epoch, crit)
+        val_metrics, val = validate(run, epoch)
+        metrics |= val_metrics | {"data/skipped": len(train_loader.skips) + len(val_loader.skips)}
+        val_auc = metrics["val/auc"]
         score = val_auc if not math.isnan(val_auc) else -metrics["val/loss"]
-        is_best = score > best_auc
+        is_best = score > run.best_auc
         if is_best:
-            best_auc = score
-            save_checkpoint(
-                best_path,
-                checkpoint_meta(cfg.arch, thr, asdict(cfg))
-                | {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "val_auc": val_auc,
-                    "metrics": metrics,
-                },
-            )
-        save_checkpoint(
-            last_path,
-            checkpoint_meta(cfg.arch, thr, asdict(cfg))
-            | {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                "best_auc": best_auc,
-                "val_auc": val_auc,
-                "metrics": metrics,
-                "wandb_id": wandb_id or "",
-            },
-        )
-        metrics["val/best_auc"] = best_auc
+            run.best_auc = score
+        save_epoch(run, epoch, metrics, is_best)
+        metrics["val/best_auc"] = run.best_auc
         extras = EpochExtras(val["labels"], val["probs"], samples)
         for s in sinks:
             s.log(epoch, metrics, extras)
         print(
             f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
-            f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  val AUC {val_auc:.4f}  "
-            f"lr {metrics['train/lr']:.2e}  {metrics['train/images_per_s']:.1f} img/s  "
+            f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  "
+            f"val AUC {val_auc:.4f}  lr {metrics['train/lr']:.2e}  "
+            f"{metrics['train/images_per_s']:.1f} img/s  "
             f"data wait {100 * metrics['train/data_wait_share']:.0f}%"
             + ("  *best" if is_best else "")
         )
@@ -309,30 +381,28 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         "run_dir": str(out),
         "epochs_done": end,
         "finished": finished,
-        "best_val_auc": best_auc,
+        "best_val_auc": run.best_auc,
         "last": metrics,
-        "imagenet_weights": imagenet,
-        "device": str(device),
+        "imagenet_weights": run.imagenet,
+        "device": str(run.device),
         "skipped_images": {**train_loader.skips.paths, **val_loader.skips.paths},
     }
-    if finished:
-        if cfg.test_preds and best_path.exists() and "test" in loaders:
-            best_model, _ = load_model(best_path, device)
-            pred = predict(best_model, loaders["test"], device, amp, False)
-            write_predictions(
-                out / PREDS_DIRNAME / "test_best.csv", pred["paths"], pred["labels"], pred["probs"]
-            )
-            summary["test_auc_best"] = auc_or_nan(pred["labels"], pred["probs"])
-        final = {"best_val_auc": best_auc} | {
-            k: v for k, v in metrics.items() if k.startswith("val/")
-        }
+    if not finished:  # a cut: the next call resumes; the sinks close without a final summary
         for s in sinks:
-            s.close(hparams, final)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    else:
-        for s in sinks:
-            if isinstance(s, TensorBoardSink):
-                s.writer.close()
-            elif isinstance(s, WandbSink) and s.run is not None:
-                s.run.finish()
+            s.close()
+        return summary
+    best = out / "best.pt"
+    if cfg.test_preds and best.exists():
+        best_model, _ = load_model(best, run.device)
+        pred = predict(best_model, run.loaders["test"], run.device, run.amp, False)
+        write_predictions(
+            out / PREDS_DIRNAME / "test_best.csv", pred["paths"], pred["labels"], pred["probs"]
+        )
+        summary["test_auc_best"] = auc_or_nan(pred["labels"], pred["probs"])
+    final = {"best_val_auc": run.best_auc} | {
+        k: v for k, v in metrics.items() if k.startswith("val/")
+    }
+    for s in sinks:
+        s.close(run.hparams, final)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
