@@ -25,12 +25,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .config import ABLATION_PRESETS
+from .config import ABLATION_PRESETS, TrainConfig
+from .evaluate import evaluate_run
+from .manifest import read_manifest, usable, write_manifest
+from .train import train
 
 EXPERIMENTS = ("init", "augmentation", "lr", "arch", "held_out", "synthesizer")
 TABLE_COLUMNS = [
@@ -61,8 +65,6 @@ def held_out_data(data_dir: str | os.PathLike, mask_type: str, out_dir: str | os
     The images are not copied: the split folders are symbolic links to ``data_dir``; only the
     manifest differs (those rows get status ``excluded``, reason ``held out``).
     """
-    from .manifest import read_manifest, write_manifest
-
     src, out = Path(data_dir).resolve(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(src)
@@ -83,10 +85,6 @@ def held_out_data(data_dir: str | os.PathLike, mask_type: str, out_dir: str | os
 
 
 def most_common_mask_type(data_dir: str | os.PathLike) -> str:
-    from collections import Counter
-
-    from .manifest import read_manifest, usable
-
     types = Counter(
         r["mask_type"] for r in usable(read_manifest(data_dir), "test") if r["mask_type"]
     )
@@ -160,9 +158,6 @@ def run_ablations(
     device: str = "auto",
 ) -> list[dict]:
     """Train and evaluate every planned run for every seed; write and return the table."""
-    from .evaluate import evaluate_run
-    from .train import TrainConfig, train
-
     p = ABLATION_PRESETS[preset]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

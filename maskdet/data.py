@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from . import download as dl
@@ -330,8 +331,6 @@ def download_and_prepare(
 
 def split_table(rows: list[dict[str, str]]):
     """Identities and images per split and label (a pandas DataFrame for the notebooks)."""
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     ok = df[df.status == "ok"]
     table = ok.groupby(["split", "label"]).agg(

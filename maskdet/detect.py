@@ -19,12 +19,18 @@ the box), resampled to 128x128; the classifier then takes its usual 112 centre c
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+from .imageio import BadImage, is_image_name, read_rgb
+from .landmarks import frontal_face_detector
+from .manifest import read_manifest
 
 CROP_SIZE = 128
 """Side of a face crop (stage 01's stored size; the classifier centre-crops 112 of it)."""
@@ -88,7 +94,7 @@ class FaceDetector:
         self.backend, self.min_score, self.upscale = backend, min_score, upscale
         if backend == "mtcnn":
             try:
-                from facenet_pytorch import MTCNN
+                from facenet_pytorch import MTCNN  # only when this detector is asked for
             except ImportError as err:  # pragma: no cover - message for users
                 raise ImportError(
                     "the MTCNN face detector needs facenet-pytorch: pip install --no-deps facenet-pytorch "
@@ -103,8 +109,6 @@ class FaceDetector:
                 device=device,
             )
         elif backend == "hog":
-            from .landmarks import frontal_face_detector
-
             self._net = frontal_face_detector()
         else:
             raise ValueError(f"face detector must be 'mtcnn' or 'hog', not {backend!r}")
@@ -131,8 +135,6 @@ class FaceDetector:
         )
         faces: list[DetectedFace] = []
         if self.backend == "mtcnn":
-            import torch
-
             with torch.inference_mode():
                 boxes, probs, lms = self._net.detect(np.ascontiguousarray(img), landmarks=True)
             if boxes is not None:
@@ -297,9 +299,6 @@ def measure_framing(
 
 def lfw_originals(data_dir: str | os.PathLike, limit: int | None = None) -> Iterable[np.ndarray]:
     """The 250x250 LFW originals behind a stage-01 DATA_DIR (unmasked rows, extracted archive)."""
-    from .imageio import read_rgb
-    from .manifest import read_manifest
-
     root = Path(data_dir) / "raw"
     rows = [
         r
@@ -323,10 +322,6 @@ def compare_detectors(
     folder: str | os.PathLike, backends: Iterable[str] = ("hog", "mtcnn")
 ) -> list[dict]:
     """Faces found per photo in ``folder`` by each backend (rows: file, backend, faces, seconds)."""
-    import time
-
-    from .imageio import BadImage, is_image_name, read_rgb
-
     files = sorted(p for p in Path(folder).iterdir() if is_image_name(p))
     out = []
     for name in backends:

@@ -183,7 +183,7 @@ def download_gdrive_file(
     id_or_url: str, dest: str | os.PathLike, md5: str | None, progress: bool = True
 ) -> Path:
     """One Google Drive file through gdown (resumable), checked against ``md5`` when given."""
-    import gdown
+    import gdown  # Google Drive sources only
 
     dest = Path(dest)
     if dest.exists() and (md5 is None or md5sum(dest) == md5):
@@ -215,7 +215,7 @@ def download_gdrive_file(
 
 def download_gdrive(id_or_url: str, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
     """An instructor's own Drive file or folder (``gdrive:ID_OR_URL`` sources)."""
-    import gdown
+    import gdown  # Google Drive sources only
 
     cache_dir = Path(cache_dir)
     if "/folders/" in id_or_url:

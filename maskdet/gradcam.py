@@ -9,6 +9,10 @@ bilinearly to the input's size and scaled to [0, 1].
 
 from __future__ import annotations
 
+import math
+
+import cv2
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,8 +74,6 @@ def grad_cam(
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """An RGB uint8 image with the map drawn over it (jet colour map)."""
-    import cv2
-
     if cam.shape != rgb.shape[:2]:
         cam = cv2.resize(
             cam.astype(np.float32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR
@@ -97,10 +99,6 @@ def gallery(
     ``preprocess``: crops -> normalised batch (e.g. ``MaskClassifier.preprocess``); the overlay is
     drawn on the centre crop the network actually sees.
     """
-    import math
-
-    import matplotlib.pyplot as plt
-
     if not crops:
         raise ValueError("no faces to show")
     x = torch.from_numpy(preprocess(crops))

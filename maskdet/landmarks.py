@@ -24,6 +24,9 @@ import cv2
 import dlib
 import numpy as np
 
+from .imageio import read_rgb
+from .manifest import read_manifest
+
 LANDMARK_FILE = "shape_predictor_68_face_landmarks.dat"
 DETECT_MAX_SIDE = 640
 """Larger images are detected on a downscaled copy (HOG cost grows with pixels)."""
@@ -156,9 +159,6 @@ def measure_fallback_box(images: Iterable[np.ndarray], finder: FaceFinder | None
 
 def measure_fallback_box_on(data_dir: str | os.PathLike, limit: int | None = None) -> dict:
     """:func:`measure_fallback_box` over the stage-01 crops of ``data_dir`` (not_wearing_mask)."""
-    from .imageio import read_rgb
-    from .manifest import read_manifest
-
     rows = [
         r
         for r in read_manifest(data_dir)

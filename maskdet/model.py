@@ -9,12 +9,16 @@ on a network that is not there: a short connectivity probe runs before any downl
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
+import torchvision.models as tvm
+from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 ARCHS = ("resnet50", "resnet18")
@@ -41,8 +45,6 @@ def _can_reach(host: tuple[str, int], timeout: float = 4.0) -> bool:
 
 def load_imagenet_weights(arch: str, progress: bool = False) -> dict | None:
     """ImageNet ``state_dict`` from torch's hub cache or download.pytorch.org; ``None`` if neither."""
-    import torchvision.models as tvm
-
     weights = getattr(tvm, WEIGHTS[arch]).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.exists() and not _can_reach(WEIGHTS_HOST):
@@ -66,8 +68,6 @@ def build_model(
     With ``pretrained`` the ImageNet weights are loaded when available; when they cannot be
     (offline), a clear notice is printed and the model keeps its random initialisation.
     """
-    import torchvision.models as tvm
-
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {ARCHS}")
     model = getattr(tvm, arch)(weights=None)
@@ -169,11 +169,6 @@ def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None
     each box shows the block's output shape at ``image_size`` input; box height grows with the
     channel count.
     """
-    import math
-
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
     rows = architecture_table(model, image_size)
     groups = _stages(rows)
     colours = {

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import nbformat
+from nbconvert import HTMLExporter
 
 
 def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
@@ -36,8 +37,6 @@ def write_report(
     Setup and parameters cells are left out; code is hidden unless ``show_code``. A notebook that
     failed keeps its error output, so a broken stage is visible in the report.
     """
-    from nbconvert import HTMLExporter
-
     executed = sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb"))
     if not executed:
         raise FileNotFoundError(

@@ -14,6 +14,7 @@ the ROC and PR curves, a batch of augmented sample images). Every sink gets both
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import netrc
@@ -21,8 +22,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from .figures import roc_figure
 
@@ -104,14 +107,10 @@ class TensorBoardSink(Sink):
     """TensorBoard event files in ``RUN_DIR/tb`` (``purge_step`` drops redone epochs on resume)."""
 
     def __init__(self, run_dir: str | os.PathLike, start_epoch: int = 0):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.dir = Path(run_dir) / "tb"
         self.writer = SummaryWriter(str(self.dir), purge_step=start_epoch if start_epoch else None)
 
     def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
-        import matplotlib.pyplot as plt
-
         for k, v in _scalar_items(metrics):
             self.writer.add_scalar(k, v, epoch)
         if extras.val_labels is not None and len(extras.val_labels):
@@ -153,8 +152,6 @@ def wandb_mode(requested: str = "auto") -> str:
     ``auto`` without the package installed is ``disabled``, with a notice."""
     if requested != "auto":
         return requested
-    import importlib.util
-
     if importlib.util.find_spec("wandb") is None:
         print("NOTICE: wandb is not installed (pip install wandb): WandB logging is off.")
         return "disabled"
@@ -192,7 +189,7 @@ class WandbSink(Sink):
         self.run = None
         if self.mode == "disabled":
             return
-        import wandb
+        import wandb  # heavy; only when this sink is on
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = Path(run_dir)
@@ -225,8 +222,7 @@ class WandbSink(Sink):
     def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
         if self.run is None:
             return
-        import matplotlib.pyplot as plt
-        import wandb
+        import wandb  # heavy; only when this sink is on
 
         data = dict(_scalar_items(metrics))
         data["epoch"] = epoch

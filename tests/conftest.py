@@ -15,6 +15,13 @@ LFW_FULL = SHARED / "data" / "lfw-deepfunneled.tgz"
 QUALITATIVE = SHARED / "qualitative"
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that use a trained model are slow (``pytest -m "not slow"`` leaves them out)."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def lfw_mini() -> Path:
     if not LFW_MINI.exists():

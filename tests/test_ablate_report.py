@@ -31,6 +31,7 @@ def test_held_out_view_removes_type_and_twins_from_train_only(tmp_path, masked_m
     assert (view / "train").resolve() == (masked_mini / "train").resolve()
 
 
+@pytest.mark.slow
 def test_ablate_smoke_table_and_summary(tmp_path, masked_mini):
     rows = ablate.run_ablations(
         str(masked_mini),
@@ -64,6 +65,7 @@ def test_ablate_smoke_table_and_summary(tmp_path, masked_mini):
     assert (tmp_path / "abl" / "ablations.csv").read_text().count("\n") == len(rows) + 1
 
 
+@pytest.mark.slow
 def test_variant_names_say_when_imagenet_weights_were_not_loaded(tmp_path, masked_mini):
     rows = ablate.run_ablations(
         str(masked_mini),
@@ -82,6 +84,7 @@ def test_variant_names_say_when_imagenet_weights_were_not_loaded(tmp_path, maske
         assert init["variant"] == "random init (no ImageNet)"
 
 
+@pytest.mark.slow
 def test_cross_synthesizer_runs_on_twin_data(tmp_path, masked_mini):
     from maskdet.synthesis import copy_faces, synthesize_dataset
 

@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return tmp, result
 
 
+@pytest.mark.slow
 def test_all_notebooks_executed(smoke_run):
     tmp, result = smoke_run
     names = [p.name for p in notebooks()]
@@ -40,6 +41,7 @@ def test_all_notebooks_executed(smoke_run):
         assert not errors, (name, errors)
 
 
+@pytest.mark.slow
 def test_stage_outputs_show_in_the_report(smoke_run):
     tmp, _ = smoke_run
     nb = nbformat.read(tmp / "executed" / "02_mask_synthesis.ipynb", as_version=4)
@@ -49,6 +51,7 @@ def test_stage_outputs_show_in_the_report(smoke_run):
     assert "wearing_mask" in manifest and ",ok," in manifest
 
 
+@pytest.mark.slow
 def test_stage_started_alone_names_the_stage_to_run_first(tmp_path):
     import papermill as pm
 

@@ -52,6 +52,7 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
+@pytest.mark.slow
 def test_overfits_one_batch(masked_data):
     torch.manual_seed(0)
     loader = make_loaders(masked_data, 8, "cached", workers=0, limit=8, splits=("val",))["val"]
@@ -73,6 +74,7 @@ def test_overfits_one_batch(masked_data):
     assert acc == 1.0 and loss.item() < 0.1, (step, acc, loss.item())
 
 
+@pytest.mark.slow
 def test_smoke_training_writes_every_sink(masked_data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -121,6 +123,7 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
     assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 1)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(masked_data, tmp_path):
     kw = dict(arch="resnet18", epochs=3, limit=12)
     train(_cfg(masked_data, tmp_path / "full", **kw))
@@ -167,6 +170,7 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_bench_train_prints_model_only_and_full_pipeline_side_by_side(masked_data, capsys):
     res = bench_train(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
     out = capsys.readouterr().out
