@@ -17,6 +17,7 @@ from .bench.loader import bench_loader
 from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
 from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, options_of
+from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import FaceDetector
 from .evaluate import evaluate_run, headline
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="stage 05: evaluate a run's best checkpoint")
     e.add_argument("--run", required=True, help="RUN_DIR of a training run (holds best.pt)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument(
         "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"
     )

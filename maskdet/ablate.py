@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ABLATION_PRESETS, TrainConfig
+from .constants import SPLITS
 from .evaluate import evaluate_run
 from .manifest import read_manifest, usable, write_manifest
 from .train import train
@@ -76,7 +77,7 @@ def held_out_data(data_dir: str | os.PathLike, mask_type: str, out_dir: str | os
     for r in rows:
         if r["pair_id"] in pairs and r["split"] in ("train", "val") and r["status"] == "ok":
             r["status"], r["reason"] = "excluded", f"held out: mask type {mask_type}"
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         link = out / split
         if not link.exists() and (src / split).exists():
             link.symlink_to(src / split, target_is_directory=True)

@@ -28,12 +28,11 @@ import cv2
 import numpy as np
 import torch
 
+from .constants import FACE_SIZE
 from .imageio import BadImage, is_image_name, read_rgb
 from .landmarks import frontal_face_detector
 from .manifest import read_manifest
 
-CROP_SIZE = 128
-"""Side of a face crop (stage 01's stored size; the classifier centre-crops 112 of it)."""
 FRAMING: dict[str, tuple[float, float, float]] = {
     # backend: (dx, dy, side) in units of the box side s = sqrt(w*h):
     # crop centre = box centre + (dx, dy) * s, crop side = side * s
@@ -217,7 +216,7 @@ def crop_face(
     rgb: np.ndarray,
     face_box: tuple[float, float, float, float],
     backend: str = "mtcnn",
-    size: int = CROP_SIZE,
+    size: int = FACE_SIZE,
     framing: tuple[float, float, float] | None = None,
     landmarks: np.ndarray | None = None,
 ) -> np.ndarray:

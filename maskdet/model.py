@@ -21,6 +21,8 @@ import torchvision.models as tvm
 from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
+from .constants import IMAGE_SIZE
+
 ARCHS = ("resnet50", "resnet18")
 WEIGHTS = {"resnet50": "ResNet50_Weights", "resnet18": "ResNet18_Weights"}
 WEIGHTS_HOST = ("download.pytorch.org", 443)
@@ -96,7 +98,7 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def architecture_table(model: nn.Module, image_size: int = 112) -> list[dict]:
+def architecture_table(model: nn.Module, image_size: int = IMAGE_SIZE) -> list[dict]:
     """One row per stem layer, residual block and head layer: name, kind, output shape, params.
 
     Shapes come from forward hooks on a real forward pass at ``image_size`` x ``image_size``.
@@ -161,7 +163,7 @@ def _stages(rows: list[dict]) -> list[dict]:
     return groups
 
 
-def draw_architecture(model: nn.Module, image_size: int = 112, title: str | None = None):
+def draw_architecture(model: nn.Module, image_size: int = IMAGE_SIZE, title: str | None = None):
     """A matplotlib figure of the network drawn from its own modules and hooked tensor shapes.
 
     Left to right: input, stem (conv 7x7/2, BN, ReLU, max-pool), the four residual stages with

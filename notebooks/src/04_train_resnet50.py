@@ -67,8 +67,8 @@ display(counts)
 
 # %%
 net, _ = mdl.build_model(ARCH, pretrained=False, verbose=False)
-fig = mdl.draw_architecture(net, 112, title=ARCH)
-print(mdl.format_table(mdl.architecture_table(net, 112)))
+fig = mdl.draw_architecture(net, title=ARCH)  # at the 112x112 input
+print(mdl.format_table(mdl.architecture_table(net)))
 
 # %% [markdown]
 # ## Training
