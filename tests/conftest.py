@@ -90,3 +90,19 @@ def tiny_run(tmp_path_factory, masked_mini) -> Path:
     )
     assert (out / "best.pt").exists()
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    """A random-init ResNet-18 exported as the kiosk and ``predict`` run it (``model.onnx`` and
+    ``model.json``): a real model for tests of the mechanics, quick to make (no training)."""
+    import torch
+
+    from maskdet.export import export_module
+    from maskdet.model import build_model
+
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", pretrained=False, verbose=False)
+    out = tmp_path_factory.mktemp("onnx")
+    export_module(model.eval(), {"arch": "resnet18", "threshold": 0.5}, out, ("onnx",))
+    return out / "model.onnx"

