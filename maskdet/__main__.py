@@ -25,7 +25,7 @@ from .export import export_model
 from .model import ARCHS
 from .pipeline import run_notebooks
 from .predict import MaskClassifier, check_output, iter_predictions, write_rows
-from .renderers import BACKENDS
+from .renderers import MASK_BACKENDS
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
 from .train import train
@@ -57,6 +57,8 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
             masktheface_dir=a.masktheface_dir,
             workers=a.workers,
             seed=a.seed,
+            look=a.look,
+            hard_negatives=a.hard_negatives,
         )
     )
 
@@ -201,9 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="data", help="DATA_DIR")
     s.add_argument(
         "--backend",
-        choices=list(BACKENDS),
+        choices=MASK_BACKENDS,
         default=None,
-        help="default: masktheface when an upstream checkout is found, else builtin",
+        help="default: masktheface when an upstream checkout is found, else builtin; mixed: "
+        "each image drawn by one of the two at random",
+    )
+    s.add_argument(
+        "--look",
+        default="real",
+        help="mask appearance: real (real-photo colours, light-following shading, ear loops, "
+        "size jitter), legacy (as before), or e.g. real,-loops",
+    )
+    s.add_argument(
+        "--hard-negatives",
+        type=float,
+        default=0.0,
+        help="fraction of faces that also get an occluded unmasked copy (beard, hand, scarf, "
+        "collar or microphone over the lower face)",
     )
     s.add_argument("--masktheface-dir", default=None)
     s.add_argument("--workers", type=int, default=None)

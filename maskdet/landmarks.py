@@ -141,6 +141,25 @@ def eye_line_y(landmarks: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return le[1] + (xs - le[0]) * (re[1] - le[1]) / max(abs(re[0] - le[0]), 1e-6)
 
 
+def below_eye_line(
+    landmarks: np.ndarray,
+    x0: int,
+    y0: int,
+    w: int,
+    h: int,
+    margin: float = 1.0,
+    feather: float = 1.5,
+) -> np.ndarray:
+    """Soft 0..1 weight of the region (x0, y0, w, h) that is 0 above the line through the eye
+    centres and rises to 1 just below it. Upstream's tall templates (KN95, N95) reach up to the
+    eyes on short noses and tilted heads; a real mask is pressed below them, so the top edge is
+    trimmed there instead of the pair being dropped."""
+    xs = np.arange(x0, x0 + w, dtype=np.float32) + 0.5
+    ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None] + 0.5
+    eye_y = eye_line_y(landmarks, xs)
+    return np.clip((ys - eye_y - margin) / feather, 0.0, 1.0).astype(np.float32)
+
+
 def measure_fallback_box(images: Iterable[np.ndarray], finder: FaceFinder | None = None) -> dict:
     """Median HOG box as fractions of the image over ``images`` (the value for FALLBACK_BOX)."""
     finder = finder or FaceFinder()

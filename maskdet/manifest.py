@@ -35,7 +35,8 @@ COLUMNS = [
     "mask_color",
     "mask_texture",
     "box_source",  # hog / fallback: how the face box for synthesis was found
-    "backend",  # synthesis backend (masktheface / builtin)
+    "backend",  # synthesis backend (masktheface / builtin / occluder)
+    "occluder",  # hard negatives: what covers the unmasked face (hand/mouth, scarf, ...)
     "status",
     "reason",
 ]

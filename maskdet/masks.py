@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .landmarks import Face, eye_centres
+from . import appearance
+from .appearance import Look
+from .landmarks import Face, below_eye_line, eye_centres
 
 SUPERSAMPLE = 4
 MASK_TYPES = {"surgical": 0.35, "N95": 0.15, "KN95": 0.2, "cloth": 0.3}
@@ -43,6 +45,15 @@ TYPE_COLORS = {
     "cloth": list(COLORS),
 }
 CLOTH_TEXTURES = {"solid": 0.3, "stripes": 0.2, "checks": 0.2, "dots": 0.15, "noise": 0.15}
+REAL_MASK_TYPES = {"surgical": 0.45, "KN95": 0.15, "N95": 0.08, "cloth": 0.32}
+"""With the ``real`` palette: surgical masks are the most common in real photos, then cloth."""
+REAL_TYPE_COLORS = {
+    "surgical": ["light_blue", "white", "black", "pink", "teal", "blue", "grey", "green", "cream"],
+    "N95": ["white", "cream", "grey", "black"],
+    "KN95": ["white", "black", "grey", "pink", "light_blue", "navy", "cream", "beige"],
+    "cloth": list(appearance.PALETTE),
+}
+REAL_CLOTH_TEXTURES = {"solid": 0.55, "stripes": 0.1, "checks": 0.1, "dots": 0.1, "noise": 0.15}
 
 
 @dataclass
@@ -54,6 +65,7 @@ class Rendered:
     mask_type: str
     mask_color: str
     mask_texture: str
+    backend: str = ""  # which renderer drew it (set by the mixed renderer)
 
 
 def rgb_of(hex_color: str) -> np.ndarray:
@@ -190,8 +202,13 @@ class BuiltinRenderer:
 
     name = "builtin"
 
+    def __init__(self, look: Look | str | None = None) -> None:
+        self.look = Look.parse(look)
+
     def choose(self, rng: np.random.Generator) -> tuple[str, str, str]:
         """(mask_type, colour name, texture[/second colour]) for one image."""
+        if self.look.palette == "real":
+            return self._choose_real(rng)
         types = list(MASK_TYPES)
         mask_type = str(
             rng.choice(types, p=np.array(list(MASK_TYPES.values())) / sum(MASK_TYPES.values()))
@@ -206,9 +223,32 @@ class BuiltinRenderer:
             texture += "/" + str(rng.choice([c for c in COLORS if c != color]))
         return mask_type, color, texture
 
+    def _choose_real(self, rng: np.random.Generator) -> tuple[str, str, str]:
+        types = list(REAL_MASK_TYPES)
+        p = np.array(list(REAL_MASK_TYPES.values()))
+        mask_type = str(rng.choice(types, p=p / p.sum()))
+        color = appearance.draw_color(rng, REAL_TYPE_COLORS[mask_type])
+        texture = "solid"
+        if mask_type == "cloth":
+            kinds = list(REAL_CLOTH_TEXTURES)
+            texture = str(rng.choice(kinds, p=list(REAL_CLOTH_TEXTURES.values())))
+        if texture != "solid":
+            texture += "/" + appearance.draw_color(
+                rng, [c for c in appearance.PALETTE if c != color]
+            )
+        return mask_type, color, texture
+
+    def _rgb(self, name: str, rng: np.random.Generator) -> np.ndarray:
+        if self.look.palette == "real":
+            return appearance.color_rgb(name, rng)
+        return rgb_of(COLORS[name])
+
     def render(self, rgb: np.ndarray, face: Face, rng: np.random.Generator) -> Rendered:
         mask_type, color, texture = self.choose(rng)
         poly = outline(mask_type, face.landmarks)
+        if self.look.jitter:
+            o, ex, ey, fw = face_frame(face.landmarks)
+            poly = appearance.jitter_points(poly, o, ex, ey, fw, rng)
         h, w = rgb.shape[:2]
         x0, y0 = np.floor(poly.min(0)).astype(int) - 2
         x1, y1 = np.ceil(poly.max(0)).astype(int) + 3
@@ -231,8 +271,8 @@ class BuiltinRenderer:
         u = (dx * ex[0] + dy * ex[1]) / fw  # across the face, 0 at the nose
         v = (dx * ey[0] + dy * ey[1]) / fw  # down the face, 0 at the eyes
         kind, _, second = texture.partition("/")
-        c0 = rgb_of(COLORS[color])
-        col = _pattern(kind, u, v, c0, rgb_of(COLORS[second or color]), rng)
+        c0 = self._rgb(color, rng)
+        col = _pattern(kind, u, v, c0, self._rgb(second or color, rng), rng)
 
         # shading: cylinder across the face, light from above, folds, edge darkening, scene light
         shade = 1.0 - 0.55 * np.clip(np.abs(u) / 0.55, 0, 1) ** 2.2 - 0.08 * (v - 0.6)
@@ -253,11 +293,55 @@ class BuiltinRenderer:
         grain = 1.0 + 0.03 * (rng.standard_normal(alpha.shape).astype(np.float32))
         face_roi = rgb[y0:y1, x0:x1]
         inside = alpha > 0.5
-        lum = float(face_roi[inside].mean()) if inside.any() else 128.0
-        scene = float(np.clip((lum / 135.0) ** 0.5, 0.6, 1.1))
+        if self.look.shading:
+            light = appearance.illumination(face_roi, alpha, fw, float(rng.uniform(0.6, 1.1)))
+            scene = appearance.scene_gain(face_roi, alpha, rng) * light
+        else:
+            lum = float(face_roi[inside].mean()) if inside.any() else 128.0
+            scene = float(np.clip((lum / 135.0) ** 0.5, 0.6, 1.1))
         col = np.clip(col * (shade * grain * scene)[..., None], 0, 255).astype(np.float32)
 
         out = composite(rgb, col * alpha[..., None], alpha, x0, y0)
         full = np.zeros((h, w), np.float32)
         full[y0:y1, x0:x1] = alpha
+        if self.look.loops:
+            out, full = add_ear_loops(out, full, face.landmarks, poly, c0, rng)
         return Rendered(out, full, mask_type, color, texture)
+
+
+def add_ear_loops(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    pts: np.ndarray,
+    poly: np.ndarray,
+    color: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Elastic loops from the mask's side corners to the ears, composited outside the mask body
+    only and trimmed below the eye line; returns the new image and the combined alpha."""
+    o, ex, ey, fw = face_frame(pts)
+    u = (poly - o) @ ex
+    corners = []
+    nose_u = float((pts[30] - o) @ ex)
+    for side, jaw in ((-1, pts[0]), (1, pts[16])):
+        if abs(float((jaw - o) @ ex) - nose_u) < 0.36 * fw:
+            continue  # head turned away on this side: its ear (and loop) is hidden
+        far = poly[np.argsort(side * u)[-len(poly) // 4 :]]  # the quarter of points on that side
+        fv = (far - o) @ ey
+        top, bottom = far[np.argmin(fv)], far[np.argmax(fv)]
+        ear = jaw.astype(np.float64) + side * 0.03 * fw * ex + 0.05 * fw * ey
+        corners += [(top, ear), (bottom, ear + 0.06 * fw * ey)]
+    if not corners:
+        return rgb, alpha
+    h, w = alpha.shape
+    loops = appearance.ear_loops((h, w), corners, max(0.9, 0.014 * fw))
+    loops *= below_eye_line(pts, 0, 0, w, h) * float(rng.uniform(0.6, 0.95))
+    loops = np.clip(loops - alpha, 0.0, 1.0)  # only where the mask body is not
+    ys, xs = np.nonzero(loops > 0)
+    if not len(ys):
+        return rgb, alpha
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    a = loops[y0:y1, x0:x1]
+    shade = np.clip(color * 1.05 + 12, 0, 255).astype(np.float32)
+    out = composite(rgb, np.broadcast_to(shade, a.shape + (3,)) * a[..., None], a, x0, y0)
+    return out, np.clip(alpha + loops, 0.0, 1.0)

@@ -1,10 +1,13 @@
 """Stage 02: a masked twin for every face, written next to it by the same writer.
 
-Two backends share face finding (:mod:`maskdet.landmarks`), the per-image seeded RNG, the
-quality check, the worker pool and the manifest handling: ``masktheface`` (upstream MaskTheFace
-through :mod:`masktheface_patch`, the default when a checkout is found) and ``builtin``
-(:mod:`maskdet.masks`, for machines without it). Output bytes depend only on the input, the
-seed and the image's pair id, never on the worker count.
+The backends (:mod:`maskdet.renderers`) share face finding (:mod:`maskdet.landmarks`), the
+per-image seeded RNG, the quality check, the worker pool and the manifest handling:
+``masktheface`` (upstream MaskTheFace through :mod:`masktheface_patch`, the default when a
+checkout is found), ``builtin`` (:mod:`maskdet.masks`, for machines without it) and ``mixed``
+(both, per image). The ``look`` (:mod:`maskdet.appearance`) sets the realism levers: real-photo
+colours, shading that follows the face's light, ear loops, size jitter. Optionally a fraction of
+the faces also gets a hard negative (:mod:`maskdet.occluders`). Output bytes depend only on the
+input, the seed, the look and the image's pair id, never on the worker count.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .appearance import Look
 from .constants import SPLITS
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
@@ -73,13 +77,13 @@ def check_quality(alpha: np.ndarray, face: Face) -> str:
     return ""
 
 
-def _init(backend: str, masktheface_dir: str | None, seed: int) -> None:
+def _init(backend: str, masktheface_dir: str | None, seed: int, look: str = "real") -> None:
     """Worker initializer: models and templates are loaded once per process."""
-    if _STATE.get("key") != (backend, masktheface_dir):
+    if _STATE.get("key") != (backend, masktheface_dir, look):
         _STATE.update(
-            key=(backend, masktheface_dir),
+            key=(backend, masktheface_dir, look),
             finder=FaceFinder(landmark_model_path()),
-            renderer=make_renderer(backend, masktheface_dir),
+            renderer=make_renderer(backend, masktheface_dir, look),
         )
         preload = getattr(_STATE["renderer"], "preload", None)
         if preload:
@@ -92,10 +96,9 @@ def forget_models() -> None:
     _STATE.clear()
 
 
-def _init_worker(backend: str, masktheface_dir: str | None, seed: int) -> None:
-
+def _init_worker(backend: str, masktheface_dir: str | None, seed: int, look: str) -> None:
     cv2.setNumThreads(1)
-    _init(backend, masktheface_dir, seed)
+    _init(backend, masktheface_dir, seed, look)
 
 
 def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
@@ -108,6 +111,7 @@ def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
         "mask_color": "",
         "mask_texture": "",
         "box_source": "",
+        "backend": "",
     }
     try:
         rgb = read_rgb(src)
@@ -122,7 +126,8 @@ def _mask_one(job: tuple[str, str, str]) -> dict[str, str]:
         res["reason"] = f"render failed: {type(err).__name__}: {err}".splitlines()[0][:160]
         return res
     res.update(mask_type=out.mask_type, mask_color=out.mask_color, mask_texture=out.mask_texture)
-    reason = check_quality(out.alpha, face)
+    res["backend"] = out.backend or _STATE["renderer"].name
+    reason = check_quality(out.alpha, face) if res["backend"] != "occluder" else ""
     if reason:
         res.update(status="dropped", reason=reason)
         Path(dest).unlink(missing_ok=True)
@@ -139,6 +144,7 @@ def run_jobs(
     workers: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    look: Look | str = "real",
 ) -> list[dict[str, str]]:
     """Results of :func:`_mask_one` for ``jobs`` (src, dest, rng key), in order.
 
@@ -151,12 +157,13 @@ def run_jobs(
     mdir = str(masktheface_dir) if masktheface_dir else None
     workers = workers or default_workers(4)
     bar = dict(total=len(jobs), desc=f"masks ({backend})", disable=not progress)
+    look = Look.parse(look).name
     if workers <= 1 or len(jobs) < 2:
-        _init(backend, mdir, seed)
+        _init(backend, mdir, seed, look)
         return [_mask_one(j) for j in tqdm(jobs, **bar)]
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
     if "fork" in multiprocessing.get_all_start_methods():
-        _init(backend, mdir, seed)
+        _init(backend, mdir, seed, look)
         ctx, init = multiprocessing.get_context("fork"), None
     else:
         ctx, init = multiprocessing.get_context("spawn"), _init_worker
@@ -167,7 +174,7 @@ def run_jobs(
             workers,
             mp_context=ctx,
             initializer=init,
-            initargs=(backend, mdir, seed) if init else (),
+            initargs=(backend, mdir, seed, look) if init else (),
         ) as pool:
             return list(tqdm(pool.map(_mask_one, jobs, chunksize=chunk), **bar))
     finally:
@@ -184,11 +191,17 @@ def synthesize_dataset(
     workers: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    look: Look | str = "real",
+    hard_negatives: float = 0.0,
 ) -> dict:
     """Stage 02: a masked twin in ``<split>/wearing_mask/`` for every usable face; updates the manifest.
 
     Re-running replaces the previous stage-02 rows and files. A face whose twin failed or was
-    dropped is marked ``excluded`` so every face used has its twin. Returns a summary dict.
+    dropped is marked ``excluded`` so every face used has its twin. With ``hard_negatives`` > 0,
+    that fraction of the faces (drawn per pair from the seed) also gets an occluded copy
+    (:mod:`maskdet.occluders`: a beard, hand, scarf, collar or microphone over the lower face)
+    in ``<split>/not_wearing_mask/<stem>.occ.png``, labelled ``not_wearing_mask`` with its kind
+    in the manifest's ``occluder`` column. Returns a summary dict.
     """
     data_dir = Path(data_dir)
     rows = read_manifest(data_dir)
@@ -196,20 +209,25 @@ def synthesize_dataset(
         r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
     ):
         raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+    if not 0.0 <= hard_negatives <= 1.0:
+        raise ValueError(f"hard_negatives is a fraction of the faces (0..1), got {hard_negatives}")
     backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
-    rows = [r for r in rows if r["label"] != "wearing_mask"]
+    old_negatives = [r["path"] for r in rows if r["occluder"] and r["path"]]
+    rows = [r for r in rows if r["label"] != "wearing_mask" and not r["occluder"]]
     for r in rows:
         if r["status"] == "excluded":
             r.update(status="ok", reason="")
     for split in SPLITS:
         shutil.rmtree(data_dir / split / "wearing_mask", ignore_errors=True)
+    for rel in old_negatives:
+        (data_dir / rel).unlink(missing_ok=True)
     todo = [r for r in rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
     dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
     jobs = [
         (str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)
     ]
     t0 = time.perf_counter()
-    results = run_jobs(jobs, backend, mdir, workers, seed, progress)
+    results = run_jobs(jobs, backend, mdir, workers, seed, progress, look)
     seconds = time.perf_counter() - t0
     for r, dest, res in zip(todo, dests, results):
         ok = res["status"] == "ok"
@@ -221,14 +239,67 @@ def synthesize_dataset(
                 identity=r["identity"],
                 source=r["path"],
                 pair_id=r["pair_id"],
-                backend=backend,
-                **res,
+                **{**res, "backend": res["backend"] or backend},
             )
         )
         if not ok:
             r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
+    negatives = _hard_negatives(data_dir, todo, rows, hard_negatives, workers, seed, progress)
     write_manifest(data_dir, rows)
-    return summarize(results, backend, seconds) | {"seed": seed}
+    summary = summarize(results, backend, seconds)
+    return summary | {"seed": seed, "look": Look.parse(look).name, "hard_negatives": negatives}
+
+
+def _hard_negatives(
+    data_dir: Path,
+    faces: list[dict[str, str]],
+    rows: list[dict[str, str]],
+    fraction: float,
+    workers: int | None,
+    seed: int,
+    progress: bool,
+) -> dict:
+    """Occluded copies of ``fraction`` of the ``faces`` that kept their twin (chosen per pair
+    from the seed); appends their manifest rows, failures included, and returns their counts."""
+    picks = [
+        r
+        for r in faces
+        if r["status"] == "ok"
+        and rng_for(seed, "pick-occluded:" + r["pair_id"]).random() < fraction
+    ]
+    dests = [
+        f"{r['split']}/not_wearing_mask/{Path(r['path']).stem}.occ{FACE_SUFFIX}" for r in picks
+    ]
+    jobs = [
+        (str(data_dir / r["path"]), str(data_dir / d), "occ:" + r["pair_id"])
+        for r, d in zip(picks, dests)
+    ]
+    results = run_jobs(jobs, "occluder", None, workers, seed, progress) if jobs else []
+    for r, dest, res in zip(picks, dests, results):
+        ok = res["status"] == "ok"
+        rows.append(
+            new_row(
+                path=dest if ok else "",
+                split=r["split"],
+                label="not_wearing_mask",
+                identity=r["identity"],
+                source=r["path"],
+                pair_id=r["pair_id"],
+                occluder=res["mask_texture"] or "?",
+                box_source=res["box_source"],
+                backend="occluder",
+                status=res["status"],
+                reason=res["reason"],
+            )
+        )
+    made = Counter(res["mask_type"] for res in results if res["status"] == "ok")
+    return {
+        "fraction": fraction,
+        "images_in": len(jobs),
+        "written": sum(made.values()),
+        "failed": len(jobs) - sum(made.values()),
+        "kinds": dict(sorted(made.items())),
+    }
 
 
 def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -310,6 +381,7 @@ def mask_files(
             "mask_color": "",
             "mask_texture": "",
             "box_source": "",
+            "backend": "",
         }
         records.append(rec)
         if not is_image_name(p.name):

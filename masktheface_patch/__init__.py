@@ -36,9 +36,11 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
+from maskdet import appearance
+from maskdet.appearance import Look
 from maskdet.constants import ROOT
-from maskdet.landmarks import Face, eye_line_y
-from maskdet.masks import Rendered, composite
+from maskdet.landmarks import Face, below_eye_line
+from maskdet.masks import Rendered, add_ear_loops, composite, face_frame
 
 MASK_TYPES = {
     "surgical": 0.14,
@@ -61,6 +63,32 @@ OWN_COLOR_P = {
 }
 """Probability of keeping the template's own colour; otherwise an upstream colour is blended in."""
 CLOTH_TEXTURE_P = 0.35
+REAL_MASK_TYPES = {
+    "surgical_blue": 0.26,
+    "surgical": 0.22,
+    "surgical_green": 0.03,
+    "N95": 0.08,
+    "KN95": 0.14,
+    "cloth": 0.27,
+}
+"""With the ``real`` palette: no gas masks (rare, and not what a kiosk sees), surgical first."""
+REAL_OWN_COLOR_P = {
+    "surgical_blue": 0.5,
+    "surgical": 0.3,
+    "surgical_green": 1.0,
+    "N95": 0.6,
+    "KN95": 0.5,
+    "cloth": 0.3,
+}
+REAL_TYPE_COLORS = {
+    "surgical_blue": ["light_blue", "blue"],
+    "surgical": ["white", "light_blue", "black", "pink", "grey", "cream", "blue", "teal"],
+    "surgical_green": ["teal"],
+    "N95": ["white", "cream", "grey"],
+    "KN95": ["white", "black", "grey", "pink", "light_blue", "navy", "cream", "beige"],
+    "cloth": list(appearance.PALETTE),
+}
+REAL_CLOTH_TEXTURE_P = 0.2
 ANGLE_THRESHOLD = 13.0
 """Degrees of head turn (upstream's value) beyond which the _left/_right template is used."""
 MAX_LEVEL = 4
@@ -137,11 +165,12 @@ class MaskTheFaceRenderer:
 
     name = "masktheface"
 
-    def __init__(self, masktheface_dir: str | os.PathLike) -> None:
+    def __init__(self, masktheface_dir: str | os.PathLike, look: Look | str | None = None) -> None:
+        self.look = Look.parse(look)
         self.up = load_upstream(masktheface_dir)
         cfg_file = str(self.up.dir / "masks" / "masks.cfg")
         self.cfg: dict[str, tuple[Path, np.ndarray]] = {}
-        for base in MASK_TYPES:
+        for base in {**MASK_TYPES, **REAL_MASK_TYPES}:
             for variant in (base, f"{base}_left", f"{base}_right"):
                 c = self.up.read_cfg(config_filename=cfg_file, mask_type=variant, verbose=False)
                 pts = np.float32([c.mask_a, c.mask_b, c.mask_c, c.mask_f, c.mask_e, c.mask_d])
@@ -159,6 +188,8 @@ class MaskTheFaceRenderer:
 
     def choose(self, rng: np.random.Generator) -> dict:
         """Mask type, colour (hex or ``template``), texture (or ``none``) and weights."""
+        if self.look.palette == "real":
+            return self._choose_real(rng)
         types = list(MASK_TYPES)
         p = np.array(list(MASK_TYPES.values()))
         mask_type = str(rng.choice(types, p=p / p.sum()))
@@ -173,6 +204,26 @@ class MaskTheFaceRenderer:
             "texture": texture,
             "color_weight": float(rng.uniform(0.35, 0.7)),
             "texture_weight": float(rng.uniform(0.45, 0.75)),
+        }
+
+    def _choose_real(self, rng: np.random.Generator) -> dict:
+        """Palette colours (by name) recoloured through the template's luminance."""
+        types = list(REAL_MASK_TYPES)
+        p = np.array(list(REAL_MASK_TYPES.values()))
+        mask_type = str(rng.choice(types, p=p / p.sum()))
+        texture, color = "none", "template"
+        if mask_type == "cloth" and rng.random() < REAL_CLOTH_TEXTURE_P:
+            texture = str(rng.choice(self.textures))
+        elif rng.random() >= REAL_OWN_COLOR_P[mask_type]:
+            color = appearance.draw_color(rng, REAL_TYPE_COLORS[mask_type])
+        return {
+            "type": mask_type,
+            "color": color,
+            "texture": texture,
+            "color_weight": float(rng.uniform(0.35, 0.7)),
+            "texture_weight": float(rng.uniform(0.45, 0.75)),
+            "rgb": appearance.color_rgb(color, rng) if color in appearance.PALETTE else None,
+            "shade": float(rng.uniform(0.6, 1.1)),
         }
 
     def _read_template(self, variant: str) -> np.ndarray:
@@ -231,6 +282,9 @@ class MaskTheFaceRenderer:
         width_only = np.zeros((1, bgr.shape[1], 3), np.uint8)  # get_line reads only the width
         six, angle = aux.get_six_points(aux.shape_to_landmarks(face.landmarks), width_only)
         six = np.float32(six)
+        if self.look.jitter:
+            o, ex, ey, fw = face_frame(face.landmarks)
+            six = np.float32(appearance.jitter_points(six.astype(np.float64), o, ex, ey, fw, rng))
         variant = choice["type"]
         if angle < -ANGLE_THRESHOLD:
             variant += "_right"
@@ -247,14 +301,21 @@ class MaskTheFaceRenderer:
         if choice["texture"] != "none":
             tex = self._texture_file(choice["texture"], tmpl.shape[1], tmpl.shape[0])
             tmpl = self.up.create_mask.texture_the_mask(tmpl, tex, choice["texture_weight"])
-        if choice["color"] != "template":
+        if choice.get("rgb") is not None:  # palette colour through the template's luminance
+            a0 = tmpl[..., 3].astype(np.float32) / 255.0
+            colour = appearance.recolor(tmpl[..., 2::-1], a0, choice["rgb"])[..., ::-1]
+            colour = colour.round().astype(np.uint8)
+        elif choice["color"] != "template":
             tmpl = self.up.create_mask.color_the_mask(tmpl, choice["color"], choice["color_weight"])
-        # upstream's brightness / saturation matching, on the template instead of the warped image
-        colour = tmpl[..., :3]
-        delta_b = 1 + (aux.get_avg_brightness(bgr) - aux.get_avg_brightness(colour)) / 255
-        colour = aux.change_brightness(colour, delta_b)
-        delta_s = 1 - (aux.get_avg_saturation(bgr) - aux.get_avg_saturation(colour)) / 255
-        colour = aux.change_saturation(colour, delta_s)
+            colour = tmpl[..., :3]
+        else:
+            colour = tmpl[..., :3]
+        if not self.look.shading:
+            # upstream's brightness / saturation matching, on the template
+            delta_b = 1 + (aux.get_avg_brightness(bgr) - aux.get_avg_brightness(colour)) / 255
+            colour = aux.change_brightness(colour, delta_b)
+            delta_s = 1 - (aux.get_avg_saturation(bgr) - aux.get_avg_saturation(colour)) / 255
+            colour = aux.change_saturation(colour, delta_s)
 
         H, _ = cv2.findHomography(pts, six)
         if H is None or not np.isfinite(H).all():
@@ -289,26 +350,21 @@ class MaskTheFaceRenderer:
         )
         keep = below_eye_line(face.landmarks, x0, y0, x1 - x0, y1 - y0)
         alpha = np.clip(warped[..., 3], 0.0, 1.0) * keep
-        out = composite(rgb, warped[..., :3] * keep[..., None], alpha, x0, y0)
+        premult = warped[..., :3] * keep[..., None]
+        if self.look.shading:
+            roi = rgb[y0:y1, x0:x1]
+            fw = face_frame(face.landmarks)[3]
+            light = appearance.illumination(roi, alpha, fw, choice.get("shade", 0.8))
+            gain = (appearance.scene_gain(roi, alpha, rng) * light)[..., None]
+            premult = np.minimum(premult * gain, 255.0 * alpha[..., None])  # colour <= 255
+        out = composite(rgb, premult, alpha, x0, y0)
         full = np.zeros((h, w), np.float32)
         full[y0:y1, x0:x1] = alpha
+        if self.look.loops:
+            poly = six.astype(np.float64)  # a, b, c (top), f, e, d (bottom): the mask outline
+            base = choice.get("rgb")
+            if base is None:
+                inside = alpha > 0.5
+                base = out[y0:y1, x0:x1][inside].mean(0) if inside.any() else np.full(3, 200.0)
+            out, full = add_ear_loops(out, full, face.landmarks, poly, np.float32(base), rng)
         return Rendered(out, full, choice["type"], choice["color"], choice["texture"])
-
-
-def below_eye_line(
-    landmarks: np.ndarray,
-    x0: int,
-    y0: int,
-    w: int,
-    h: int,
-    margin: float = 1.0,
-    feather: float = 1.5,
-) -> np.ndarray:
-    """Soft 0..1 weight of the region (x0, y0, w, h) that is 0 above the line through the eye
-    centres and rises to 1 just below it. Upstream's tall templates (KN95, N95) reach up to the
-    eyes on short noses and tilted heads; a real mask is pressed below them, so the top edge is
-    trimmed there instead of the pair being dropped."""
-    xs = np.arange(x0, x0 + w, dtype=np.float32) + 0.5
-    ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None] + 0.5
-    eye_y = eye_line_y(landmarks, xs)
-    return np.clip((ys - eye_y - margin) / feather, 0.0, 1.0).astype(np.float32)

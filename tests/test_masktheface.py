@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,13 @@ def test_preloaded_templates_render_the_same(small_faces):
         a = lazy.render(rgb, face, rng_for(0, p.name))
         b = eager.render(rgb, face, rng_for(0, p.name))
         assert (a.rgb == b.rgb).all() and a.mask_type == b.mask_type
+
+
+def test_mixed_backend_uses_both_and_stays_deterministic(small_faces, tmp_path):
+    kw = dict(backend="mixed", masktheface_dir=MTF)
+    d1, s1 = run_copy(small_faces, tmp_path / "w1", workers=1, **kw)
+    d2, _ = run_copy(small_faces, tmp_path / "w2", workers=2, **kw)
+    rows = [r for r in read_manifest(d1) if r["label"] == "wearing_mask" and r["status"] == "ok"]
+    assert set(Counter(r["backend"] for r in rows)) == {"masktheface", "builtin"}
+    assert tree_bytes(d1) == tree_bytes(d2)
+    assert s1["masked"] >= 0.9 * s1["images_in"]

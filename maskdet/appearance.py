@@ -1,0 +1,184 @@
+"""What makes a synthetic mask look like a real one; shared by both synthesis backends.
+
+- :data:`PALETTE`: mask colours with the weights they have in real photos (light-blue and white
+  surgical masks, black cloth masks, then cream, grey, navy, pink and a tail of others), instead
+  of a uniform draw over saturated colours that real masks rarely have.
+- :func:`recolor`: give a template a new colour through its luminance, so the template's own
+  folds and pleats stay (a flat blend with the colour washes them out).
+- :func:`illumination`: a low-frequency light field of the face under the mask, so the mask
+  darkens and lightens with the skin it covers (side light, shadows under the nose and chin).
+- :func:`ear_loops`: the elastic from the mask's side corners to the ear.
+- :func:`jitter_points`: small random changes of mask width, height and position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PALETTE: dict[str, tuple[str, float]] = {
+    "light_blue": ("#9cc6e6", 0.24),
+    "white": ("#f1f1ee", 0.20),
+    "black": ("#1f1f22", 0.17),
+    "cream": ("#e4d9c3", 0.07),
+    "grey": ("#8d9095", 0.06),
+    "navy": ("#27354f", 0.06),
+    "pink": ("#e5a8ba", 0.04),
+    "blue": ("#3566ad", 0.04),
+    "teal": ("#5aaeb0", 0.03),
+    "beige": ("#cdb699", 0.03),
+    "brown": ("#5e4536", 0.02),
+    "red": ("#a8282f", 0.02),
+    "green": ("#5f8751", 0.02),
+}
+"""name -> (sRGB hex, weight in the draw)."""
+DARK = ("black", "navy", "brown", "grey")
+
+
+def hex_rgb(hex_color: str) -> np.ndarray:
+    h = hex_color.lstrip("#")
+    return np.array([int(h[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
+
+
+def draw_color(rng: np.random.Generator, names: list[str] | None = None) -> str:
+    """A palette colour name drawn with the real-photo weights (restricted to ``names``)."""
+    names = names or list(PALETTE)
+    p = np.array([PALETTE[n][1] for n in names], np.float64)
+    return str(rng.choice(names, p=p / p.sum()))
+
+
+def color_rgb(name: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The colour's RGB, with a small random shift of brightness and tint when ``rng`` is given
+    (no two real masks of one colour look the same)."""
+    c = hex_rgb(PALETTE[name][0])
+    if rng is None:
+        return c
+    c = c * float(rng.uniform(0.9, 1.06)) + rng.normal(0, 4, 3).astype(np.float32)
+    return np.clip(c, 0, 255).astype(np.float32)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def recolor(
+    rgb: np.ndarray, alpha: np.ndarray, color: np.ndarray, keep: float = 0.85
+) -> np.ndarray:
+    """``rgb`` (float32 or uint8, H x W x 3) repainted in ``color`` through its luminance.
+
+    The template's shading relative to its mean (folds, pleats, edges) is kept at strength
+    ``keep``; the mean becomes the new colour. Dark colours keep the shading as an additive
+    term so that a black mask still shows its folds."""
+    lum = luminance(rgb)
+    inside = alpha > 0.5
+    mean = float(lum[inside].mean()) if inside.any() else float(lum.mean()) or 1.0
+    rel = lum / max(mean, 1.0)
+    mult = 1.0 + keep * (rel - 1.0)
+    target = color.reshape(1, 1, 3).astype(np.float32)
+    add = (1.0 - float(target.mean()) / 255.0) * 60.0 * keep * (rel - 1.0)
+    out = target * np.clip(mult, 0.2, 1.8)[..., None] + add[..., None]
+    return np.clip(out, 0, 255).astype(np.float32)
+
+
+def illumination(
+    face_rgb: np.ndarray, alpha: np.ndarray, face_width: float, strength: float
+) -> np.ndarray:
+    """Light field (H x W float32, mean 1 under the mask) of the face region ``face_rgb``.
+
+    The skin's luminance, low-passed at a fifth of the face width (features gone, light and
+    shadow kept), divided by its mean under the mask, raised to ``strength`` (0 = flat)."""
+    lum = luminance(face_rgb) + 1.0
+    sigma = max(face_width * 0.2, 1.5)
+    low = cv2.GaussianBlur(lum, (0, 0), sigma)
+    inside = alpha > 0.5
+    mean = float(low[inside].mean()) if inside.any() else float(low.mean())
+    field = np.clip(low / max(mean, 1.0), 0.45, 1.6) ** strength
+    return field.astype(np.float32)
+
+
+def scene_gain(face_rgb: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> float:
+    """How bright the light on the face is, from its highlights (the 90th percentile of the
+    luminance around the mask, so that dark skin does not read as dim light): a white mask in
+    a dim photo is grey, in a well-lit one white."""
+    lum = luminance(face_rgb)
+    level = float(np.percentile(lum, 90)) if lum.size else 200.0
+    return float(np.clip((level / 205.0) ** float(rng.uniform(0.4, 0.8)), 0.55, 1.08))
+
+
+def ear_loops(
+    shape: tuple[int, int],
+    corners: list[tuple[np.ndarray, np.ndarray]],
+    width: float,
+) -> np.ndarray:
+    """Alpha (float32, ``shape``) of thin elastic loops: each (start, ear) pair is drawn as a
+    slightly curved anti-aliased line of ``width`` pixels."""
+    h, w = shape
+    ss = 4
+    big = np.zeros((h * ss, w * ss), np.uint8)
+    thick = max(1, int(round(width * ss)))
+    for start, ear in corners:
+        mid = (start + ear) / 2 + np.array([0.0, 0.04 * np.linalg.norm(ear - start)])
+        t = np.linspace(0, 1, 16)[:, None]
+        pts = (1 - t) ** 2 * start + 2 * (1 - t) * t * mid + t**2 * ear
+        cv2.polylines(
+            big, [np.round(pts * ss).astype(np.int32)], False, 255, thick, lineType=cv2.LINE_AA
+        )
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def jitter_points(
+    pts: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, fw: float, rng
+) -> np.ndarray:
+    """``pts`` scaled along the face's axes (width x0.92-1.08, height x0.96-1.08) about
+    ``origin`` and moved down or up by up to 2% of the face width."""
+    sx, sy = rng.uniform(0.92, 1.08), rng.uniform(0.96, 1.08)
+    dv = rng.uniform(-0.02, 0.02) * fw
+    rel = pts - origin
+    u, v = rel @ ex, rel @ ey
+    return origin + np.outer(u * sx, ex) + np.outer(v * sy + dv, ey)
+
+
+@dataclass(frozen=True)
+class Look:
+    """Which realism levers a renderer applies (each can be switched off for the ablation).
+
+    ``palette``: ``real`` (:data:`PALETTE` weights, no gas masks) or ``legacy`` (the earlier
+    uniform draws); ``shading``: follow the face's light (:func:`illumination`, :func:`scene_gain`);
+    ``loops``: draw ear loops; ``jitter``: vary mask width, height and position."""
+
+    palette: str = "real"
+    shading: bool = True
+    loops: bool = True
+    jitter: bool = True
+
+    @classmethod
+    def parse(cls, spec: str | Look | None) -> Look:
+        """``real`` (all levers, the default), ``legacy`` (none: the renderers as before), or
+        ``real,-loops,-jitter`` style lists."""
+        if isinstance(spec, Look):
+            return spec
+        spec = (spec or "real").strip()
+        if spec == "legacy":
+            return cls(palette="legacy", shading=False, loops=False, jitter=False)
+        parts = [s.strip() for s in spec.split(",") if s.strip()]
+        kw: dict = {}
+        for part in parts:
+            if part in ("real", "legacy"):
+                kw["palette"] = part
+            elif part.lstrip("+-") in ("shading", "loops", "jitter"):
+                kw[part.lstrip("+-")] = not part.startswith("-")
+            else:
+                raise ValueError(
+                    f"unknown look {part!r}: use real, legacy, or e.g. real,-loops,-shading,-jitter"
+                )
+        return cls(**kw)
+
+    @property
+    def name(self) -> str:
+        if self == Look.parse("legacy"):
+            return "legacy"
+        off = [f"-{k}" for k in ("shading", "loops", "jitter") if not getattr(self, k)]
+        return ",".join([self.palette, *off])
