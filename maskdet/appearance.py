@@ -19,21 +19,27 @@ import cv2
 import numpy as np
 
 PALETTE: dict[str, tuple[str, float]] = {
-    "light_blue": ("#9cc6e6", 0.24),
-    "white": ("#f1f1ee", 0.20),
-    "black": ("#1f1f22", 0.17),
-    "cream": ("#e4d9c3", 0.07),
-    "grey": ("#8d9095", 0.06),
-    "navy": ("#27354f", 0.06),
-    "pink": ("#e5a8ba", 0.04),
-    "blue": ("#3566ad", 0.04),
+    "light_blue": ("#9cc6e6", 0.19),
+    "white": ("#f1f1ee", 0.17),
+    "black": ("#1f1f22", 0.12),
+    "grey": ("#8d9095", 0.07),
+    "navy": ("#27354f", 0.04),
+    "blue": ("#3566ad", 0.05),
+    "cream": ("#e4d9c3", 0.04),
+    "beige": ("#cdb699", 0.02),
+    "pink": ("#e5a8ba", 0.05),
+    "red": ("#b3262e", 0.04),
+    "orange": ("#e07a2e", 0.03),
+    "yellow": ("#e8c547", 0.03),
+    "purple": ("#6e4f8f", 0.03),
     "teal": ("#5aaeb0", 0.03),
-    "beige": ("#cdb699", 0.03),
-    "brown": ("#5e4536", 0.02),
-    "red": ("#a8282f", 0.02),
     "green": ("#5f8751", 0.02),
+    "brown": ("#5e4536", 0.02),
+    "khaki": ("#8e8a5c", 0.01),
 }
-"""name -> (sRGB hex, weight in the draw)."""
+"""name -> (sRGB hex, weight in the draw): light-blue and white surgical masks and black cloth
+masks first, then a long tail of cloth colours (about one real mask in ten is red, orange,
+yellow, pink, purple or green, and patterned cloth masks are common)."""
 DARK = ("black", "navy", "brown", "grey")
 
 

@@ -53,7 +53,7 @@ REAL_TYPE_COLORS = {
     "KN95": ["white", "black", "grey", "pink", "light_blue", "navy", "cream", "beige"],
     "cloth": list(appearance.PALETTE),
 }
-REAL_CLOTH_TEXTURES = {"solid": 0.55, "stripes": 0.1, "checks": 0.1, "dots": 0.1, "noise": 0.15}
+REAL_CLOTH_TEXTURES = {"solid": 0.45, "stripes": 0.1, "checks": 0.15, "dots": 0.1, "noise": 0.2}
 
 
 @dataclass

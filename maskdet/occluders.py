@@ -1,9 +1,8 @@
 """Hard negatives: things that cover the lower face but are not masks.
 
 A model trained on masked twins of clean faces can learn "something covers the mouth" instead of
-"a mask". These renderers draw, from the same 68 landmarks, a hand over the mouth or chin, a
-scarf or a raised collar over the chin, or a microphone in front of the
-mouth, on a copy of the unmasked face. The result is labelled ``not_wearing_mask`` and stored
+"a mask". These renderers draw, from the same 68 landmarks, a full beard, a hand over the mouth or
+chin, a scarf or a raised collar over the chin, or a microphone in front of the mouth, on a copy of the unmasked face. The result is labelled ``not_wearing_mask`` and stored
 beside its source with the kind recorded in the manifest (``occluder``). As for masks, only the
 region around the occluder changes: pixels where alpha is 0 keep their exact values.
 """
@@ -17,10 +16,16 @@ from . import appearance
 from .landmarks import Face
 from .masks import Rendered, composite, face_frame
 
-KINDS = {"hand": 0.5, "scarf": 0.2, "collar": 0.12, "microphone": 0.18}
-"""Occluder kinds and their probabilities. No beards: LFW's unmasked faces hold many real ones,
-and a drawn one looked like a dark cloth mask."""
+KINDS = {"beard": 0.35, "hand": 0.3, "scarf": 0.12, "collar": 0.08, "microphone": 0.15}
+"""Occluder kinds and their probabilities. Full beards come first: on real photos they are the
+unmasked faces a model trained on masked twins most often calls masked."""
 SUPERSAMPLE = 4
+BEARD_COLORS = {
+    "black": (30, 26, 24),
+    "brown": (72, 52, 40),
+    "grey": (150, 145, 140),
+    "ginger": (140, 80, 45),
+}
 
 
 def _fill(shape: tuple[int, int], polys: list[np.ndarray], blur: float = 0.6) -> np.ndarray:
@@ -102,6 +107,45 @@ def _band(pts, o, ex, ey, fw, rng, shape, top_frac: tuple[float, float]):
     return _fill(shape, [np.vstack([top, bottom])], blur=0.9)
 
 
+def _strands(shape: tuple[int, int], ey: np.ndarray, length: float, rng) -> np.ndarray:
+    """A field of hair strands (0..1): noise smeared along the face's vertical ``ey``."""
+    h, w = shape
+    noise = rng.random((h, w)).astype(np.float32)
+    n = max(3, int(round(length)) | 1)
+    kernel = np.zeros((n, n), np.float32)
+    c = n // 2
+    for t in np.linspace(-c, c, 4 * n):
+        x, y = int(round(c + t * ey[0])), int(round(c + t * ey[1]))
+        kernel[y, x] = 1.0
+    field = cv2.filter2D(noise, -1, kernel / kernel.sum())
+    field = (field - field.mean()) / (field.std() + 1e-6)
+    return np.clip(0.5 + 0.35 * field, 0, 1)
+
+
+def _beard(pts, o, ex, ey, fw, rng, shape):
+    """A full beard: along the jaw up to the cheeks, round the mouth (lips left bare), and a
+    moustache; hair strands and a ragged edge, thinner towards the cheeks."""
+    jaw = pts[2:15].astype(np.float64)
+    centre = pts[[2, 14, 8, 30]].mean(0)
+    reach = rng.uniform(0.02, 0.09)
+    outer = jaw + (jaw - centre) * reach + ey * 0.02 * fw
+    cheek_l = pts[2] * 0.55 + pts[31] * 0.45 - ey * rng.uniform(0.0, 0.08) * fw
+    cheek_r = pts[14] * 0.55 + pts[35] * 0.45 - ey * rng.uniform(0.0, 0.08) * fw
+    lips = pts[48:60].astype(np.float64)
+    lc = lips.mean(0)
+    bare = lc + (lips - lc) * rng.uniform(1.05, 1.25)  # the lips stay visible
+    beard = np.vstack(
+        [outer, cheek_r[None], pts[35:30:-1].astype(np.float64) + ey * 0.04 * fw, cheek_l[None]]
+    )
+    alpha = _fill(shape, [beard], blur=1.5) - _fill(shape, [bare], blur=0.8)
+    alpha = np.clip(alpha, 0, 1)
+    strands = _strands(shape, ey, 0.035 * fw, rng)
+    edge = np.clip(cv2.GaussianBlur(alpha, (0, 0), 0.04 * fw) * 1.8, 0, 1)  # soft, thin border
+    ragged = np.clip(0.35 + strands, 0, 1)  # strands thin out the border unevenly
+    alpha = alpha * np.where(edge > 0.9, 1.0, edge * ragged) * rng.uniform(0.8, 0.97)
+    return alpha, strands
+
+
 def _microphone(pts, o, ex, ey, fw, rng, shape):
     """A ball microphone in front of the mouth or chin, with its handle going down."""
     c = pts[62].astype(np.float64) * rng.uniform(0.3, 1.0) + pts[8].astype(np.float64) * 0
@@ -137,6 +181,11 @@ class OccluderRenderer:
             # knuckle and finger shading: soft dark lines along the fingers
             col = col * (0.93 + 0.07 * cv2.GaussianBlur(alpha, (0, 0), fw * 0.02))[..., None]
             color_name = "skin"
+        elif kind == "beard":
+            alpha, strands = _beard(pts, o, ex, ey, fw, rng, (h, w))
+            color_name = str(rng.choice(list(BEARD_COLORS), p=[0.4, 0.35, 0.15, 0.1]))
+            c0 = np.float32(BEARD_COLORS[color_name]) * rng.uniform(0.85, 1.15)
+            col = c0 * (0.82 + 0.36 * strands)[..., None]
         elif kind in ("scarf", "collar"):
             top = (0.2, 0.75) if kind == "scarf" else (0.7, 1.15)
             alpha = _band(pts, o, ex, ey, fw, rng, (h, w), top)

@@ -88,7 +88,7 @@ REAL_TYPE_COLORS = {
     "KN95": ["white", "black", "grey", "pink", "light_blue", "navy", "cream", "beige"],
     "cloth": list(appearance.PALETTE),
 }
-REAL_CLOTH_TEXTURE_P = 0.2
+REAL_CLOTH_TEXTURE_P = 0.4
 ANGLE_THRESHOLD = 13.0
 """Degrees of head turn (upstream's value) beyond which the _left/_right template is used."""
 MAX_LEVEL = 4
@@ -221,9 +221,12 @@ class MaskTheFaceRenderer:
             "color": color,
             "texture": texture,
             "color_weight": float(rng.uniform(0.35, 0.7)),
-            "texture_weight": float(rng.uniform(0.45, 0.75)),
+            "texture_weight": float(rng.uniform(0.6, 0.9)),
             "rgb": appearance.color_rgb(color, rng) if color in appearance.PALETTE else None,
             "shade": float(rng.uniform(0.6, 1.1)),
+            "base": appearance.color_rgb(appearance.draw_color(rng), rng)
+            if texture != "none"
+            else None,
         }
 
     def _read_template(self, variant: str) -> np.ndarray:
@@ -299,6 +302,10 @@ class MaskTheFaceRenderer:
         tmpl, pts = self._template(variant, level)
 
         if choice["texture"] != "none":
+            if choice.get("base") is not None:  # a light base first: patterns stay visible
+                a0 = tmpl[..., 3:].astype(np.float32) / 255.0
+                base = appearance.recolor(tmpl[..., 2::-1], a0[..., 0], choice["base"])[..., ::-1]
+                tmpl = np.dstack([base.round().astype(np.uint8), tmpl[..., 3]])
             tex = self._texture_file(choice["texture"], tmpl.shape[1], tmpl.shape[0])
             tmpl = self.up.create_mask.texture_the_mask(tmpl, tex, choice["texture_weight"])
         if choice.get("rgb") is not None:  # palette colour through the template's luminance

@@ -1,0 +1,169 @@
+"""Real faces for measuring (never for training): a folder of real masked and unmasked crops.
+
+The measure of the product is real masks on real faces, so every quality number is reported
+beside one measured on real crops such as ``../shared/realdev/``: ``mask/`` (label 1,
+``wearing_mask``) and ``nomask/`` (label 0) folders, or a ``labels.csv`` with ``path,label``
+rows. Unreadable files are recorded with the reason, never fatal; a set with one class missing
+is refused with a clear error (an AUC needs both).
+
+Real crops come at one framing (realdev: a square of 1.5x the annotated face box);
+:func:`reframe` makes tighter and looser framings of the same faces, so that a model can be
+checked on both tight kiosk crops and loose phone crops. :func:`describe` gives what the error
+analysis groups by: the colour and brightness of the lower face, and sharpness (real crops
+cut from small faces are blurry: a proxy for the face's size in its photo).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .imageio import BadImage, is_image_name, read_rgb
+
+CLASS_DIRS = {"mask": 1, "nomask": 0}
+"""Folder names of the two classes (also accepted: the label names themselves)."""
+LABEL_DIRS = {"wearing_mask": 1, "not_wearing_mask": 0}
+NATIVE_FRAMING = 1.5
+"""realdev crops are squares of 1.5x the annotated face box."""
+FRAMINGS = {"tight": 1.0, "close": 1.25, "native": 1.5, "loose": 2.0}
+"""Framings reported (multiples of the face box): tight kiosk crops to loose phone crops."""
+SIDE = 128
+
+
+@dataclass
+class RealSet:
+    """Readable real crops with labels (1 = wearing_mask), and what could not be read."""
+
+    root: Path
+    paths: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "wearing_mask": int(sum(self.labels)),
+            "not_wearing_mask": len(self.labels) - int(sum(self.labels)),
+            "skipped": len(self.skipped),
+        }
+
+
+def _listing(root: Path) -> list[tuple[str, int]]:
+    """(path relative to the set's folder, label) for every file of a real set: the rows of
+    ``labels.csv`` when there is one, else every file under the class folders."""
+    csv_path = root if root.suffix == ".csv" else root / "labels.csv"
+    if csv_path.is_file():
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise ValueError(f"{csv_path}: needs the columns path,label (label 1 = mask)")
+            out = []
+            for line, row in enumerate(reader, 2):
+                label = row["label"].strip()
+                if label not in ("0", "1", *LABEL_DIRS):
+                    raise ValueError(f"{csv_path} line {line}: label {label!r} is not 0 or 1")
+                out.append(
+                    (row["path"], LABEL_DIRS.get(label, int(label) if label.isdigit() else 0))
+                )
+            return out
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root}: no such folder (expected mask/ and nomask/ folders, or a labels.csv)"
+        )
+    names = {**CLASS_DIRS, **LABEL_DIRS}
+    return [
+        (f.relative_to(root).as_posix(), names[sub.name])
+        for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name in names)
+        for f in sorted(sub.rglob("*"))
+        if f.is_file()
+    ]
+
+
+def read_real_set(root: str | os.PathLike, limit: int | None = None) -> RealSet:
+    """Every image of a real set, as RGB arrays; unreadable or non-image files are recorded.
+
+    ``limit`` keeps at most that many images per class (the first ones, sorted by path)."""
+    root = Path(root)
+    listing = _listing(root)
+    base = root.parent if root.suffix == ".csv" else root
+    real = RealSet(base)
+    per_class = {0: 0, 1: 0}
+    for rel, label in sorted(listing):
+        if limit is not None and per_class[label] >= limit:
+            continue
+        if not is_image_name(rel):
+            real.skipped.append({"path": rel, "reason": "not an image file name"})
+            continue
+        try:
+            rgb = read_rgb(base / rel)
+        except BadImage as err:
+            real.skipped.append({"path": rel, "reason": str(err)})
+            continue
+        except OSError as err:
+            real.skipped.append({"path": rel, "reason": f"unreadable: {err.strerror or err}"})
+            continue
+        real.paths.append(rel)
+        real.labels.append(label)
+        real.images.append(rgb)
+        per_class[label] += 1
+    classes = (("wearing_mask (mask/)", 1), ("not_wearing_mask (nomask/)", 0))
+    missing = [name for name, y in classes if y not in real.labels]
+    if missing:
+        raise ValueError(
+            f"{root}: no readable {' or '.join(missing)} images: a real set needs both classes "
+            f"(folders mask/ and nomask/, or labels.csv with path,label)"
+        )
+    return real
+
+
+def reframe(rgb: np.ndarray, factor: float, native: float = NATIVE_FRAMING) -> np.ndarray:
+    """The same face at another framing (a square of ``factor`` x the face box) as a
+    ``SIDE`` x ``SIDE`` crop: a centre crop for tighter framings, edge-replicated border for
+    looser ones (realdev crops hold no more of the photo)."""
+    h, w = rgb.shape[:2]
+    side = min(h, w) * factor / native
+    if side <= min(h, w):
+        s = max(8, int(round(side)))
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        crop = rgb[y0 : y0 + s, x0 : x0 + s]
+    else:
+        pad = int(round((side - min(h, w)) / 2))
+        crop = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if crop.shape[0] > SIDE else cv2.INTER_LINEAR
+    return cv2.resize(crop, (SIDE, SIDE), interpolation=interp)
+
+
+def _colour_name(rgb: np.ndarray) -> str:
+    hsv = cv2.cvtColor(rgb.reshape(1, 1, 3).astype(np.uint8), cv2.COLOR_RGB2HSV)[0, 0]
+    hue, sat, val = float(hsv[0]) * 2, float(hsv[1]) / 255, float(hsv[2]) / 255
+    if val < 0.28:
+        return "black/dark"
+    if sat < 0.16:
+        return "white/light" if val > 0.68 else "grey"
+    if 170 <= hue <= 260:
+        return "blue"
+    if sat < 0.35 and val > 0.6 and (hue < 60 or hue > 330):
+        return "cream/skin"
+    return "other colour"
+
+
+def describe(rgb: np.ndarray) -> dict[str, float | str]:
+    """What the error analysis groups by: ``lower_colour`` (median colour of the lower middle of
+    the face, where a mask sits), ``brightness`` (mean luminance, 0-255) and ``sharpness``
+    (variance of the Laplacian at 128 px: low for faces that were small in their photo)."""
+    im = (
+        cv2.resize(rgb, (SIDE, SIDE), interpolation=cv2.INTER_AREA) if rgb.shape[0] != SIDE else rgb
+    )
+    lower = im[int(0.58 * SIDE) : int(0.8 * SIDE), int(0.35 * SIDE) : int(0.65 * SIDE)]
+    med = np.median(lower.reshape(-1, 3), 0)
+    grey = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+    return {
+        "lower_colour": _colour_name(med),
+        "brightness": float(grey.mean()),
+        "sharpness": float(cv2.Laplacian(grey, cv2.CV_32F).var()),
+    }
