@@ -20,7 +20,7 @@ from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, opt
 from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
-from .evaluate import evaluate_run, headline
+from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
 from .model import ARCHS
 from .pipeline import run_notebooks
@@ -82,6 +82,29 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
+    if a.real:
+        r = evaluate_real(
+            a.run,
+            a.real,
+            a.checkpoint,
+            a.bootstrap,
+            a.seed,
+            a.wandb,
+            device=a.device,
+            limit=a.limit,
+        )
+        _print(
+            {
+                "real": a.real,
+                "counts": r["counts"],
+                **headline(r),
+                "framings": {k: round(v["auc"], 4) for k, v in r["framings"].items()},
+                "skipped": len(r["skipped_images"]),
+                "figures": r["figures"],
+                "json": str(Path(a.run) / "eval_real.json"),
+            }
+        )
+        return
     r = evaluate_run(
         a.run,
         a.split,
@@ -253,11 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="RUN_DIR of a training run (holds best.pt)")
     e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument(
+        "--real",
+        default=None,
+        help="a folder of real crops (mask/ + nomask/, or labels.csv): evaluate on it instead "
+        "of a split (e.g. ../shared/realdev)",
+    )
+    e.add_argument(
         "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"
     )
     e.add_argument("--checkpoint", default="best.pt", help="file name inside RUN_DIR")
     e.add_argument(
-        "--limit", type=int, default=None, help="at most N images of the split (whole twin pairs)"
+        "--limit",
+        type=int,
+        default=None,
+        help="at most N images of the split (whole twin pairs), or per class of --real",
     )
     e.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval"

@@ -65,6 +65,11 @@ class TrainConfig:
     resume: bool = opt(True, "continue after the last finished epoch in RUN_DIR/last.pt")
     stop_after: int | None = opt(None, "stop after N epochs in this call (simulates a cut)")
     test_preds: bool = opt(True, "at the end, predict the test split with best.pt")
+    real_val: str | None = opt(
+        None,
+        "real crops (mask/ + nomask/, or labels.csv) measured every epoch beside val: real AUC, "
+        "recall and specificity in the metrics; never used to choose the checkpoint or threshold",
+    )
 
 
 _TRAIN = TrainConfig()

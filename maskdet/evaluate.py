@@ -32,7 +32,14 @@ from .metrics import (
     threshold_metrics,
     tpr_at_fpr,
 )
-from .predict import epoch_prediction_files, predict_split, read_predictions, write_predictions
+from .predict import (
+    MaskClassifier,
+    epoch_prediction_files,
+    predict_split,
+    read_predictions,
+    write_predictions,
+)
+from .real import FRAMINGS, clusters, describe, error_analysis, read_real_set, reframe
 from .sinks import EpochExtras, Sink, TensorBoardSink, WandbSink
 
 FPR_TARGETS = (0.01, 0.05)
@@ -229,6 +236,94 @@ def evaluate_run(
         result["figures"][name] = str(path)
     (run_dir / f"eval_{split}.json").write_text(json.dumps(result, indent=1, default=float))
     _log_eval(run_dir, split, result, figs, meta, wandb, tensorboard)
+    for fig in figs.values():
+        plt.close(fig)
+    return result
+
+
+def evaluate_real(
+    run_dir: str | os.PathLike,
+    real_dir: str | os.PathLike,
+    checkpoint: str = "best.pt",
+    n_boot: int = 1000,
+    seed: int = 0,
+    wandb: str = "auto",
+    tensorboard: bool = True,
+    device: str = "cpu",
+    limit: int | None = None,
+) -> dict:
+    """Evaluate a run's checkpoint on a real set (``mask/`` + ``nomask/``, or ``labels.csv``):
+    the numbers of :func:`evaluate_predictions` at the checkpoint's (val) threshold, with the
+    bootstrap over source photos, AUC/recall/specificity per framing (:data:`FRAMINGS`), the
+    error analysis by lower-face colour, brightness and sharpness, and the unreadable files.
+
+    Writes ``RUN_DIR/eval_real.json``, ``RUN_DIR/preds/real_eval.csv`` and figures (ROC, PR,
+    confusion, the most confident real mistakes) in ``RUN_DIR/eval_real/``, and logs them to
+    TensorBoard and WandB under ``real/``."""
+    run_dir = Path(run_dir)
+    ckpt_path = check_stage04(run_dir, checkpoint)
+    model, meta = load_model(ckpt_path, device)
+    clf = MaskClassifier.from_model(model, meta, device)
+    real = read_real_set(real_dir, limit)
+    thr = float(meta["threshold"])
+    probs = clf.probs(real.images, batch_size=64)
+    result = evaluate_predictions(
+        real.labels,
+        probs,
+        thr,
+        paths=real.paths,
+        clusters=clusters(real),
+        n_boot=n_boot,
+        seed=seed,
+    )
+    framings = {}
+    for name, factor in FRAMINGS.items():
+        p = probs if name == "native" else clf.probs([reframe(im, factor) for im in real.images])
+        framings[name] = {"factor": factor, "auc": roc_auc(real.labels, p)} | {
+            k: v
+            for k, v in threshold_metrics(real.labels, p, thr).items()
+            if k in ("recall", "specificity", "accuracy")
+        }
+    result.update(
+        {
+            "split": "real",
+            "real_dir": str(real_dir),
+            "run_dir": str(run_dir),
+            "checkpoint": str(ckpt_path),
+            "best_epoch": meta.get("epoch"),
+            "best_val_auc": meta.get("val_auc"),
+            "arch": meta.get("arch"),
+            "threshold_choice": {
+                "threshold": thr,
+                "method": "checkpoint (chosen on synthetic val)",
+            },
+            "framings": framings,
+            "error_analysis": error_analysis(
+                real.labels, probs, thr, [describe(im) for im in real.images]
+            ),
+            "counts": real.counts(),
+            "skipped_images": real.skipped,
+            "bootstrap_note": "percentile bootstrap over source photos (faces of one photo move together)",
+        }
+    )
+    write_predictions(run_dir / PREDS_DIRNAME / "real_eval.csv", real.paths, real.labels, probs)
+    fig_dir = run_dir / "eval_real"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figs = {
+        "roc": figures.plot_roc(result, title="real faces: ROC"),
+        "pr": figures.plot_pr(result, title="real faces: precision-recall"),
+        "confusion": figures.plot_confusion(result),
+        "mistakes": figures.mistakes_gallery(
+            result["mistakes"], real.root, title="real faces: most confident mistakes"
+        ),
+    }
+    result["figures"] = {}
+    for name, fig in figs.items():
+        path = fig_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        result["figures"][name] = str(path)
+    (run_dir / "eval_real.json").write_text(json.dumps(result, indent=1, default=float))
+    _log_eval(run_dir, "real", result, figs, meta, wandb, tensorboard)
     for fig in figs.values():
         plt.close(fig)
     return result

@@ -167,3 +167,58 @@ def describe(rgb: np.ndarray) -> dict[str, float | str]:
         "brightness": float(grey.mean()),
         "sharpness": float(cv2.Laplacian(grey, cv2.CV_32F).var()),
     }
+
+
+def clusters(real: RealSet) -> list[str]:
+    """What the bootstrap resamples together: the source photo of each crop when the set's
+    ``labels.csv`` names it (``source_path`` = ``<photo>#<box>``: faces of one photo are not
+    independent), else each crop alone."""
+    csv_path = real.root / "labels.csv"
+    photo: dict[str, str] = {}
+    if csv_path.is_file():
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                src = (row.get("source_path") or "").split("#")[0]
+                if src:
+                    photo[row["path"]] = (row.get("source_repo") or "") + ":" + src
+    return [photo.get(p, p) for p in real.paths]
+
+
+def bucket(value: float, edges: tuple[float, ...], names: tuple[str, ...]) -> str:
+    """The name of the interval of ``edges`` that holds ``value`` (``len(names) == len(edges) + 1``)."""
+    return names[int(np.searchsorted(edges, value, side="right"))]
+
+
+BRIGHTNESS = ((70.0, 140.0), ("dark (<70)", "medium", "bright (>140)"))
+SHARPNESS = ((60.0, 250.0), ("blurry (small face)", "medium", "sharp (large face)"))
+
+
+def error_analysis(
+    labels: list[int] | np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    descriptions: list[dict],
+) -> dict[str, dict[str, dict]]:
+    """Recall of the masked faces and false-positive rate of the unmasked faces at ``threshold``,
+    per lower-face colour, brightness and sharpness bucket (from :func:`describe`)."""
+    y = np.asarray(labels)
+    hit = np.asarray(probs) >= threshold
+    keys = {
+        "lower_colour": [d["lower_colour"] for d in descriptions],
+        "brightness": [bucket(d["brightness"], *BRIGHTNESS) for d in descriptions],
+        "sharpness": [bucket(d["sharpness"], *SHARPNESS) for d in descriptions],
+    }
+    out: dict[str, dict[str, dict]] = {}
+    for name, values in keys.items():
+        v = np.asarray(values)
+        table = {}
+        for value in sorted(set(values)):
+            m, n = (v == value) & (y == 1), (v == value) & (y == 0)
+            table[value] = {
+                "masked": int(m.sum()),
+                "recall": float(hit[m].mean()) if m.any() else float("nan"),
+                "unmasked": int(n.sum()),
+                "false_positive_rate": float(hit[n].mean()) if n.any() else float("nan"),
+            }
+        out[name] = table
+    return out

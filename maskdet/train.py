@@ -4,7 +4,10 @@
 batch 64, lr 0.01, SGD with momentum (AdamW selectable), linear warm-up then cosine decay per
 step. On CUDA: mixed precision (bf16 where supported, else fp16 with a GradScaler) and
 channels_last. Every epoch: validation loss/accuracy/ROC AUC, a threshold chosen on val, the
-validation predictions in ``RUN_DIR/preds/val_epoch_XXX.csv`` (for stage 05), and checkpoints:
+validation predictions in ``RUN_DIR/preds/val_epoch_XXX.csv`` (for stage 05), with ``real_val``
+the same model measured on real crops (``real/auc``, ``real/recall``, ``real/specificity`` at the
+val threshold: an honest estimate, since neither the checkpoint nor the threshold is chosen on
+them), and checkpoints:
 ``last.pt`` (everything needed to resume) and ``best.pt`` (by val AUC; weights plus what inference
 needs). Checkpoints hold only tensors and plain Python values and load with
 ``torch.load(..., weights_only=True)``. Re-running the same command resumes after the last
@@ -38,9 +41,10 @@ from .checkpoint import (
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .loader import Batch, loader_items, make_loaders
-from .metrics import accuracy, auc_or_nan, choose_threshold
+from .metrics import accuracy, auc_or_nan, choose_threshold, threshold_metrics
 from .model import build_model
-from .predict import epoch_predictions_path, predict, write_predictions
+from .predict import Preprocess, epoch_predictions_path, predict, write_predictions
+from .real import read_real_set
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
 from .system import autocast, default_workers, resolve_device
 
@@ -120,8 +124,10 @@ class Run:
     scaler: torch.amp.GradScaler
     loaders: dict
     imagenet: bool
+    real: tuple[torch.Tensor, np.ndarray] | None = None  # real_val: preprocessed crops, labels
     start: int = 0
     best_auc: float = -1.0
+    best_real: dict | None = None  # real_val metrics of the best epoch (this call)
     wandb_id: str | None = None
 
     @property
@@ -218,6 +224,10 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         run.start, run.best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
         run.wandb_id = ckpt.get("wandb_id") or None
         print(f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})")
+    if cfg.real_val:
+        real = read_real_set(cfg.real_val)
+        run.real = (torch.from_numpy(Preprocess()(real.images)), np.asarray(real.labels))
+        print(f"real-val: {real.counts()} from {cfg.real_val}")
     if cfg.compile:
         run.step_model = torch.compile(model)
     return run
@@ -298,7 +308,32 @@ def validate(run: Run, epoch: int) -> tuple[dict, dict]:
         "val/threshold": thr,
         "val/acc_at_threshold": accuracy(y, p, thr),
     }
+    if run.real is not None:
+        metrics |= real_metrics(run, thr)
     return metrics, val
+
+
+@torch.no_grad()
+def real_metrics(run: Run, threshold: float) -> dict:
+    """The model on the real crops of ``real_val``: AUC, and recall, specificity and accuracy at
+    the threshold chosen on (synthetic) val."""
+    images, labels = run.real
+    run.model.eval()
+    probs = []
+    for i in range(0, len(images), 128):
+        x = images[i : i + 128].to(run.device)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(run.device, run.amp):
+            probs.append(torch.sigmoid(run.model(x).squeeze(1).float()).cpu())
+    p = torch.cat(probs).numpy()
+    at = threshold_metrics(labels, p, threshold)
+    return {
+        "real/auc": auc_or_nan(labels, p),
+        "real/recall": at["recall"],
+        "real/specificity": at["specificity"],
+        "real/accuracy": at["accuracy"],
+    }
 
 
 def save_epoch(run: Run, epoch: int, metrics: dict, is_best: bool) -> None:
@@ -362,6 +397,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         is_best = score > run.best_auc
         if is_best:
             run.best_auc = score
+            run.best_real = {k: v for k, v in metrics.items() if k.startswith("real/")}
         save_epoch(run, epoch, metrics, is_best)
         metrics["val/best_auc"] = run.best_auc
         extras = EpochExtras(val["labels"], val["probs"], samples)
@@ -370,7 +406,9 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         print(
             f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
             f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  "
-            f"val AUC {val_auc:.4f}  lr {metrics['train/lr']:.2e}  "
+            f"val AUC {val_auc:.4f}  "
+            + (f"real AUC {metrics['real/auc']:.4f}  " if "real/auc" in metrics else "")
+            + f"lr {metrics['train/lr']:.2e}  "
             f"{metrics['train/images_per_s']:.1f} img/s  "
             f"data wait {100 * metrics['train/data_wait_share']:.0f}%"
             + ("  *best" if is_best else "")
@@ -382,6 +420,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         "epochs_done": end,
         "finished": finished,
         "best_val_auc": run.best_auc,
+        "real_at_best": run.best_real,
         "last": metrics,
         "imagenet_weights": run.imagenet,
         "device": str(run.device),

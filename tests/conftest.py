@@ -106,3 +106,21 @@ def onnx_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx")
     export_module(model.eval(), {"arch": "resnet18", "threshold": 0.5}, out, ("onnx",))
     return out / "model.onnx"
+
+
+REALDEV = SHARED / "realdev"
+
+
+@pytest.fixture(scope="session")
+def real_small(tmp_path_factory) -> Path:
+    """12 real masked and 12 real unmasked crops from ../shared/realdev (read-only copy)."""
+    import shutil
+
+    if not (REALDEV / "labels.csv").exists():
+        pytest.fail(f"{REALDEV} is missing: the tests need ../shared/realdev beside the checkout")
+    out = tmp_path_factory.mktemp("real") / "real"
+    for sub in ("mask", "nomask"):
+        (out / sub).mkdir(parents=True)
+        for f in sorted((REALDEV / sub).glob("*.png"))[:12]:
+            shutil.copyfile(f, out / sub / f.name)
+    return out

@@ -15,7 +15,8 @@ from maskdet.imageio import read_rgb
 from maskdet.landmarks import FaceFinder
 from maskdet.manifest import read_manifest
 from maskdet.occluders import KINDS, OccluderRenderer
-from maskdet.synthesis import make_renderer, rng_for, synthesize_dataset
+from maskdet.renderers import make_renderer
+from maskdet.synthesis import rng_for, synthesize_dataset
 
 from .synth_helpers import check_geometry, check_manifest, check_no_halo, run_copy, tree_bytes
 

@@ -28,6 +28,7 @@ TB_SCALARS = {
     "val/auc",
     "val/threshold",
 }
+REAL_SCALARS = {"real/auc", "real/recall", "real/specificity", "real/accuracy"}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_overfits_one_batch(masked_data):
 
 
 @pytest.mark.slow
-def test_smoke_training_writes_every_sink(masked_data, tmp_path):
+def test_smoke_training_writes_every_sink(masked_data, real_small, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = tmp_path / "data"
@@ -83,15 +84,17 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
     bad = select_rows(read_manifest(data), "train", limit=8)[0].path
     (data / bad).write_bytes(b"not an image at all")
     run = tmp_path / "run"
-    summary = train(_cfg(data, run, wandb="offline"))
+    summary = train(_cfg(data, run, wandb="offline", real_val=str(real_small)))
     assert summary["finished"] and summary["epochs_done"] == 2
+    assert 0 <= summary["real_at_best"]["real/auc"] <= 1  # real crops measured, never chosen on
     assert summary["skipped_images"] == {bad: "not an image"}  # skipped and counted, no crash
 
     ea = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     ea.Reload()
     tags = ea.Tags()
-    assert TB_SCALARS <= set(tags["scalars"]), tags["scalars"]
+    assert TB_SCALARS | REAL_SCALARS <= set(tags["scalars"]), tags["scalars"]
     assert [e.step for e in ea.Scalars("val/auc")] == [0, 1]
+    assert [e.step for e in ea.Scalars("real/auc")] == [0, 1]
     assert {"val/roc", "train/samples"} <= set(tags["images"])
     assert "val/pr" in tags["tensors"]
     hp = EventAccumulator(str(run / "tb" / "hparams"))
@@ -101,6 +104,7 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert all(0 <= float(r["val/auc"]) <= 1 and float(r["train/images_per_s"]) > 0 for r in rows)
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in REAL_SCALARS)
     assert rows[0]["data/skipped"] == "1"
     preds = list(csv.DictReader(open(run / "preds" / "val_epoch_001.csv")))
     assert len(preds) == 4 and {p["label"] for p in preds} == {"0", "1"}
@@ -109,6 +113,7 @@ def test_smoke_training_writes_every_sink(masked_data, tmp_path):
 
     offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and offline[0].stat().st_size > 0
+    assert b"real/auc" in offline[0].read_bytes()  # the real metric reached WandB too
 
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(run / name, weights_only=True)
