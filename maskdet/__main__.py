@@ -170,8 +170,10 @@ def cmd_ablate(a: argparse.Namespace) -> None:
         a.held_out_type,
         a.workers,
         a.device,
+        a.real,
+        a.masktheface_dir,
     )
-    for s in summarize(rows):
+    for s in sorted(summarize(rows), key=lambda s: -float(s.get("real_auc_mean", -1))):
         print(json.dumps(s))
 
 
@@ -346,7 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="DATA_DIR of the same faces masked by the other synthesizer (cross-synthesizer test)",
     )
-    ab.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset")
+    ab.add_argument(
+        "--experiments",
+        default=",".join(EXPERIMENTS),
+        help=f"comma-separated subset of {','.join((*EXPERIMENTS, 'synthesis'))}",
+    )
+    ab.add_argument(
+        "--real",
+        default=None,
+        help="real crops (mask/ + nomask/, or labels.csv) every run is also evaluated on; the "
+        "table is read by real AUC",
+    )
+    ab.add_argument("--masktheface-dir", default=None, help="for the synthesis experiment")
     ab.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
     ab.add_argument(
         "--held-out-type", default=None, help="mask type to hold out (default: the most common)"

@@ -12,6 +12,15 @@ and is trained and evaluated on the test split for every seed:
                   with the baseline's score on the same faces
 ``synthesizer``   trained on one synthesizer's masks, tested on the other's (needs a second
                   DATA_DIR made from the same stage-01 faces with the other backend)
+``synthesis``     what makes the training data teach "mask", not "MaskTheFace": the masks as
+                  they were (legacy look, MaskTheFace only, no hard negatives), each realism
+                  lever added alone (real-photo palette, light-following shading, ear loops,
+                  size jitter, both synthesizers mixed, hard negatives), and all together; each
+                  arm's DATA_DIR is synthesized from the same stage-01 faces
+
+With a real set (``real_dir``, e.g. ``../shared/realdev``) every run is also evaluated on real
+crops (:func:`maskdet.evaluate.evaluate_real`), and the table is read by real AUC: synthetic test
+AUC cannot see a model that learned the synthesizer's artefacts.
 
 Presets: ``smoke`` (tests: seconds per run), ``small`` (this 2-core CPU: ResNet-18, 3 epochs on
 400 images, 3 seeds; under a minute per run, ResNet-50 about two), ``full`` (a GPU: 20 epochs,
@@ -33,11 +42,38 @@ import numpy as np
 
 from .config import ABLATION_PRESETS, TrainConfig
 from .constants import SPLITS
-from .evaluate import evaluate_run
+from .evaluate import evaluate_real, evaluate_run
 from .manifest import read_manifest, usable, write_manifest
+from .renderers import resolve_backend
+from .synthesis import copy_faces, synthesize_dataset
 from .train import train
 
 EXPERIMENTS = ("init", "augmentation", "lr", "arch", "held_out", "synthesizer")
+HARD_NEGATIVES = 0.3
+"""The fraction of faces that get a hard negative when that lever is on."""
+
+
+def synthesis_arms(backend: str) -> dict[str, dict]:
+    """The ``synthesis`` experiment's arms: stage 02 as it was (``backend``'s masks in the
+    legacy look, no hard negatives), each lever added alone, and all together. Mixing needs
+    both synthesizers, so without a MaskTheFace checkout (``backend`` builtin) it is left out."""
+    before = {"backend": backend, "look": "legacy", "hard_negatives": 0.0}
+    arms = {
+        f"before (legacy look, {backend}, no hard negatives)": before,
+        "+ real-photo palette": before | {"look": "legacy,+palette"},
+        "+ light-following shading": before | {"look": "legacy,+shading"},
+        "+ ear loops": before | {"look": "legacy,+loops"},
+        "+ size jitter": before | {"look": "legacy,+jitter"},
+        "+ both synthesizers mixed": before | {"backend": "mixed"},
+        "+ hard negatives": before | {"hard_negatives": HARD_NEGATIVES},
+        "all together": {"backend": "mixed", "look": "real", "hard_negatives": HARD_NEGATIVES},
+    }
+    if backend == "builtin":
+        del arms["+ both synthesizers mixed"]
+        arms["all together"]["backend"] = "builtin"
+    return arms
+
+
 TABLE_COLUMNS = [
     "experiment",
     "variant",
@@ -54,6 +90,14 @@ TABLE_COLUMNS = [
     "held_out_type",
     "held_out_recall",
     "held_out_auc",
+    "real_auc",
+    "real_auc_low",
+    "real_auc_high",
+    "real_recall",
+    "real_specificity",
+    "real_auc_tight",
+    "real_auc_loose",
+    "synthesis",
     "imagenet_weights",
     "run_dir",
     "status",
@@ -94,12 +138,34 @@ def most_common_mask_type(data_dir: str | os.PathLike) -> str:
     return types.most_common(1)[0][0]
 
 
+def synthesis_arm(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: dict,
+    masktheface_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> Path:
+    """The DATA_DIR of one ``synthesis`` arm: ``data_dir``'s stage-01 faces (hard links) masked
+    with ``settings`` (backend, look, hard_negatives); reused when it was made before."""
+    out = Path(out_dir)
+    done = out / "synthesis.json"
+    if done.exists() and json.loads(done.read_text()).get("settings") == settings:
+        return out
+    copy_faces(data_dir, out)
+    summary = synthesize_dataset(
+        out, masktheface_dir=masktheface_dir, workers=workers, progress=False, **settings
+    )
+    done.write_text(json.dumps({"settings": settings, "summary": summary}, default=str))
+    return out
+
+
 def plan(
     preset: str,
     data_dir: str,
     other_data: str | None,
     experiments=EXPERIMENTS,
     held_out_type: str | None = None,
+    masktheface_dir: str | None = None,
 ) -> list[dict]:
     """The runs to make: experiment, variant, train settings overrides, train and test data."""
     p = ABLATION_PRESETS[preset]
@@ -135,6 +201,19 @@ def plan(
     if "held_out" in experiments:
         t = held_out_type or most_common_mask_type(data_dir)
         add("held_out", f"without {t}", held_out=t, test_data=data_dir)
+    if "synthesis" in experiments:
+        backend, _ = resolve_backend(None, masktheface_dir, verbose=False)
+        for variant, settings in synthesis_arms(backend).items():
+            runs.append(
+                {
+                    "experiment": "synthesis",
+                    "variant": variant,
+                    "train_data": data_dir,
+                    "test_data": None,
+                    "synthesis": settings,
+                    "over": {},
+                }
+            )
     if "synthesizer" in experiments and other_data:
         add("synthesizer", "train A, test B", test_data=other_data)
         add("synthesizer", "train B, test B", train_data=other_data)
@@ -157,8 +236,11 @@ def run_ablations(
     held_out_type: str | None = None,
     workers: int | None = None,
     device: str = "auto",
+    real_dir: str | None = None,
+    masktheface_dir: str | None = None,
 ) -> list[dict]:
-    """Train and evaluate every planned run for every seed; write and return the table."""
+    """Train and evaluate every planned run for every seed (on the test split, and on the real
+    set ``real_dir`` when given); write and return the table, best real AUC first."""
     p = ABLATION_PRESETS[preset]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,12 +251,16 @@ def run_ablations(
             "synthesizer: skipped (no --other-data: make a second DATA_DIR from the same stage-01 faces "
             "with the other synthesis backend)"
         )
-    for r in plan(preset, data_dir, other_data, experiments, held_out_type):
+    for r in plan(preset, data_dir, other_data, experiments, held_out_type, masktheface_dir):
         for seed in seeds or p["seeds"]:
             run_dir = out / _run_name(r, seed)
             over = dict(r["over"])
             held = over.pop("held_out", None)
             train_data = r["train_data"]
+            settings = r.get("synthesis")
+            if settings:
+                arm = out / ("data_" + _run_name(r, seed).rsplit("-s", 1)[0])
+                train_data = str(synthesis_arm(train_data, arm, settings, masktheface_dir, workers))
             if held:
                 train_data = str(held_out_data(train_data, held, out / f"data_without_{held}"))
             cfg = TrainConfig(
@@ -202,13 +288,14 @@ def run_ablations(
                 "test_data": r["test_data"],
                 "run_dir": str(run_dir),
                 "held_out_type": held or "",
+                "synthesis": json.dumps(settings) if settings else "",
             }
             try:
                 summary = train(cfg)
                 res = evaluate_run(
                     run_dir,
                     "test",
-                    r["test_data"],
+                    r["test_data"] or train_data,
                     limit=p["val_limit"],
                     n_boot=p["n_boot"],
                     seed=seed,
@@ -217,9 +304,31 @@ def run_ablations(
                     device="cpu" if device == "auto" else device,
                     workers=workers,
                 )
+                real = (
+                    evaluate_real(
+                        run_dir,
+                        real_dir,
+                        n_boot=p["n_boot"],
+                        seed=seed,
+                        wandb="disabled",
+                        tensorboard=False,
+                    )
+                    if real_dir
+                    else None
+                )
             except Exception as err:  # one failed run is recorded, the others go on
                 rows.append({**row, "status": f"failed: {type(err).__name__}: {err}"[:300]})
                 continue
+            if real:
+                row.update(
+                    real_auc=real["auc"]["auc"],
+                    real_auc_low=real["auc"]["low"],
+                    real_auc_high=real["auc"]["high"],
+                    real_recall=real["at_threshold"]["recall"],
+                    real_specificity=real["at_threshold"]["specificity"],
+                    real_auc_tight=real["framings"]["tight"]["auc"],
+                    real_auc_loose=real["framings"]["loose"]["auc"],
+                )
             m = res["at_threshold"]
             row.update(
                 test_auc=res["auc"]["auc"],
@@ -248,11 +357,19 @@ def run_ablations(
                 held_out_type=t, held_out_recall=g["recall"], held_out_auc=g["auc_vs_all_unmasked"]
             )
     write_table(out / "ablations.csv", rows, TABLE_COLUMNS)
-    summ = summarize(rows)
+    summ = sorted(summarize(rows), key=lambda s: -float(s.get("real_auc_mean", -1)))
     write_table(out / "ablations_summary.csv", summ, list(summ[0]) if summ else ["experiment"])
     (out / "ablations.json").write_text(
         json.dumps(
-            {"preset": preset, "notes": notes, "runs": rows, "summary": summ}, indent=1, default=str
+            {
+                "preset": preset,
+                "notes": notes,
+                "real_dir": real_dir,
+                "runs": rows,
+                "summary": summ,
+            },
+            indent=1,
+            default=str,
         )
     )
     return rows
@@ -268,6 +385,11 @@ def summarize(rows: list[dict]) -> list[dict]:
         "best_val_auc",
         "held_out_recall",
         "held_out_auc",
+        "real_auc",
+        "real_recall",
+        "real_specificity",
+        "real_auc_tight",
+        "real_auc_loose",
     )
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

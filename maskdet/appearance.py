@@ -162,29 +162,34 @@ class Look:
 
     @classmethod
     def parse(cls, spec: str | Look | None) -> Look:
-        """``real`` (all levers, the default), ``legacy`` (none: the renderers as before), or
-        ``real,-loops,-jitter`` style lists."""
+        """``real`` (every lever, the default), ``legacy`` (none: the renderers as before), or a
+        base followed by changes: ``real,-loops,-jitter`` (real without loops and jitter),
+        ``legacy,+shading`` (legacy with shading only)."""
         if isinstance(spec, Look):
             return spec
-        spec = (spec or "real").strip()
-        if spec == "legacy":
-            return cls(palette="legacy", shading=False, loops=False, jitter=False)
-        parts = [s.strip() for s in spec.split(",") if s.strip()]
-        kw: dict = {}
-        for part in parts:
-            if part in ("real", "legacy"):
-                kw["palette"] = part
-            elif part.lstrip("+-") in ("shading", "loops", "jitter"):
-                kw[part.lstrip("+-")] = not part.startswith("-")
-            else:
+        parts = [s.strip() for s in (spec or "real").split(",") if s.strip()]
+        base = parts[0] if parts and parts[0] in ("real", "legacy") else "real"
+        on = base == "real"
+        kw: dict = {"palette": base, "shading": on, "loops": on, "jitter": on}
+        for part in parts[1:] if parts and parts[0] == base else parts:
+            name = part.lstrip("+-")
+            if name not in ("shading", "loops", "jitter", "palette") or part[0] not in "+-":
                 raise ValueError(
-                    f"unknown look {part!r}: use real, legacy, or e.g. real,-loops,-shading,-jitter"
+                    f"unknown look {part!r}: use real, legacy, or a base with changes such as "
+                    "real,-loops or legacy,+shading,+palette"
                 )
+            if name == "palette":
+                kw["palette"] = "real" if part[0] == "+" else "legacy"
+            else:
+                kw[name] = part[0] == "+"
         return cls(**kw)
 
     @property
     def name(self) -> str:
-        if self == Look.parse("legacy"):
-            return "legacy"
-        off = [f"-{k}" for k in ("shading", "loops", "jitter") if not getattr(self, k)]
-        return ",".join([self.palette, *off])
+        """The shortest spec that :meth:`parse` reads back as this look."""
+        levers = ("shading", "loops", "jitter")
+        real = [f"-{k}" for k in levers if not getattr(self, k)]
+        legacy = [f"+{k}" for k in levers if getattr(self, k)]
+        if self.palette == "real":
+            return ",".join(["real", *real])
+        return ",".join(["legacy", *legacy])

@@ -147,3 +147,55 @@ def test_report_joins_executed_notebooks(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "none", tmp_path / "r.html")
     json.dumps({"ok": True})
+
+
+def test_synthesis_arms_add_each_lever_alone():
+    from maskdet.appearance import Look
+
+    mtf = ablate.synthesis_arms("masktheface")
+    before = next(iter(mtf.values()))
+    assert before == {"backend": "masktheface", "look": "legacy", "hard_negatives": 0.0}
+    for variant, settings in list(mtf.items())[1:-1]:  # one change against "before"
+        changed = {k for k in settings if settings[k] != before[k]}
+        assert len(changed) == 1, variant
+        look = Look.parse(settings["look"])
+        assert sum([look.palette == "real", look.shading, look.loops, look.jitter]) <= 1
+    assert mtf["all together"] == {"backend": "mixed", "look": "real", "hard_negatives": 0.3}
+    builtin = ablate.synthesis_arms("builtin")
+    assert "+ both synthesizers mixed" not in builtin
+    assert (
+        builtin["all together"]["backend"] == "builtin"
+        and mtf["all together"]["backend"] == "mixed"
+    )
+
+
+@pytest.mark.slow
+def test_synthesis_ablation_reports_real_auc(tmp_path, masked_mini, real_small):
+    rows = ablate.run_ablations(
+        str(masked_mini),
+        str(tmp_path / "abl"),
+        "smoke",
+        experiments=("synthesis",),
+        seeds=[0],
+        workers=0,
+        device="cpu",
+        real_dir=str(real_small),
+    )
+    arms = [r for r in rows if r["experiment"] == "synthesis"]
+    assert len(arms) == len(ablate.synthesis_arms("builtin"))
+    assert all(r["status"] == "ok" for r in rows), [r["status"] for r in rows]
+    for r in rows:
+        assert 0.0 <= r["real_auc_low"] <= r["real_auc"] <= r["real_auc_high"] <= 1.0
+        assert 0.0 <= r["real_auc_tight"] <= 1 and 0.0 <= r["real_auc_loose"] <= 1
+    hard = next(r for r in arms if r["variant"] == "+ hard negatives")
+    made = json.loads(
+        (tmp_path / "abl" / "data_synthesis___hard_negatives" / "synthesis.json").read_text()
+    )
+    assert (
+        made["settings"]["hard_negatives"] == 0.3
+        and made["summary"]["hard_negatives"]["written"] > 0
+    )
+    assert [r for r in read_manifest(hard["train_data"]) if r["occluder"]]
+    saved = ablate.read_table(tmp_path / "abl")
+    means = [s["real_auc_mean"] for s in saved["summary"]]
+    assert means == sorted(means, reverse=True)  # the table is read by real AUC
