@@ -49,3 +49,13 @@ def check_photos(folder: str | os.PathLike) -> Path:
             f"{folder} is not a folder: set PHOTOS_DIR, or UPLOAD = True on Colab"
         )
     return path
+
+
+def real_set_or_none(real_dir: str | os.PathLike | None) -> str | None:
+    """``real_dir`` when it holds a real set (``mask/`` and ``nomask/`` folders or a
+    ``labels.csv``), else None with a one-line note (on Colab there is no ``../shared``)."""
+    p = Path(real_dir) if real_dir else None
+    if p and ((p / "labels.csv").is_file() or ((p / "mask").is_dir() and (p / "nomask").is_dir())):
+        return str(p)
+    print(f"no real set at {real_dir!r}: training without the per-epoch real-face check")
+    return None

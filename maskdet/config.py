@@ -70,6 +70,7 @@ class TrainConfig:
         "real crops (mask/ + nomask/, or labels.csv) measured every epoch beside val: real AUC, "
         "recall and specificity in the metrics; never used to choose the checkpoint or threshold",
     )
+    real_val_limit: int | None = opt(None, "at most N real crops per class for real_val")
 
 
 _TRAIN = TrainConfig()
@@ -86,6 +87,8 @@ _COMMON = {
     "N_BOOT": 1000,
     "BENCH_COMPILE": False,
     "PHOTOS_DIR": "../shared/qualitative",
+    "REAL_DIR": "../shared/realdev",
+    "REAL_LIMIT": 0,
     "UPLOAD": False,
     "DETECTOR": "mtcnn",
     "SHOW_PHOTOS": 20,
@@ -106,6 +109,8 @@ RUN_PRESETS: dict[str, dict] = {
         "VAL_LIMIT": 4,
         "PRETRAINED": False,
         "WANDB": "disabled",
+        "REAL_VAL_LIMIT": 8,
+        "REAL_LIMIT": 8,
         "BENCH_BATCHES": 1,
     },
     # a 2-core CPU in under 15 minutes, clearly better than chance on the val split
@@ -123,6 +128,7 @@ RUN_PRESETS: dict[str, dict] = {
         "VAL_LIMIT": 120,
         "PRETRAINED": _TRAIN.pretrained,
         "WANDB": _TRAIN.wandb,
+        "REAL_VAL_LIMIT": 150,
         "BENCH_BATCHES": 5,
     },
     # the assignment on a GPU: all of LFW, the training defaults (50 epochs, batch 64, lr 0.01)
@@ -140,6 +146,7 @@ RUN_PRESETS: dict[str, dict] = {
         "VAL_LIMIT": 0,
         "PRETRAINED": _TRAIN.pretrained,
         "WANDB": _TRAIN.wandb,
+        "REAL_VAL_LIMIT": 0,
         "BENCH_BATCHES": 20,
     },
 }
@@ -164,6 +171,9 @@ PARAM_NOTES = {
     "N_BOOT": "bootstrap resamples for the AUC interval",
     "ABLATIONS_DIR": "where `python -m maskdet ablate --out` wrote its tables",
     "PHOTOS_DIR": "a folder of photos (on Colab, UPLOAD adds your own)",
+    "REAL_DIR": "real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on",
+    "REAL_LIMIT": "0: every real crop, else at most this many per class",
+    "REAL_VAL_LIMIT": "real crops per class measured after every epoch (0: all)",
     "DETECTOR": "mtcnn | hog (the baseline)",
     "SHOW_PHOTOS": "photos drawn with their boxes",
 }

@@ -329,6 +329,35 @@ def evaluate_real(
     return result
 
 
+def evaluate_real_if_present(run_dir: str | os.PathLike, real_dir: str, **kw) -> dict | None:
+    """:func:`evaluate_real` when ``real_dir`` holds a real set; else a one-line note and None
+    (on Colab there is no ``../shared/realdev``: upload ``mask/`` and ``nomask/`` folders)."""
+    if not real_dir or not Path(real_dir).exists():
+        print(
+            f"no real set at {real_dir!r}: real-mask numbers need real crops in mask/ and "
+            "nomask/ folders (or a labels.csv); set REAL_DIR to such a folder"
+        )
+        return None
+    return evaluate_real(run_dir, real_dir, **kw)
+
+
+SIDE_BY_SIDE = (
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "recall_at_val_threshold",
+    "specificity_at_val_threshold",
+    "accuracy_at_val_threshold",
+)
+"""The numbers that stand side by side when a synthetic result meets a real one."""
+
+
+def side_by_side(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """``{name: {number: value}}`` of :data:`SIDE_BY_SIDE` for each named result (e.g. the
+    synthetic test split and the real faces), for one table."""
+    return {name: {k: headline(r)[k] for k in SIDE_BY_SIDE} for name, r in results.items()}
+
+
 def headline(result: dict) -> dict[str, float]:
     """The scalar results of :func:`evaluate_predictions` under flat names (for sinks and tables)."""
     out = {

@@ -3,7 +3,8 @@ hand them over, and nothing here computes a result again.
 
 Stage 01 :func:`framing_figure`; 02 :func:`sample_grid`; 03 :func:`augmented_grid`; 04
 :func:`roc_figure` (also for TensorBoard and WandB) and :func:`training_curves`; 05 the test
-split's ROC, PR, confusion, groups and mistakes, every epoch's ROC and the ablation summary.
+split's ROC, PR, confusion, groups and mistakes, every epoch's ROC, synthetic against real
+faces (:func:`real_panels`) and the ablation summary.
 """
 
 from __future__ import annotations
@@ -397,6 +398,43 @@ def mistakes_gallery(
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def real_panels(test: dict, real: dict):
+    """The synthetic test split's ROC beside the real faces' ROC (one axes), and the real AUC per
+    framing (tight kiosk crops to loose phone crops) against the synthetic test AUC."""
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.3))
+    for res, name in ((test, "synthetic test"), (real, "real faces")):
+        a = res["auc"]
+        ax[0].plot(res["roc"]["fpr"], res["roc"]["tpr"], lw=2, label=f"{name}: AUC {a['auc']:.4f}")
+        m = res["at_threshold"]
+        ax[0].plot(1 - m["specificity"], m["recall"], "s", ms=6, color=ax[0].lines[-1].get_color())
+    ax[0].plot([0, 1], [0, 1], "k:", lw=1)
+    ax[0].set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC (square: val threshold)",
+    )
+    ax[0].legend(loc="lower right", fontsize=8)
+    names = list(real["framings"])
+    aucs = [real["framings"][k]["auc"] for k in names]
+    ax[1].bar(names, aucs, color="tab:orange")
+    ax[1].axhline(test["auc"]["auc"], ls="--", color="tab:blue", label="synthetic test AUC")
+    for i, (k, v) in enumerate(zip(names, aucs)):
+        ax[1].text(
+            i,
+            v,
+            f"{v:.3f}\n{real['framings'][k]['factor']}x box",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax[1].set(
+        ylim=(min(aucs + [0.9]) - 0.02, 1.01), ylabel="real AUC", title="real faces per framing"
+    )
+    ax[1].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -224,3 +224,32 @@ def draw_faces(
     ax.set_title(title, fontsize=8)
     ax.axis("off")
     return ax.figure
+
+
+def real_results(run_dir: str | os.PathLike) -> dict | None:
+    """Stage 05's real-face evaluation of the run (``RUN_DIR/eval_real.json``), or None."""
+    path = Path(run_dir) / "eval_real.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def real_error_figure(real: dict):
+    """The real faces' error analysis (:func:`maskdet.real.error_analysis` in ``eval_real.json``):
+    masked faces found (recall) and unmasked faces called masked (false positives) at the val
+    threshold, per lower-face colour, brightness and sharpness (a proxy for the face's size)."""
+    analysis = real["error_analysis"]
+    fig, axes = plt.subplots(1, len(analysis), figsize=(5 * len(analysis), 3.8), squeeze=False)
+    for ax, (name, table) in zip(axes[0], analysis.items()):
+        keys = list(table)
+        x = np.arange(len(keys))
+        rec = [table[k]["recall"] for k in keys]
+        fpr = [table[k]["false_positive_rate"] for k in keys]
+        ax.bar(x - 0.2, np.nan_to_num(rec), 0.4, label="masked found (recall)", color="tab:green")
+        ax.bar(x + 0.2, np.nan_to_num(fpr), 0.4, label="unmasked called masked", color="tab:red")
+        for i, k in enumerate(keys):
+            n = f"{table[k]['masked']}/{table[k]['unmasked']}"
+            ax.text(i, 1.02, n, ha="center", fontsize=7)
+        ax.set_xticks(x, keys, rotation=30, ha="right", fontsize=8)
+        ax.set(ylim=(0, 1.12), title=f"by {name.replace('_', ' ')} (n masked/unmasked)")
+    axes[0][0].legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    return fig

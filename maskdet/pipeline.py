@@ -18,7 +18,7 @@ from IPython import get_ipython
 
 from .config import RUN_PRESETS
 from .constants import ROOT
-from .report import write_report
+from .report import headline_numbers, write_report
 
 
 def in_colab() -> bool:
@@ -94,11 +94,13 @@ def run_notebooks(
         timings[nb.name] = round(time.time() - t0, 1)
     run_dir = Path(params["RUN_DIR"])
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
-    report = write_report(out, run_dir / "report.html")
+    numbers = headline_numbers(run_dir)
+    report = write_report(out, run_dir / "report.html", headline=numbers)
     return {
         "preset": preset,
         "executed": str(out),
         "report": str(report),
+        "quality": numbers,
         "seconds": timings,
         "parameters": params,
     }

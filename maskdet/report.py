@@ -9,6 +9,7 @@ contents and the input code folded away, so it reads like a document and opens a
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -26,11 +27,31 @@ def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
     return fallback
 
 
+def headline_numbers(run_dir: str | os.PathLike) -> dict[str, str]:
+    """The run's quality in two lines: synthetic test AUC beside real AUC (with recall and
+    specificity at the val threshold), read from ``eval_test.json`` and ``eval_real.json``."""
+    out = {}
+    for name, label in (("eval_test.json", "synthetic test"), ("eval_real.json", "real faces")):
+        path = Path(run_dir) / name
+        if path.exists():
+            r = json.loads(path.read_text())
+            a, m = r["auc"], r["at_threshold"]
+            out[label] = (
+                f"AUC {a['auc']:.4f} [{a['low']:.4f}, {a['high']:.4f}], recall {m['recall']:.3f}, "
+                f"specificity {m['specificity']:.3f} at the val threshold {m['threshold']:.3f} "
+                f"(n = {r['n']})"
+            )
+    if "real faces" not in out and out:
+        out["real faces"] = "not measured (no real set): synthetic numbers alone say little"
+    return out
+
+
 def write_report(
     executed_dir: str | os.PathLike,
     out_html: str | os.PathLike,
     title: str = "Mask detection: report",
     show_code: bool = False,
+    headline: dict[str, str] | None = None,
 ) -> Path:
     """Join ``executed_dir/NN_*.ipynb`` into ``out_html``; returns its path.
 
@@ -71,7 +92,14 @@ def write_report(
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(merged)
-    nav = f'<nav style="padding:1em 2em"><h1>{html.escape(title)}</h1><ol>{"".join(toc)}</ol></nav>'
+    numbers = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in (headline or {}).items()
+    )
+    nav = (
+        f'<nav style="padding:1em 2em"><h1>{html.escape(title)}</h1>'
+        + (f"<ul>{numbers}</ul>" if numbers else "")
+        + f"<ol>{''.join(toc)}</ol></nav>"
+    )
     body = re.sub(r"(<body[^>]*>)", r"\1" + nav.replace("\\", "\\\\"), body, count=1)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -225,7 +225,7 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         run.wandb_id = ckpt.get("wandb_id") or None
         print(f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})")
     if cfg.real_val:
-        real = read_real_set(cfg.real_val)
+        real = read_real_set(cfg.real_val, cfg.real_val_limit)
         run.real = (torch.from_numpy(Preprocess()(real.images)), np.asarray(real.labels))
         print(f"real-val: {real.counts()} from {cfg.real_val}")
     if cfg.compile:

@@ -25,7 +25,7 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import checks, detect, gradcam, photos, predict
+from maskdet import checks, detect, evaluate, figures, gradcam, photos, predict
 
 # %% tags=["parameters"]
 DATA_DIR = "data/demo"  # full: "data/full"
@@ -34,6 +34,8 @@ PHOTOS_DIR = "../shared/qualitative"  # a folder of photos (on Colab, UPLOAD add
 UPLOAD = False
 DETECTOR = "mtcnn"  # mtcnn | hog (the baseline)
 SHOW_PHOTOS = 20  # photos drawn with their boxes
+REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
+REAL_LIMIT = 0  # 0: every real crop, else at most this many per class
 
 # %%
 best = checks.check_stage04(RUN_DIR)  # stops with the stage to run first if there is no best.pt
@@ -136,6 +138,31 @@ bad = photos.failures(rows, summary, 12)
 print(f"{len(bad)} faces disagree with their photo's label (most confident shown)")
 if bad:
     fig = photos.failure_grid(bad)
+
+# %% [markdown]
+# ## Real faces: where the misses are
+#
+# The real crops of `REAL_DIR` (chapter 05 measured them: `RUN_DIR/eval_real.json`), split by what
+# the misses have in common: the **colour of the lower face** (where a mask sits: the median colour
+# of the lower middle of the crop, so for unmasked faces it is skin or beard), the crop's
+# **brightness**, its **sharpness** (a real crop cut from a small face in its photo is upscaled and
+# blurry: a proxy for the face's size) and the **framing** (the same faces cut tighter and looser).
+# Green: masked faces found (recall); red: unmasked faces called masked (false positives), at the
+# threshold chosen on the synthetic val split.
+
+# %%
+real = photos.real_results(RUN_DIR) or evaluate.evaluate_real_if_present(
+    RUN_DIR, REAL_DIR, n_boot=200, wandb="disabled", limit=REAL_LIMIT or None
+)
+if real:
+    fig = photos.real_error_figure(real)
+    display(pd.DataFrame(real["framings"]).T.round(3))
+
+# %%
+if real:
+    fig = figures.mistakes_gallery(
+        real["mistakes"], real["real_dir"], title="real faces: the most confident mistakes"
+    )
 
 # %% [markdown]
 # ### Why it fails, and the limits of this model
