@@ -150,8 +150,10 @@ def run_jobs(
 
     Where ``fork`` exists (Linux, Colab) the models are loaded once here and the workers are
     forked with them (loading dlib's landmark model takes about 1.5 s per process). OpenCV is
-    set to one thread around the fork: a child must not inherit a live OpenCV thread pool,
-    which hangs it. Elsewhere the workers are spawned and load the models themselves.
+    set to one thread before the models and templates are loaded, and until the pool is done:
+    a child must not inherit a live OpenCV thread pool (or one still shutting down), which
+    hangs it on a mutex at its first resize. Elsewhere the workers are spawned and load the
+    models themselves.
     """
 
     mdir = str(masktheface_dir) if masktheface_dir else None
@@ -162,14 +164,14 @@ def run_jobs(
         _init(backend, mdir, seed, look)
         return [_mask_one(j) for j in tqdm(jobs, **bar)]
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
-    if "fork" in multiprocessing.get_all_start_methods():
-        _init(backend, mdir, seed, look)
-        ctx, init = multiprocessing.get_context("fork"), None
-    else:
-        ctx, init = multiprocessing.get_context("spawn"), _init_worker
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
+        if "fork" in multiprocessing.get_all_start_methods():
+            _init(backend, mdir, seed, look)
+            ctx, init = multiprocessing.get_context("fork"), None
+        else:
+            ctx, init = multiprocessing.get_context("spawn"), _init_worker
         with ProcessPoolExecutor(
             workers,
             mp_context=ctx,
