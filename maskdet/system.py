@@ -27,11 +27,23 @@ def default_workers(cap: int = 8) -> int:
     return max(0, min(cap, usable_cores()))
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): there, CPU autocast
+    roughly halves a ResNet-50 training step; elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
 def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere."""
+    """Mixed precision: on CUDA bf16 where supported, else fp16; on a CPU bf16 (callers enable it
+    only where :func:`cpu_has_fast_bf16`); a no-op when not ``enabled``."""
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and enabled:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
 
 

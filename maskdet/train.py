@@ -46,7 +46,7 @@ from .model import build_model
 from .predict import Preprocess, epoch_predictions_path, predict, write_predictions
 from .real import read_real_set
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
-from .system import autocast, default_workers, resolve_device
+from .system import autocast, cpu_has_fast_bf16, default_workers, resolve_device
 
 RESUME_KEYS = (
     "arch",
@@ -129,6 +129,7 @@ class Run:
     best_auc: float = -1.0
     best_real: dict | None = None  # real_val metrics of the best epoch (this call)
     wandb_id: str | None = None
+    cpu_bf16: bool = False  # bf16 autocast for the training steps on this CPU
 
     @property
     def hparams(self) -> dict:
@@ -170,6 +171,10 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     amp = cfg.amp and cuda
+    cpu_bf16 = cfg.cpu_bf16 and device.type == "cpu"
+    if cpu_bf16 and not cpu_has_fast_bf16():
+        print("NOTICE: --cpu-bf16 ignored: this CPU has no AVX512-BF16/AMX (bf16 would be slower)")
+        cpu_bf16 = False
     channels_last = cfg.channels_last and cuda
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -213,6 +218,7 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         scaler,
         loaders,
         imagenet,
+        cpu_bf16=cpu_bf16,
     )
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -268,7 +274,7 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
             x = x.contiguous(memory_format=torch.channels_last)
         if epoch == 0 and samples is None:
             samples = denormalize(x[:16]).cpu()
-        with autocast(device, run.amp):
+        with autocast(device, run.amp or run.cpu_bf16):
             logits = model(x).squeeze(1)
         loss = crit(logits.float(), y)
         run.opt.zero_grad(set_to_none=True)
@@ -384,7 +390,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
         f"training {cfg.arch} on {run.device}: {len(loader_items(train_loader))} train / "
         f"{len(loader_items(val_loader))} val images, {len(train_loader)} steps/epoch, "
         f"epochs {run.start}..{cfg.epochs - 1}, loader {cfg.loader}, amp {run.amp}, "
-        f"channels_last {run.channels_last}"
+        f"cpu_bf16 {run.cpu_bf16}, channels_last {run.channels_last}"
     )
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start + cfg.stop_after)
     metrics: dict = {}

@@ -195,7 +195,9 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
     crops = [read_rgb(p) for p in sorted((masked_mini / "test").rglob("*.png"))[:16]]
     pq = predict.MaskClassifier(int8).probs(crops)
     pf = predict.MaskClassifier(fp32).probs(crops)
-    assert 0 < np.abs(pq - pf).max() <= q["max_abs_diff"] + 5e-5 + 1e-6  # quantised, and measured (reported to 4 decimals)
+    assert (
+        0 < np.abs(pq - pf).max() <= q["max_abs_diff"] + 5e-5 + 1e-6
+    )  # quantised, and measured (reported to 4 decimals)
     assert np.abs(pq - pf).mean() < 0.05 and q["label_agreement"] >= 0.9
     main(
         [

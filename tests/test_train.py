@@ -149,6 +149,26 @@ def test_resume_equals_uninterrupted(masked_data, tmp_path):
     assert not (tmp_path / "full" / "wandb").exists()  # disabled mode makes no WandB run
 
 
+@pytest.mark.slow
+def test_cpu_bf16_trains_in_bf16_where_the_cpu_has_it(masked_data, tmp_path, capsys):
+    from maskdet.system import cpu_has_fast_bf16
+
+    kw = dict(arch="resnet18", epochs=1, device="cpu")
+    train(_cfg(masked_data, tmp_path / "fp32", **kw))
+    summary = train(_cfg(masked_data, tmp_path / "bf16", cpu_bf16=True, **kw))
+    out = capsys.readouterr().out
+    a = torch.load(tmp_path / "fp32" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)["model"]
+    assert all(v.dtype == a[k].dtype for k, v in b.items())  # the weights stay float32
+    assert all(torch.isfinite(v.float()).all() for v in b.values())
+    changed = any(not torch.equal(v, b[k]) for k, v in a.items() if v.is_floating_point())
+    if cpu_has_fast_bf16():  # here: AVX512-BF16; the steps ran in bf16, so the weights differ
+        assert "cpu_bf16 True" in out and changed
+    else:  # ignored with a notice, and the run is the float32 one
+        assert "--cpu-bf16 ignored" in out and not changed
+    assert summary["finished"]
+
+
 class _Payload:
     def __reduce__(self):
         return (Path.touch, (Path(__file__).with_name("PWNED"),))
@@ -177,16 +197,15 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_bench_train_prints_model_only_and_full_pipeline_side_by_side(masked_data, capsys):
+    from maskdet.bench.train import CPU_BF16_SETTING
+    from maskdet.system import cpu_has_fast_bf16
+
     res = bench_train(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
     out = capsys.readouterr().out
-    assert (
-        set(res["model_only"])
-        == set(res["full_pipeline"])
-        == {
-            "eager fp32",
-            "channels_last fp32",
-        }
+    expected = {"eager fp32", "channels_last fp32"} | (
+        {CPU_BF16_SETTING} if cpu_has_fast_bf16() else set()
     )
+    assert set(res["model_only"]) == set(res["full_pipeline"]) == expected
     assert all(v > 0 for v in res["model_only"].values())
     assert all(v > 0 for v in res["full_pipeline"].values())
     for name, r in res["ratio"].items():

@@ -13,7 +13,7 @@ from torch import nn
 from ..constants import IMAGE_SIZE
 from ..loader import make_loaders
 from ..model import build_model
-from ..system import autocast, resolve_device
+from ..system import autocast, cpu_has_fast_bf16, resolve_device
 from .common import in_turns, masked_data, throughput
 
 
@@ -55,11 +55,14 @@ BENCH_SETTINGS = [
     # name, AMP, channels_last, torch.compile mode (None: eager), CUDA only
     ("eager fp32", False, False, None, False),
     ("channels_last fp32", False, True, None, False),
+    ("CPU bf16 autocast (--cpu-bf16)", True, False, None, False),
     ("channels_last + AMP", True, True, None, True),
     ("channels_last + AMP + compile", True, True, "default", True),
     ("channels_last + AMP + compile, CUDA graphs", True, True, "reduce-overhead", True),
 ]
 TRAIN_DEFAULT_SETTING = "channels_last + AMP"
+CPU_BF16_SETTING = "CPU bf16 autocast (--cpu-bf16)"
+"""Measured only on a CPU that computes bf16 in hardware (AVX512-BF16 / AMX)."""
 """What ``train`` uses on CUDA (``--amp --channels-last``, no compile)."""
 
 
@@ -124,6 +127,8 @@ def bench_train(
     model_only, full, ratio, out = {}, {}, {}, {}
     for name, amp, cl, mode, cuda_only in BENCH_SETTINGS:
         if (cuda_only and not cuda) or (mode and not compile):
+            continue
+        if name == CPU_BF16_SETTING and (cuda or not cpu_has_fast_bf16()):
             continue
         t = time.perf_counter()
         try:
