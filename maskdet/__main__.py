@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .ablate import EXPERIMENTS, run_ablations, summarize
 from .bench.infer import bench_infer
+from .bench.kiosk import bench_kiosk
 from .bench.loader import bench_loader
 from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
@@ -22,6 +23,7 @@ from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
+from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
 from .pipeline import run_notebooks
 from .predict import MaskClassifier, check_output, iter_predictions, write_rows
@@ -151,6 +153,30 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kiosk(a: argparse.Namespace) -> int:
+    try:
+        summary = run_kiosk(
+            a.camera if a.video is None else a.video,
+            a.model,
+            out=a.out,
+            log=a.log,
+            detector=FaceDetector(a.detector, detect_size=a.detect_size),
+            threads=a.threads,
+            classify_every=a.classify_every,
+            max_frames=a.max_frames,
+            show=a.show,
+        )
+    except KioskError as err:
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 1
+    summary.pop("ms")
+    _print(summary)
+    if summary["ended_early"]:
+        print(f"kiosk: {summary['ended_early']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> None:
     _print(
         export_model(
@@ -182,6 +208,7 @@ BENCHES = {
     "loader": (bench_loader, "ImageFolder+PIL vs the per-image and the cached loader"),
     "train": (bench_train, "training images/s: the model alone vs the full pipeline"),
     "infer": (bench_infer, "ms per face at batch 1: PyTorch, TorchScript, ONNX Runtime, int8"),
+    "kiosk": (bench_kiosk, "kiosk frames/s (MTCNN + PyTorch vs YuNet + ONNX) and predict faces/s"),
 }
 
 
@@ -194,6 +221,12 @@ BENCH_HELP = {
     "batch_size": "images per step",
     "compile": "include the torch.compile settings on CUDA (minutes of compilation)",
     "checkpoint": "best.pt (default: a random-init --arch)",
+    "model_dir": "kiosk: folder with model.onnx and model.int8.onnx (export --int8)",
+    "frames": "frames per video",
+    "photos": "real photos the kiosk videos are made from",
+    "crops": "real face crops for the predict comparison (0 skips it)",
+    "realdev": "folder of real face crops with labels.csv",
+    "classify_every": "the tracking mode's re-classification interval (frames)",
 }
 
 
@@ -319,6 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--batch-size", type=int, default=32, help="faces classified at once")
     pr.set_defaults(func=cmd_predict)
+
+    k = sub.add_parser("kiosk", help="masks in a video or camera stream: tracked, logged, drawn")
+    src = k.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", default=None, help="a video file")
+    src.add_argument("--camera", type=int, default=None, help="a camera index (OpenCV)")
+    k.add_argument(
+        "--model", required=True, help="model.int8.onnx or model.onnx (export), or best.pt"
+    )
+    k.add_argument("--out", default=None, help="annotated video (.mp4 or .avi)")
+    k.add_argument("--log", default="kiosk.jsonl", help="JSON lines: decisions, tracks, summary")
+    k.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
+    k.add_argument(
+        "--detect-size", type=int, default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
+    )
+    k.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    k.add_argument(
+        "--classify-every",
+        type=int,
+        default=1,
+        help="1: every face of every frame; N: a tracked face every N frames (faster)",
+    )
+    k.add_argument("--max-frames", type=int, default=None)
+    k.add_argument("--show", action="store_true", help="a live window, where there is a display")
+    k.set_defaults(func=cmd_kiosk)
 
     x = sub.add_parser("export", help="ONNX + TorchScript with a parity check")
     x.add_argument("--checkpoint", required=True, help="best.pt of a training run")

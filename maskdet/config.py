@@ -95,8 +95,10 @@ _COMMON = {
     "REAL_DIR": "../shared/realdev",
     "REAL_LIMIT": 0,
     "UPLOAD": False,
-    "DETECTOR": "mtcnn",
+    "DETECTOR": "yunet",
     "SHOW_PHOTOS": 20,
+    "CLIP_FRAMES": 45,
+    "WEBCAM": False,
 }
 RUN_PRESETS: dict[str, dict] = {
     # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
@@ -117,6 +119,7 @@ RUN_PRESETS: dict[str, dict] = {
         "REAL_VAL_LIMIT": 8,
         "REAL_LIMIT": 8,
         "BENCH_BATCHES": 1,
+        "CLIP_FRAMES": 15,
     },
     # a 2-core CPU in under 15 minutes, clearly better than chance on the val split
     "demo": {
@@ -179,8 +182,10 @@ PARAM_NOTES = {
     "REAL_DIR": "real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on",
     "REAL_LIMIT": "0: every real crop, else at most this many per class",
     "REAL_VAL_LIMIT": "real crops per class measured after every epoch (0: all)",
-    "DETECTOR": "mtcnn | hog (the baseline)",
+    "DETECTOR": "yunet | mtcnn (slower) | hog (the baseline)",
     "SHOW_PHOTOS": "photos drawn with their boxes",
+    "CLIP_FRAMES": "frames of the kiosk clip made from the photos (15 per second)",
+    "WEBCAM": "Colab only: take a photo with your webcam and classify it",
 }
 """What each notebook parameter means (the comment beside it in the parameters cell)."""
 

@@ -26,6 +26,8 @@ SHARED_DATA = SHARED / "data"
 LFW_ARCHIVE = SHARED_DATA / "lfw-deepfunneled.tgz"
 LFW_MINI = SHARED_DATA / "lfw-mini.tgz"
 PHOTOS_DIR = SHARED / "qualitative"
+REALDEV_DIR = SHARED / "realdev"
+"""Real masked and unmasked face crops: measured on, never trained on."""
 
 CACHE_DIRNAME = "cache"
 """``DATA_DIR/cache``: the decoded uint8 images of the cached loader."""

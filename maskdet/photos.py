@@ -7,16 +7,22 @@ when ``keep_crops``); this module summarises and draws them for the qualitative 
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import math
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Javascript, display
 from matplotlib.patches import Rectangle
+from PIL import Image
 
 from .constants import PREDS_DIRNAME
 from .detect import DetectedFace
@@ -33,6 +39,80 @@ def upload_photos(folder: str | os.PathLike = "my_photos") -> str:
     for name, data in files.upload().items():
         Path(folder, name).write_bytes(data)
     return str(folder)
+
+
+WEBCAM_JS = """
+async function takePhoto(quality) {
+  const div = document.createElement('div');
+  const button = document.createElement('button');
+  button.textContent = 'Take the photo';
+  div.appendChild(button);
+  const video = document.createElement('video');
+  video.style.display = 'block';
+  const stream = await navigator.mediaDevices.getUserMedia({video: true});
+  document.body.appendChild(div);
+  div.appendChild(video);
+  video.srcObject = stream;
+  await video.play();
+  google.colab.output.setIframeHeight(document.documentElement.scrollHeight, true);
+  await new Promise((resolve) => button.onclick = resolve);
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext('2d').drawImage(video, 0, 0);
+  stream.getVideoTracks()[0].stop();
+  div.remove();
+  return canvas.toDataURL('image/jpeg', quality);
+}
+"""
+"""The browser side of :func:`webcam_snapshot` (Colab's JavaScript camera capture)."""
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def webcam_snapshot(folder: str | os.PathLike = "my_photos", quality: float = 0.9) -> Path:
+    """Colab: a photo from your webcam (the browser asks for the camera; a button takes it),
+    saved as ``folder/webcam_N.jpg``; returns its path."""
+    from google.colab import output  # exists on Colab only
+
+    display(Javascript(WEBCAM_JS))
+    data = output.eval_js(f"takePhoto({quality})")
+    os.makedirs(folder, exist_ok=True)
+    path = Path(folder) / f"webcam_{len(list(Path(folder).glob('webcam_*.jpg')))}.jpg"
+    path.write_bytes(base64.b64decode(data.split(",", 1)[1]))
+    return path
+
+
+def clip_gif(frames: Sequence[np.ndarray], fps: float = 15.0, width: int = 400) -> bytes:
+    """RGB frames as an animated GIF (``width`` px wide), to play in any notebook viewer."""
+    h, w = frames[0].shape[:2]
+    size = (width, round(h * width / w))
+    images = [Image.fromarray(f).resize(size, Image.Resampling.BILINEAR) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        loop=0,
+    )
+    return buf.getvalue()
+
+
+def tracks_table(log: str | os.PathLike) -> pd.DataFrame:
+    """One row per person of a kiosk log (:func:`maskdet.kiosk.run_kiosk`): frames seen, how
+    often the decision changed, the final probability and decision."""
+    with open(log, encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh]
+    changes = pd.Series([x["track"] for x in lines if x["event"] == "decision"]).value_counts()
+    rows = [x for x in lines if x["event"] == "track_end"]
+    table = pd.DataFrame(rows).drop(columns=["event"]).set_index("track")
+    table.insert(3, "decision_changes", changes.reindex(table.index).fillna(0).astype(int) - 1)
+    return table
 
 
 def detector_table(rows: list[dict]) -> pd.DataFrame:
