@@ -255,10 +255,12 @@ class ReadStats:
     ended_early: str = ""
 
 
-def read_frames(cap: cv2.VideoCapture, stats: ReadStats) -> Iterator[np.ndarray]:
+def read_frames(
+    cap: cv2.VideoCapture, stats: ReadStats, camera: bool = False
+) -> Iterator[np.ndarray]:
     """The BGR frames of an open capture. A frame that fails to decode is counted and skipped;
     :data:`MAX_READ_FAILURES` in a row end the stream, and when a file ends before the frame
-    count in its header, ``stats.ended_early`` says so."""
+    count in its header, or a ``camera`` stops sending frames, ``stats.ended_early`` says so."""
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     stats.expected = int(count) if count and count > 0 else 0
     failures = 0
@@ -281,6 +283,8 @@ def read_frames(cap: cv2.VideoCapture, stats: ReadStats) -> Iterator[np.ndarray]
                 )
             elif stats.frames == 0:
                 stats.ended_early = "no frame could be decoded"
+            elif camera:
+                stats.ended_early = f"the camera stopped sending frames after {stats.frames}"
             return
 
 
@@ -370,9 +374,9 @@ def run_kiosk(
     ms: list[float] = []
     kept: list[np.ndarray] = []
     counts = {"faces": 0, "classified": 0, "decision_lines": 0}
-    ended = 0
+    ended, stopped = 0, False
     try:
-        frames = read_frames(cap, stats)
+        frames = read_frames(cap, stats, camera=isinstance(source, int))
         while max_frames is None or stats.frames < max_frames:
             t0 = time.perf_counter()
             bgr = next(frames, None)
@@ -401,7 +405,11 @@ def run_kiosk(
                 emit(_track_end_line(t))
             ended = len(tracker.ended)
     except KeyboardInterrupt:  # a camera is stopped with Ctrl-C: keep what was done
-        stats.ended_early = stats.ended_early or "stopped by the user"
+        stopped = True
+    except BaseException:
+        if log_fh:
+            log_fh.close()
+        raise
     finally:
         cap.release()
         if writer is not None:
@@ -416,6 +424,7 @@ def run_kiosk(
         "frames_expected": stats.expected,
         "decode_failures": stats.decode_failures,
         "ended_early": stats.ended_early,
+        "stopped_by_user": stopped,
         **counts,
         "tracks": len(tracks),
         "final_decisions": {d: sum(t.decision == d for t in tracks) for d in DECISIONS},

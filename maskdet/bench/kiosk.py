@@ -129,12 +129,46 @@ def bench_kiosk(
     :func:`maskdet.predict.predict_paths`: today's path (MTCNN on the padded crop upscaled to
     640, PyTorch, one face at a time) against YuNet at the crop's own scale with batches of 32;
     label agreement with today's labels, and accuracy on realdev's own labels, per engine.
+    ``frames=0`` skips the kiosk table, ``crops=0`` the predict table.
     """
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    load_before = os.getloadavg()
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
     clfs = _classifiers(checkpoint, model_dir, arch, threads, work)
+    kiosk_rows = bench_frames(clfs, work, photos, frames, rounds, classify_every) if frames else []
+    predict_rows = bench_predict_crops(clfs, realdev, crops) if crops else []
+    tmp.cleanup()
+    omp = " ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"))
+    model = checkpoint or model_dir or f"{arch} (random init)"
+    load = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(load_before, os.getloadavg()))
+    print(f"load average 1/5/15 min, before/after: {load} ({os.cpu_count()} CPUs)")
+    if kiosk_rows:
+        print(
+            f"kiosk end to end on 640x480 MP4 clips of real photos ({frames} frames, {rounds} "
+            f"rounds; {threads} threads, {omp}; YuNet at {DETECT_SIZE['frame']} px; {model})"
+        )
+        print(format_table(kiosk_rows, KIOSK_COLUMNS))
+    if predict_rows:
+        print(
+            f"\npredict on {predict_rows[0]['crops']} real face crops ({realdev}; {threads} "
+            f"threads, {omp}; {model}); agreement: the same label as today's path; accuracy: "
+            "against the crops' own labels"
+        )
+        print(format_table(predict_rows, PREDICT_COLUMNS))
+    return {"kiosk": kiosk_rows, "predict": predict_rows}
+
+
+def bench_frames(
+    clfs: dict[str, MaskClassifier],
+    work: Path,
+    photos: str,
+    frames: int,
+    rounds: int,
+    classify_every: int,
+) -> list[dict]:
+    """The kiosk table: every setting on both videos, ``rounds`` times in turns."""
     videos = _videos(work, photos, frames)
     mtcnn, yunet = FaceDetector("mtcnn"), FaceDetector(detect_size=DETECT_SIZE["frame"])
     settings = {
@@ -166,22 +200,7 @@ def bench_kiosk(
         }
         row["classified_per_frame"] = round(sum(r["classified"] for r in results) / n_frames, 2)
         kiosk_rows.append(row)
-    predict_rows = bench_predict_crops(clfs, realdev, crops) if crops else []
-    tmp.cleanup()
-    omp = " ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"))
-    model = checkpoint or model_dir or f"{arch} (random init)"
-    print(
-        f"kiosk end to end on 640x480 MP4 clips of real photos ({frames} frames, {rounds} rounds;"
-        f" {threads} threads, {omp}; YuNet at {DETECT_SIZE['frame']} px; {model})"
-    )
-    print(format_table(kiosk_rows, KIOSK_COLUMNS))
-    if predict_rows:
-        print(
-            f"\npredict on {predict_rows[0]['crops']} real face crops ({realdev}); agreement: "
-            "the same label as today's path; accuracy: against the crops' own labels"
-        )
-        print(format_table(predict_rows, PREDICT_COLUMNS))
-    return {"kiosk": kiosk_rows, "predict": predict_rows}
+    return kiosk_rows
 
 
 def bench_predict_crops(
