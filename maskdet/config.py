@@ -81,6 +81,9 @@ class TrainConfig:
 _TRAIN = TrainConfig()
 _COMMON = {
     "SYNTH_BACKEND": "",
+    "LOOK": "real",
+    "HARD_NEGATIVES": 0.3,
+    "CPU_BF16": True,
     "WORKERS": 2,
     "SEED": _TRAIN.seed,
     "LR": _TRAIN.lr,
@@ -164,6 +167,9 @@ PARAM_NOTES = {
     "SOURCE": '"lfw" | "celeba" | "gdrive:<id or url>" | a local .tgz/.zip/folder',
     "LIMIT_IDENTITIES": "people to keep (0: all 5,749)",
     "SYNTH_BACKEND": "empty: masktheface when its checkout is present, else builtin",
+    "LOOK": '"real" (real-photo colours, shading, ear loops, size jitter) or "legacy"',
+    "HARD_NEGATIVES": "share of faces also copied unmasked with a beard/hand/scarf/collar/mic",
+    "CPU_BF16": "bf16 training steps on a CPU with AVX512-BF16/AMX (ignored elsewhere)",
     "WORKERS": "worker processes (default in code: the machine's cores)",
     "BATCH_SIZE": "images per step",
     "LOADER": '"cached" (decode once, augment whole batches on the device) or "dataloader"',

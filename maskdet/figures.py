@@ -90,13 +90,22 @@ def framing_figure(data_dir: str | os.PathLike, n: int = 6, loader_crop: int = I
 # ------------------------------------------------------------- stage 02: masked samples
 
 
-def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_type"):
-    """One row of masked samples per value of ``by`` (mask_type / mask_color)."""
+def sample_grid(
+    data_dir: str | os.PathLike,
+    per_row: int = 8,
+    by: str = "mask_type",
+    label: str = "wearing_mask",
+):
+    """One row of samples per value of ``by``: masked faces by mask_type / mask_color, or with
+    ``label="not_wearing_mask", by="occluder"`` the hard negatives by kind."""
     rows = [
-        r for r in read_manifest(data_dir) if r["label"] == "wearing_mask" and r["status"] == "ok"
+        r
+        for r in read_manifest(data_dir)
+        if r["label"] == label and r["status"] == "ok" and (label == "wearing_mask" or r[by])
     ]
     if not rows:
-        raise RuntimeError(f"{data_dir} has no masked faces: run synthesize first")
+        what = "masked faces" if label == "wearing_mask" else f"{label} images with a {by}"
+        raise RuntimeError(f"{data_dir} has no {what}: run synthesize first")
     groups: dict[str, list[dict[str, str]]] = {}
     for r in sorted(rows, key=lambda r: r["path"]):
         groups.setdefault(r[by] or "?", []).append(r)
@@ -111,7 +120,7 @@ def sample_grid(data_dir: str | os.PathLike, per_row: int = 8, by: str = "mask_t
             if j < len(picks):
                 ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
         axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
-    fig.suptitle(f"masked samples by {by}", fontsize=10)
+    fig.suptitle(f"{'masked' if label == 'wearing_mask' else label} samples by {by}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -87,7 +87,7 @@ def test_parameters_cells_parse_and_cover_the_presets():
     for nb_path in notebooks():
         nb = nbformat.read(nb_path, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        names = set(re.findall(r"^([A-Z_]+)\s*=", cell.source, flags=re.MULTILINE))
+        names = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*=", cell.source, flags=re.MULTILINE))
         declared = set(pm.inspect_notebook(str(nb_path)))
         assert names == declared, (nb_path.name, names ^ declared)  # papermill parsed every line
         declared_anywhere |= declared

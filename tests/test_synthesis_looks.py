@@ -110,6 +110,16 @@ def test_hard_negatives_are_unmasked_recorded_and_identical_outside(real_runs, s
     assert files == sorted(r["path"] for r in negs if r["status"] == "ok")
 
 
+def test_hard_negative_grid_shows_each_kind(real_runs):
+    from maskdet.figures import sample_grid
+
+    (data, summary), _ = real_runs
+    kinds = {r["occluder"] for r in read_manifest(data) if r["occluder"] and r["status"] == "ok"}
+    fig = sample_grid(data, per_row=3, by="occluder", label="not_wearing_mask")
+    assert len(fig.axes) == 3 * len(kinds) and kinds
+    assert {a.get_title(loc="left").split(" (")[0] for a in fig.axes[::3]} == kinds
+
+
 def test_rerun_without_hard_negatives_removes_them(real_runs, tmp_path):
     (data, _), _ = real_runs
     copy = tmp_path / "d"
