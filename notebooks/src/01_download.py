@@ -25,7 +25,7 @@ from maskdet import checks, data, download, figures
 # %% tags=["parameters"]
 SOURCE = "lfw"  # "lfw" | "celeba" | "gdrive:<id or url>" | a local .tgz/.zip/folder
 DATA_DIR = "data/demo"  # full: "data/full"
-LIMIT_IDENTITIES = 600  # people to keep (0: all 5,749); full: 0
+LIMIT_IDENTITIES = 1500  # people to keep (0: all 5,749); full: 0
 SEED = 0
 WORKERS = 2  # worker processes (default in code: the machine's cores)
 

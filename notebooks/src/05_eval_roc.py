@@ -32,7 +32,7 @@ from maskdet import ablate, checks, evaluate, figures
 DATA_DIR = "data/demo"  # full: "data/full"
 RUN_DIR = "runs/demo"  # full: "runs/full"
 SPLIT = "test"
-VAL_LIMIT = 120  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
+VAL_LIMIT = 300  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
 N_BOOT = 1000  # bootstrap resamples for the AUC interval
 REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
 REAL_LIMIT = 0  # 0: every real crop, else at most this many per class
