@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from .ablate import EXPERIMENTS, run_ablations, summarize
@@ -17,10 +19,11 @@ from .bench.kiosk import bench_kiosk
 from .bench.loader import bench_loader
 from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
-from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, options_of
+from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, count, options_of
 from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
+from .errors import UsageError, one_line
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
 from .kiosk import KioskError, run_kiosk
@@ -230,34 +233,43 @@ BENCH_HELP = {
 }
 
 
-def _bench_parsers(sub) -> None:
+def _bench_parsers(command, common: argparse.ArgumentParser) -> None:
     """``bench TARGET``: one subparser per target, with the options of the target's function."""
-    b = sub.add_parser("bench", help="print throughput numbers, side by side with a baseline")
+    b = command("bench", help="print throughput numbers, side by side with a baseline")
     targets = b.add_subparsers(dest="what", required=True)
     for name, (fn, what) in BENCHES.items():
-        t = targets.add_parser(name, help=what)
+        t = targets.add_parser(name, help=what, parents=[common])
         add_options(t, fn, help=BENCH_HELP, choices={"arch": ARCHS})
         t.set_defaults(func=lambda a, fn=fn: fn(**options_of(fn, a)))
 
 
+DEBUG_HELP = "show the traceback of a failure (also MASKDET_DEBUG=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m maskdet", description=__doc__)
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the subcommand too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("download", help="stage 01: get faces, crop, split by identity")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    d = command("download", help="stage 01: get faces, crop, split by identity")
     d.add_argument(
         "--source",
         default="lfw",
         help="lfw | celeba | gdrive:ID_OR_URL | URL | local .tgz/.zip/folder",
     )
     d.add_argument("--out", default="data", help="DATA_DIR")
-    d.add_argument("--limit-identities", type=int, default=None)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--limit-identities", type=count(), default=None)
+    d.add_argument("--seed", type=count(), default=0)
     d.add_argument("--cache-dir", default=None, help="where downloads go (default DATA_DIR/raw)")
-    d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--workers", type=count(), default=None)
     d.set_defaults(func=cmd_download)
 
-    s = sub.add_parser("synthesize", help="stage 02: a masked twin for every face")
+    s = command("synthesize", help="stage 02: a masked twin for every face")
     s.add_argument("--data", default="data", help="DATA_DIR")
     s.add_argument(
         "--backend",
@@ -280,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "collar or microphone over the lower face)",
     )
     s.add_argument("--masktheface-dir", default=None)
-    s.add_argument("--workers", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=count(), default=None)
+    s.add_argument("--seed", type=count(), default=0)
     s.add_argument(
         "--out",
         default=None,
@@ -290,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_synthesize)
 
-    r = sub.add_parser("run", help="execute the notebooks in order with a preset")
+    r = command("run", help="execute the notebooks in order with a preset")
     r.add_argument("--preset", choices=list(RUN_PRESETS), default="demo")
     r.add_argument("--source", default=None, help="stage 01 source (default: the preset's)")
     r.add_argument("--data", default=None, help="DATA_DIR (default: data/<preset>)")
@@ -303,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
-    t = sub.add_parser("train", help="train the ResNet-50 (stage 04)")
+    t = command("train", help="train the ResNet-50 (stage 04)")
     add_options(t, TrainConfig)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="stage 05: evaluate a run's best checkpoint")
+    e = command("evaluate", help="stage 05: evaluate a run's best checkpoint")
     e.add_argument("--run", required=True, help="RUN_DIR of a training run (holds best.pt)")
     e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument(
@@ -322,19 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default="best.pt", help="file name inside RUN_DIR")
     e.add_argument(
         "--limit",
-        type=int,
+        type=count(),
         default=None,
         help="at most N images of the split (whole twin pairs), or per class of --real",
     )
     e.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval"
+        "--bootstrap", type=count(), default=1000, help="bootstrap resamples for the AUC interval"
     )
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=count(), default=0)
     e.add_argument("--wandb", choices=WANDB_MODES, default="auto")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="classify face crops, or faces in photos with --photos")
+    pr = command("predict", help="classify face crops, or faces in photos with --photos")
     pr.add_argument("paths", nargs="+", help="image files and/or folders (walked)")
     pr.add_argument(
         "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
@@ -350,10 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DETECTORS[0],
         help="yunet (fast); mtcnn (the former default, slower); hog (baseline)",
     )
-    pr.add_argument("--batch-size", type=int, default=32, help="faces classified at once")
+    pr.add_argument("--batch-size", type=count(1), default=32, help="faces classified at once")
     pr.set_defaults(func=cmd_predict)
 
-    k = sub.add_parser("kiosk", help="masks in a video or camera stream: tracked, logged, drawn")
+    k = command("kiosk", help="masks in a video or camera stream: tracked, logged, drawn")
     src = k.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", default=None, help="a video file")
     src.add_argument("--camera", type=int, default=None, help="a camera index (OpenCV)")
@@ -377,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--show", action="store_true", help="a live window, where there is a display")
     k.set_defaults(func=cmd_kiosk)
 
-    x = sub.add_parser("export", help="ONNX + TorchScript with a parity check")
+    x = command("export", help="ONNX + TorchScript with a parity check")
     x.add_argument("--checkpoint", required=True, help="best.pt of a training run")
     x.add_argument("--out", required=True, help="folder for model.onnx, model.ts, model.json")
     x.add_argument(
@@ -396,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.set_defaults(func=cmd_export)
 
-    ab = sub.add_parser("ablate", help="ablation runs and their table")
+    ab = command("ablate", help="ablation runs and their table")
     ab.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
     ab.add_argument("--out", default="runs/ablations", help="folder for the runs and the tables")
     ab.add_argument("--preset", choices=list(ABLATION_PRESETS), default="small")
@@ -421,17 +433,33 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
     )
-    ab.add_argument("--workers", type=int, default=None)
+    ab.add_argument("--workers", type=count(), default=None)
     ab.add_argument("--device", default="auto")
     ab.set_defaults(func=cmd_ablate)
 
-    _bench_parsers(sub)
+    _bench_parsers(command, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rc = args.func(args)  # an exit status from the commands that have one
+    """Run one subcommand. A failure prints one line that names the file and the fix (the
+    traceback only with ``--debug``): exit 2 for a usage error, 1 for any other failure."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
+    debug = args.debug or os.environ.get("MASKDET_DEBUG", "") not in ("", "0")
+    try:
+        rc = args.func(args)  # an exit status from the commands that have one
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to go on", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        usage = isinstance(err, UsageError)
+        where = f"{parser.prog} {args.cmd}: error" if usage else "error"
+        more = "" if debug else "  (--debug shows the traceback)"
+        print(f"{where}: {one_line(err)}{more}", file=sys.stderr)
+        return 2 if usage else 1
     return rc if isinstance(rc, int) else 0
 
 

@@ -22,6 +22,11 @@ from .constants import CLASS_NAMES, FACE_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGEN
 from .model import build_model
 
 CHECKPOINT_FORMAT = "maskdet-checkpoint-v1"
+RETRAIN_HINT = (
+    "train a model first (notebook 04_train_resnet50 or `python -m maskdet train`) or give "
+    "another checkpoint"
+)
+"""The fix named when a checkpoint cannot be used for inference."""
 TRAINING_STATE = ("model", "optimizer", "scheduler", "scaler", "rng")
 """Keys that hold training state rather than metadata."""
 
@@ -55,17 +60,39 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(..., weights_only=True)``: anything but tensors and plain values is refused."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file, why, and the fix."""
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    fix: str = RETRAIN_HINT,
+) -> dict:
+    """``torch.load(..., weights_only=True)``: anything but tensors and plain values is refused.
+
+    A missing, empty, truncated or foreign file raises :class:`CheckpointError` naming the file
+    and ``fix`` (what to do instead), never the reader's own error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file: {fix}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint: {fix}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        raise CheckpointError(
             f"refused to load {path}: it holds more than tensors and plain values "
             f"(weights_only=True): {str(err).splitlines()[0]}"
         ) from None
+    except Exception as err:  # torch's readers fail with EOFError, KeyError, zip errors, ...
+        why = str(err).strip().split(". ")[0][:100] or type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (damaged, truncated or another kind of file: "
+            f"{why}): {fix}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a maskdet checkpoint")
+        raise CheckpointError(f"{path} is not a maskdet checkpoint: {fix}")
     return ckpt
 
 
@@ -74,8 +101,14 @@ def load_model(
 ) -> tuple[nn.Module, dict]:
     """Model in eval mode plus its metadata (arch, image_size, mean, std, class_names, threshold)."""
     ckpt = load_checkpoint(path, "cpu")
-    model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: its weights do not fit a {ckpt.get('arch', '?')} model "
+            f"({str(err).splitlines()[0][:100]}): {RETRAIN_HINT}"
+        ) from None
     meta = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
     return model.to(device).eval(), meta
 

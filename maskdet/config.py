@@ -25,13 +25,42 @@ from typing import Any
 
 from .augment import AUGMENT_PRESETS
 from .constants import LFW_MINI
+from .errors import UsageError
 from .model import ARCHS
 from .sinks import WANDB_MODES
 
 
-def opt(default: Any, help: str = "", choices: tuple | None = None) -> Any:
-    """A dataclass field with the help text and choices of its command-line option."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def opt(default: Any, help: str = "", choices: tuple | None = None, minimum: int = 0) -> Any:
+    """A dataclass field with the help text, choices and (for counts) the smallest value of its
+    command-line option."""
+    return field(default=default, metadata={"help": help, "choices": choices, "min": minimum})
+
+
+def count(minimum: int = 0) -> Callable[[str], int]:
+    """An argparse type for a count: an integer of at least ``minimum`` (``-5`` is refused,
+    never read as "all but five")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def check_counts(target: Any) -> None:
+    """Raise :class:`UsageError` for an int field of a dataclass below its ``minimum``."""
+    for f in dataclasses.fields(target):
+        value = getattr(target, f.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            low = f.metadata.get("min", 0)
+            if value < low:
+                raise UsageError(f"{f.name} must be {low} or more, got {value}")
 
 
 @dataclass
@@ -40,8 +69,8 @@ class TrainConfig:
 
     data: str = opt("data/demo", "DATA_DIR (stages 01-02 output)")
     out: str = opt("runs/demo", "RUN_DIR: checkpoints, metrics, TensorBoard, WandB")
-    epochs: int = opt(50)
-    batch_size: int = opt(64)
+    epochs: int = opt(50, minimum=1)
+    batch_size: int = opt(64, minimum=1)
     lr: float = opt(0.01)
     optimizer: str = opt("sgd", "sgd (momentum 0.9, Nesterov) | adamw", ("sgd", "adamw"))
     weight_decay: float | None = opt(None, "default: 1e-4 for SGD, 0.05 for AdamW")
@@ -76,6 +105,11 @@ class TrainConfig:
         "recall and specificity in the metrics; never used to choose the checkpoint or threshold",
     )
     real_val_limit: int | None = opt(None, "at most N real crops per class for real_val")
+
+    def __post_init__(self) -> None:
+        check_counts(self)
+        if not self.lr > 0:
+            raise UsageError(f"lr must be above 0, got {self.lr}")
 
 
 _TRAIN = TrainConfig()
@@ -301,7 +335,7 @@ def add_options(
         else:
             parser.add_argument(
                 flag,
-                type=kind,
+                type=count(meta.get("min", 0)) if kind is int else kind,
                 default=default,
                 help=text,
                 choices=list(allowed) if allowed else None,

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import download as dl
 from .constants import FACE_SIZE, SPLITS
+from .errors import UsageError
 from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
 from .manifest import new_row, write_manifest
 from .system import default_workers
@@ -164,6 +165,8 @@ def split_identities(
     def key(ident: str) -> str:
         return hashlib.sha256(f"{seed}:{ident}".encode()).hexdigest()
 
+    if limit is not None and limit < 0:
+        raise UsageError(f"limit_identities must be 0 or more (0: all), got {limit}")
     order = sorted(set(identities), key=key)
     if limit:
         order = order[:limit]

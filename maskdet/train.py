@@ -64,6 +64,10 @@ RESUME_KEYS = (
     "pretrained",
 )
 """Settings that must match for a run to resume (anything else may change between sessions)."""
+RESUME_HINT = (
+    "it cannot be resumed: start over with --no-resume (TrainConfig(resume=False)), or use "
+    "another --out than {out}"
+)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -145,7 +149,7 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
     out = Path(cfg.out)
     last = out / "last.pt"
     if cfg.resume and last.exists():
-        ckpt = load_checkpoint(last, "cpu")
+        ckpt = load_checkpoint(last, "cpu", fix=RESUME_HINT.format(out=out))
         old = ckpt["hparams"]
         diff = {
             k: (old.get(k), plain(getattr(cfg, k)))
