@@ -20,7 +20,6 @@ import tarfile
 import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import cv2
@@ -32,6 +31,7 @@ from . import download as dl
 from .constants import FACE_SIZE, SPLITS
 from .errors import UsageError
 from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
+from .layout import EXPECTED_LAYOUT, SourceTree, scan_tree, unique_stem
 from .manifest import new_row, write_manifest
 from .system import default_workers
 
@@ -41,15 +41,6 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 CROP_CENTER_Y = {"celeba": 0.55}
 """Vertical centre of the crop per source (fraction of height); 0.5 elsewhere. CelebA's
 aligned faces sit lower in their 178x218 frame than LFW's."""
-
-
-@dataclass(frozen=True)
-class InputImage:
-    """One input image: where it is, who it is, a unique name for the output file."""
-
-    source: str  # archive member or relative path, as recorded in the manifest
-    identity: str
-    loc: str  # absolute path on disk (after extraction)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -116,33 +107,23 @@ def _celeba_identities(folder: Path) -> dict[str, str]:
     raise FileNotFoundError("identity_CelebA.txt not found next to the CelebA images")
 
 
-def list_items(root: Path, kind: str = "local") -> tuple[list[InputImage], list[str]]:
-    """Every image under ``root`` with its identity; also the non-image files ignored.
-
-    Identity: the first folder level under the root (LFW: ``<root>/<Person>/<file>``);
-    a file directly in the root is its own identity; CelebA uses ``identity_CelebA.txt``.
-    A single top folder (``lfw-deepfunneled/``) is looked through.
-    """
+def list_items(root: Path, kind: str = "local") -> SourceTree:
+    """Every image under ``root`` with its identity, read from the whole tree (see
+    :mod:`maskdet.layout`); CelebA's identities come from ``identity_CelebA.txt``."""
     entries = [e for e in root.iterdir() if not e.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir():
-        root = entries[0]
-    ids = _celeba_identities(root) if kind == "celeba" else None
-    items, ignored = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if not is_image_name(name):
-                ignored.append(rel)
-                continue
-            parts = rel.split("/")
-            if ids is not None:
-                identity = ids.get(name, f"unknown_{name}")
-            else:
-                identity = parts[0] if len(parts) > 1 else Path(name).stem
-            items.append(InputImage(f"{root.name}/{rel}", identity, str(full)))
-    return items, ignored
+    top = entries[0] if kind == "celeba" and len(entries) == 1 and entries[0].is_dir() else root
+    return scan_tree(top, _celeba_identities(top) if kind == "celeba" else None)
+
+
+def check_split(tree: SourceTree, split_of: dict[str, str]) -> None:
+    """Refuse a split with no identities, naming what was found and the layout expected."""
+    empty = [s for s in SPLITS if s not in split_of.values()]
+    if empty:
+        raise ValueError(
+            f"{tree.root}: {len(split_of)} identit{'y' if len(split_of) == 1 else 'ies'} "
+            f"({tree.layout}), so {' and '.join(empty)} would have no people: train, val and "
+            f"test need at least 3 people in all. Expected {EXPECTED_LAYOUT}"
+        )
 
 
 # ------------------------------------------------------------------------------- split
@@ -201,21 +182,8 @@ def crop_aligned(
 
 def _safe_stem(name: str) -> str:
     stem = name.rsplit("/", 1)[-1]
-    for suffix in (
-        ".jpeg",
-        ".jpg",
-        ".png",
-        ".bmp",
-        ".webp",
-        ".tiff",
-        ".tif",
-        ".gif",
-        ".ppm",
-        ".pgm",
-    ):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    if is_image_name(stem, unsupported=True):
+        stem = stem.rsplit(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "image"
 
 
@@ -248,21 +216,21 @@ def prepare(
     gives the same files. Returns a summary dict (images in, written, skipped with reasons).
     """
     root, out = Path(root), Path(out)
-    items, ignored = list_items(root, kind)
+    tree = list_items(root, kind)
+    items = tree.items
     if not items:
-        raise ValueError(f"no images found under {root}")
-    split_of = split_identities({it.identity for it in items}, seed, fractions, limit_identities)
+        raise ValueError(f"no images found under {root}: expected {EXPECTED_LAYOUT}")
+    split_of = split_identities(tree.identities, seed, fractions, limit_identities)
+    check_split(tree, split_of)
     chosen = [it for it in items if it.identity in split_of]
     for split in SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)
     center_y = CROP_CENTER_Y.get(kind, 0.5)
-    jobs, rows, used = [], [], Counter()
+    jobs, rows = [], []
+    used: dict[str, set[str]] = {split: set() for split in SPLITS}
     for it in chosen:
         split = split_of[it.identity]
-        stem = _safe_stem(it.source)
-        used[(split, stem)] += 1
-        if used[(split, stem)] > 1:
-            stem = f"{stem}-{used[(split, stem)]}"
+        stem = unique_stem(_safe_stem(it.source), used[split])
         rel = f"{split}/not_wearing_mask/{stem}{FACE_SUFFIX}"
         jobs.append((it.loc, str(out / rel), center_y))
         rows.append(
@@ -302,11 +270,31 @@ def prepare(
         "written": len(rows) - sum(skipped.values()),
         "skipped": sum(skipped.values()),
         "skipped_reasons": dict(skipped),
-        "not_images_ignored": len(ignored),
+        "layout": tree.layout,
+        "not_images_ignored": sum(tree.ignored.values()),
+        "not_images": dict(sorted(tree.ignored.items())),
         "per_split": dict(Counter(r["split"] for r in rows if r["status"] == "ok")),
         "identities_per_split": dict(Counter(split_of.values())),
     }
     return result
+
+
+def check_no_overlap(source: Path, out: Path) -> None:
+    """Refuse a source folder that is, holds or sits inside the output folder (stage 01
+    replaces the output's split folders, which would delete the source's own images), and a
+    source file inside one of those split folders."""
+    src, dst = source.resolve(), out.resolve()
+    splits = [dst / split for split in SPLITS]
+    if source.is_dir():
+        clash = src == dst or dst in src.parents or src in dst.parents
+    else:
+        clash = any(folder in src.parents for folder in splits)
+    if clash:
+        raise UsageError(
+            f"--source {source} and --out {out} overlap: stage 01 replaces the split folders of "
+            f"{out} ({', '.join(SPLITS)}), which would delete the source's own images; write to "
+            "a folder outside the source"
+        )
 
 
 def download_and_prepare(
@@ -322,6 +310,7 @@ def download_and_prepare(
     out = Path(out)
     cache_dir = Path(cache_dir) if cache_dir else out / "raw"
     path, kind = resolve_source(source, cache_dir, progress)
+    check_no_overlap(path, out)
     if path.is_file():
         path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
     result = prepare(path, out, kind, seed, limit_identities, workers=workers, progress=progress)

@@ -19,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = {
     ".jpg",
     ".jpeg",
+    ".jfif",
+    ".jpe",
     ".png",
     ".bmp",
     ".webp",
@@ -28,10 +30,29 @@ IMAGE_EXTENSIONS = {
     ".ppm",
     ".pgm",
 }
+UNSUPPORTED_EXTENSIONS = {
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".avif": "AVIF",
+    ".jxl": "JPEG XL",
+    ".dng": "raw camera",
+    ".cr2": "raw camera",
+    ".nef": "raw camera",
+    ".arw": "raw camera",
+    ".psd": "Photoshop",
+}
+"""Image formats this project cannot decode: such a file is an input with a reason, not a
+"non-image"."""
 MIN_SIDE = 32
 """Images whose shorter side is below this many pixels cannot hold a usable face."""
 MAX_PIXELS = 80_000_000
 """Larger images are refused instead of exhausting memory (6000x6000 = 36 MP is fine)."""
+MAX_DECODE_BYTES = 400_000_000
+"""Memory a decode may take (the decoded pixels, the RGB copy and, for 16-bit or float images,
+one 32-bit intermediate), checked from the header before decoding: a 6000x6000 JPEG (216 MB)
+is read, an 8900x8900 16-bit PNG (713 MB, 154 KB on disk) is refused at once."""
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3}
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 FACE_FORMAT = "PNG"
 FACE_SUFFIX = ".png"
 
@@ -40,20 +61,30 @@ class BadImage(ValueError):
     """An input that cannot be used; ``str(err)`` is a short reason for the manifest."""
 
 
-def is_image_name(path: str | os.PathLike) -> bool:
-    """True for names with an image extension (any case, any number of dots in the stem)."""
+def is_image_name(path: str | os.PathLike, unsupported: bool = False) -> bool:
+    """True for names with an image extension (any case, any number of dots in the stem);
+    with ``unsupported``, also for images in a format that cannot be read here (HEIC, ...)."""
     name = os.path.basename(str(path))
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    suffix = Path(name).suffix.lower()
+    known = suffix in IMAGE_EXTENSIONS or (unsupported and suffix in UNSUPPORTED_EXTENSIONS)
+    return not name.startswith(".") and known
+
+
+def decode_cost(mode: str, width: int, height: int) -> int:
+    """Bytes a decode of an image of this mode and size takes (see :data:`MAX_DECODE_BYTES`)."""
+    deep = mode in _DEEP_MODES
+    per_pixel = 2 if mode.startswith("I;16") else _BYTES_PER_PIXEL.get(mode, 4)
+    return width * height * (per_pixel + 3 + (4 if deep else 0))
 
 
 def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.asarray(im, dtype=np.float32)
         hi = 65535.0 if arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        arr = np.clip(arr * np.float32(255.0 / hi) + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(arr[..., None], 3, axis=2)
     if im.mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.asarray(im, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo or 1.0) * 255.0
         return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
@@ -72,12 +103,21 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BadImage(f"too large ({im.width}x{im.height})")
+            cost = decode_cost(im.mode, im.width, im.height)
+            if cost > MAX_DECODE_BYTES:
+                raise BadImage(
+                    f"too large to decode ({im.width}x{im.height} {im.mode}: {cost >> 20} MB, "
+                    f"limit {MAX_DECODE_BYTES >> 20} MB): resize it first"
+                )
             im.load()
             im = ImageOps.exif_transpose(im)
             arr = _to_uint8_rgb(im)
     except BadImage:
         raise
     except UnidentifiedImageError:
+        kind = UNSUPPORTED_EXTENSIONS.get(Path(name).suffix.lower())
+        if kind:
+            raise BadImage(f"{kind} image: not readable here, convert it to JPEG or PNG") from None
         raise BadImage("not an image") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise BadImage(f"corrupt image: {err}".splitlines()[0][:120]) from None
