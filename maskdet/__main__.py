@@ -49,6 +49,7 @@ def cmd_download(a: argparse.Namespace) -> None:
             limit_identities=a.limit_identities,
             cache_dir=a.cache_dir,
             workers=a.workers,
+            force=a.force,
         )
     )
 
@@ -64,6 +65,7 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
             seed=a.seed,
             look=a.look,
             hard_negatives=a.hard_negatives,
+            resume=not a.no_resume,
         )
     )
 
@@ -267,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=count(), default=0)
     d.add_argument("--cache-dir", default=None, help="where downloads go (default DATA_DIR/raw)")
     d.add_argument("--workers", type=count(), default=None)
+    d.add_argument(
+        "--force",
+        action="store_true",
+        help="redo stage 01 even when DATA_DIR already holds it from the same source and settings",
+    )
     d.set_defaults(func=cmd_download)
 
     s = command("synthesize", help="stage 02: a masked twin for every face")
@@ -299,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write to a new DATA_DIR with the same faces (e.g. the other backend's masks for "
         "the cross-synthesizer ablation) instead of into --data",
+    )
+    s.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="make every mask again (default: keep those a stopped run with the same settings "
+        "already wrote)",
     )
     s.set_defaults(func=cmd_synthesize)
 

@@ -13,6 +13,7 @@ loader's centre crop (112 of 128) and its random crops keep the whole face.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -30,14 +31,25 @@ from tqdm.auto import tqdm
 from . import download as dl
 from .constants import FACE_SIZE, SPLITS
 from .errors import UsageError
+from .guard import clear_incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
 from .layout import EXPECTED_LAYOUT, SourceTree, scan_tree, unique_stem
-from .manifest import new_row, write_manifest
-from .system import default_workers
+from .manifest import (
+    STAGE01,
+    STAGE01_RECORD,
+    STAGE02_RECORD,
+    manifest_path,
+    new_row,
+    read_manifest,
+    write_manifest,
+)
+from .system import default_workers, die_with_parent
 
 CROP_FRACTION = 0.64
 """Side of the central square crop as a fraction of the shorter image side (LFW: 160 of 250)."""
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+STAGING = ".stage01.partial"
+"""Where stage 01 writes before its output is swapped into DATA_DIR."""
 CROP_CENTER_Y = {"celeba": 0.55}
 """Vertical centre of the crop per source (fraction of height); 0.5 elsewhere. CelebA's
 aligned faces sit lower in their 178x218 frame than LFW's."""
@@ -212,10 +224,28 @@ def prepare(
 ) -> dict:
     """Crop every image under ``root`` into ``out/{split}/not_wearing_mask`` and write the manifest.
 
-    Stage 01 owns the split folders: they are emptied first, so a re-run (same inputs and seed)
-    gives the same files. Returns a summary dict (images in, written, skipped with reasons).
+    Stage 01 owns the split folders. The new faces and manifest are written into
+    ``out/.stage01.partial`` and swapped in at the end (the DATA_DIR marked incomplete only for
+    the swap), so a run stopped at any point leaves the previous DATA_DIR as it was or one that
+    every later stage refuses, never a half-written one that looks valid. A re-run (same inputs
+    and seed) gives the same files. Returns a summary dict (images in, written, skipped with
+    reasons).
     """
     root, out = Path(root), Path(out)
+    with locked(out, "stage 01"):
+        return _prepare(root, out, kind, seed, limit_identities, fractions, workers, progress)
+
+
+def _prepare(
+    root: Path,
+    out: Path,
+    kind: str,
+    seed: int,
+    limit_identities: int | None,
+    fractions: tuple[float, float, float],
+    workers: int | None,
+    progress: bool,
+) -> dict:
     tree = list_items(root, kind)
     items = tree.items
     if not items:
@@ -223,8 +253,8 @@ def prepare(
     split_of = split_identities(tree.identities, seed, fractions, limit_identities)
     check_split(tree, split_of)
     chosen = [it for it in items if it.identity in split_of]
-    for split in SPLITS:
-        shutil.rmtree(out / split, ignore_errors=True)
+    work = out / STAGING
+    shutil.rmtree(work, ignore_errors=True)
     center_y = CROP_CENTER_Y.get(kind, 0.5)
     jobs, rows = [], []
     used: dict[str, set[str]] = {split: set() for split in SPLITS}
@@ -232,7 +262,7 @@ def prepare(
         split = split_of[it.identity]
         stem = unique_stem(_safe_stem(it.source), used[split])
         rel = f"{split}/not_wearing_mask/{stem}{FACE_SUFFIX}"
-        jobs.append((it.loc, str(out / rel), center_y))
+        jobs.append((it.loc, str(work / rel), center_y))
         rows.append(
             new_row(
                 path=rel,
@@ -246,7 +276,9 @@ def prepare(
         )
     workers = workers or default_workers(4)
     if workers > 1 and len(jobs) > 64:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(
+            workers, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             reasons = list(
                 tqdm(
                     pool.map(_process, jobs, chunksize=32),
@@ -260,7 +292,8 @@ def prepare(
     for row, reason in zip(rows, reasons):
         if reason:
             row.update(path="", status="skipped", reason=reason)
-    write_manifest(out, rows)
+    write_manifest(work, rows)
+    _swap_in(work, out)
     skipped = Counter(r["reason"] for r in rows if r["status"] == "skipped")
     result = {
         "images_found": len(items),
@@ -277,6 +310,51 @@ def prepare(
         "identities_per_split": dict(Counter(split_of.values())),
     }
     return result
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace ``out``'s split folders and manifest by those in ``work`` (marked incomplete
+    meanwhile); the records of the previous stage 01 and 02 runs go with them."""
+    mark_incomplete(out, STAGE01.format(out))
+    for name in (STAGE01_RECORD, STAGE02_RECORD):
+        (out / name).unlink(missing_ok=True)
+    for split in SPLITS:
+        shutil.rmtree(out / split, ignore_errors=True)
+        if (work / split).exists():
+            os.replace(work / split, out / split)
+    os.replace(manifest_path(work), manifest_path(out))
+    shutil.rmtree(work)
+    clear_incomplete(out)
+
+
+def finished_stage01(out: Path, settings: dict) -> dict | None:
+    """The summary of the stage 01 run that made ``out`` with these ``settings``, when it
+    finished and its faces are all there; else None."""
+    try:
+        record = json.loads((out / STAGE01_RECORD).read_text())
+        rows = read_manifest(out, rewriting="stage 02")  # a stopped stage 02 resumes on them
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if record.get("settings") != settings:
+        return None
+    faces = [r for r in rows if r["label"] == "not_wearing_mask" and not r["occluder"]]
+    if any(r["path"] and not (out / r["path"]).is_file() for r in faces):
+        return None
+    return record["result"]
+
+
+def _settings(source: str, seed: int, limit_identities: int | None) -> dict:
+    """What makes a stage 01 run: the source (a local one with its size and time), the seed,
+    the identity limit and the split fractions."""
+    path = Path(source).expanduser()
+    stat = f":{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.exists() else ""
+    where = f"{path.resolve()}{stat}" if path.exists() else source
+    return {
+        "source": where,
+        "seed": seed,
+        "limit_identities": limit_identities or 0,
+        "fractions": list(DEFAULT_FRACTIONS),
+    }
 
 
 def check_no_overlap(source: Path, out: Path) -> None:
@@ -305,17 +383,37 @@ def download_and_prepare(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write."""
+    """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write.
+
+    A DATA_DIR that a finished stage 01 made from the same source and settings is kept as it is
+    (``force`` redoes it): re-running the notebook after a stopped runtime costs nothing."""
     out = Path(out)
-    cache_dir = Path(cache_dir) if cache_dir else out / "raw"
-    path, kind = resolve_source(source, cache_dir, progress)
-    check_no_overlap(path, out)
-    if path.is_file():
-        path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
-    result = prepare(path, out, kind, seed, limit_identities, workers=workers, progress=progress)
-    result["source"] = source
-    return result
+    if limit_identities is not None and limit_identities < 0:
+        raise UsageError(f"limit_identities must be 0 or more (0: all), got {limit_identities}")
+    settings = _settings(source, seed, limit_identities)
+    if Path(source).expanduser().exists():  # before anything is written
+        check_no_overlap(Path(source).expanduser(), out)
+    with locked(out, "stage 01"):
+        kept = None if force else finished_stage01(out, settings)
+        if kept is not None:
+            print(
+                f"{out}: stage 01 already made these {kept['written']} faces from {source} with "
+                "the same settings: kept (force=True, or download --force, redoes it)"
+            )
+            return kept | {"kept": True}
+        cache_dir = Path(cache_dir) if cache_dir else out / "raw"
+        path, kind = resolve_source(source, cache_dir, progress)
+        if path.is_file():
+            path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
+        result = prepare(
+            path, out, kind, seed, limit_identities, workers=workers, progress=progress
+        )
+        result["source"] = source
+        record = {"settings": settings, "result": result}
+        (out / STAGE01_RECORD).write_text(json.dumps(record, indent=1, default=str))
+        return result
 
 
 # ------------------------------------------------------------------------- for the report

@@ -47,10 +47,10 @@ MIN_SIDE = 32
 """Images whose shorter side is below this many pixels cannot hold a usable face."""
 MAX_PIXELS = 80_000_000
 """Larger images are refused instead of exhausting memory (6000x6000 = 36 MP is fine)."""
-MAX_DECODE_BYTES = 400_000_000
+MAX_DECODE_BYTES = 500_000_000
 """Memory a decode may take (the decoded pixels, the RGB copy and, for 16-bit or float images,
-one 32-bit intermediate), checked from the header before decoding: a 6000x6000 JPEG (216 MB)
-is read, an 8900x8900 16-bit PNG (713 MB, 154 KB on disk) is refused at once."""
+one 32-bit intermediate), checked from the header before decoding: an 8900x8900 RGB photo
+(475 MB) is read, an 8900x8900 16-bit PNG (713 MB, 154 KB on disk) is refused at once."""
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3}
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 FACE_FORMAT = "PNG"

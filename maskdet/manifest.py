@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .constants import LABELS
+from .guard import incomplete
 
 COLUMNS = [
     "path",  # relative to DATA_DIR (empty when nothing was written)
@@ -42,6 +43,13 @@ COLUMNS = [
 ]
 STATUSES = ("ok", "skipped", "failed", "dropped", "excluded")
 MANIFEST_NAME = "manifest.csv"
+STAGE01_RECORD = "stage01.json"
+"""``DATA_DIR/stage01.json``: the settings and summary of the stage 01 run that made the faces."""
+STAGE02_RECORD = "stage02.jsonl"
+"""``DATA_DIR/stage02.jsonl``: stage 02's settings and one line per image it finished."""
+STAGE01 = "stage 01 (notebook 01_download, or `python -m maskdet download --out {}`)"
+STAGE02 = "stage 02 (notebook 02_mask_synthesis, or `python -m maskdet synthesize --data {}`)"
+"""How each stage that rewrites a DATA_DIR is named in its incomplete marker."""
 
 
 def manifest_path(data_dir: str | os.PathLike) -> Path:
@@ -58,8 +66,17 @@ def new_row(**values: str) -> dict[str, str]:
     return row
 
 
-def read_manifest(data_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Read the manifest; a clear error names the stage to run when it is missing."""
+def read_manifest(
+    data_dir: str | os.PathLike, rewriting: str | None = None
+) -> list[dict[str, str]]:
+    """Read the manifest; a clear error names the stage to run when it is missing, or when a
+    stage was stopped while rewriting DATA_DIR (``rewriting``: the stage that may read it
+    then, to finish its own work)."""
+    stage = incomplete(data_dir)
+    if stage is not None and not (rewriting and stage.startswith(rewriting)):
+        raise RuntimeError(
+            f"{data_dir} is incomplete: {stage} was stopped before it finished; run it again"
+        )
     path = manifest_path(data_dir)
     if not path.exists():
         raise FileNotFoundError(

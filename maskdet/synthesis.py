@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -28,11 +30,12 @@ from tqdm.auto import tqdm
 
 from .appearance import Look
 from .constants import SPLITS
+from .guard import clear_incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
-from .manifest import new_row, read_manifest, write_manifest
+from .manifest import STAGE02, STAGE02_RECORD, new_row, read_manifest, write_manifest
 from .renderers import make_renderer, resolve_backend
-from .system import default_workers
+from .system import default_workers, die_with_parent
 
 MIN_AREA_RATIO = 0.2
 """A mask whose opaque area (alpha > 0.5) is below this fraction of the face box is dropped
@@ -96,7 +99,10 @@ def forget_models() -> None:
     _STATE.clear()
 
 
-def _init_worker(backend: str, masktheface_dir: str | None, seed: int, look: str) -> None:
+def _init_worker(
+    parent: int, backend: str, masktheface_dir: str | None, seed: int, look: str
+) -> None:
+    die_with_parent(parent)
     cv2.setNumThreads(1)
     _init(backend, masktheface_dir, seed, look)
 
@@ -145,40 +151,47 @@ def run_jobs(
     seed: int = 0,
     progress: bool = True,
     look: Look | str = "real",
+    done: Callable[[int, dict[str, str]], None] | None = None,
 ) -> list[dict[str, str]]:
-    """Results of :func:`_mask_one` for ``jobs`` (src, dest, rng key), in order.
+    """Results of :func:`_mask_one` for ``jobs`` (src, dest, rng key), in order; ``done(i,
+    result)`` is called as each one arrives (stage 02 records it, to resume after a stop).
 
     Where ``fork`` exists (Linux, Colab) the models are loaded once here and the workers are
     forked with them (loading dlib's landmark model takes about 1.5 s per process). OpenCV is
     set to one thread before the models and templates are loaded, and until the pool is done:
     a child must not inherit a live OpenCV thread pool (or one still shutting down), which
     hangs it on a mutex at its first resize. Elsewhere the workers are spawned and load the
-    models themselves.
+    models themselves. Workers end with this process, also when it is killed.
     """
 
     mdir = str(masktheface_dir) if masktheface_dir else None
     workers = workers or default_workers(4)
     bar = dict(total=len(jobs), desc=f"masks ({backend})", disable=not progress)
     look = Look.parse(look).name
+
+    def collect(results) -> list[dict[str, str]]:
+        out = []
+        for res in tqdm(results, **bar):
+            if done is not None:
+                done(len(out), res)
+            out.append(res)
+        return out
+
     if workers <= 1 or len(jobs) < 2:
         _init(backend, mdir, seed, look)
-        return [_mask_one(j) for j in tqdm(jobs, **bar)]
+        return collect(_mask_one(j) for j in jobs)
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         if "fork" in multiprocessing.get_all_start_methods():
             _init(backend, mdir, seed, look)
-            ctx, init = multiprocessing.get_context("fork"), None
+            ctx, init, args = multiprocessing.get_context("fork"), die_with_parent, (os.getpid(),)
         else:
             ctx, init = multiprocessing.get_context("spawn"), _init_worker
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=ctx,
-            initializer=init,
-            initargs=(backend, mdir, seed, look) if init else (),
-        ) as pool:
-            return list(tqdm(pool.map(_mask_one, jobs, chunksize=chunk), **bar))
+            args = (os.getpid(), backend, mdir, seed, look)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init, initargs=args) as pool:
+            return collect(pool.map(_mask_one, jobs, chunksize=chunk))
     finally:
         cv2.setNumThreads(threads)
 
@@ -195,18 +208,51 @@ def synthesize_dataset(
     progress: bool = True,
     look: Look | str = "real",
     hard_negatives: float = 0.0,
+    resume: bool = True,
 ) -> dict:
     """Stage 02: a masked twin in ``<split>/wearing_mask/`` for every usable face; updates the manifest.
 
-    Re-running replaces the previous stage-02 rows and files. A face whose twin failed or was
-    dropped is marked ``excluded`` so every face used has its twin. With ``hard_negatives`` > 0,
-    that fraction of the faces (drawn per pair from the seed) also gets an occluded copy
-    (:mod:`maskdet.occluders`: a beard, hand, scarf, collar or microphone over the lower face)
-    in ``<split>/not_wearing_mask/<stem>.occ.png``, labelled ``not_wearing_mask`` with its kind
-    in the manifest's ``occluder`` column. Returns a summary dict.
+    A face whose twin failed or was dropped is marked ``excluded`` so every face used has its
+    twin. With ``hard_negatives`` > 0, that fraction of the faces (drawn per pair from the seed)
+    also gets an occluded copy (:mod:`maskdet.occluders`: a beard, hand, scarf, collar or
+    microphone over the lower face) in ``<split>/not_wearing_mask/<stem>.occ.png``, labelled
+    ``not_wearing_mask`` with its kind in the manifest's ``occluder`` column. Returns a summary
+    dict.
+
+    Stopping is safe: the DATA_DIR is locked and marked incomplete while stage 02 rewrites it,
+    and every finished image is recorded in ``DATA_DIR/stage02.jsonl``. A re-run with the same
+    faces and settings keeps the images already written and valid (``resume=False`` redoes them
+    all; the output bytes are the same either way); other settings replace the previous output.
     """
     data_dir = Path(data_dir)
-    rows = read_manifest(data_dir)
+    if not data_dir.is_dir():
+        read_manifest(data_dir)  # names the stage to run first
+    with locked(data_dir, "stage 02"):
+        return _synthesize(
+            data_dir,
+            backend,
+            masktheface_dir,
+            workers,
+            seed,
+            progress,
+            look,
+            hard_negatives,
+            resume,
+        )
+
+
+def _synthesize(
+    data_dir: Path,
+    backend: str | None,
+    masktheface_dir: str | os.PathLike | None,
+    workers: int | None,
+    seed: int,
+    progress: bool,
+    look: Look | str,
+    hard_negatives: float,
+    resume: bool,
+) -> dict:
+    rows = read_manifest(data_dir, rewriting="stage 02")
     if not any(
         r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
     ):
@@ -214,22 +260,27 @@ def synthesize_dataset(
     if not 0.0 <= hard_negatives <= 1.0:
         raise ValueError(f"hard_negatives is a fraction of the faces (0..1), got {hard_negatives}")
     backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
-    old_negatives = [r["path"] for r in rows if r["occluder"] and r["path"]]
     rows = [r for r in rows if r["label"] != "wearing_mask" and not r["occluder"]]
     for r in rows:
         if r["status"] == "excluded":
             r.update(status="ok", reason="")
-    for split in SPLITS:
-        shutil.rmtree(data_dir / split / "wearing_mask", ignore_errors=True)
-    for rel in old_negatives:
-        (data_dir / rel).unlink(missing_ok=True)
     todo = [r for r in rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
+    settings = {
+        "backend": backend,
+        "look": Look.parse(look).name,
+        "seed": seed,
+        "hard_negatives": hard_negatives,
+        "faces": _fingerprint(data_dir, todo),
+    }
+    record = Stage02Record(data_dir, settings, resume)
+    mark_incomplete(data_dir, STAGE02.format(data_dir))
+    record.remove_stale(set(r["path"] for r in rows if r["path"]))
     dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
     jobs = [
         (str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)
     ]
     t0 = time.perf_counter()
-    results = run_jobs(jobs, backend, mdir, workers, seed, progress, look)
+    results = record.run(jobs, dests, backend, mdir, workers, seed, progress, look)
     seconds = time.perf_counter() - t0
     for r, dest, res in zip(todo, dests, results):
         ok = res["status"] == "ok"
@@ -246,10 +297,103 @@ def synthesize_dataset(
         )
         if not ok:
             r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
-    negatives = _hard_negatives(data_dir, todo, rows, hard_negatives, workers, seed, progress)
+    negatives = _hard_negatives(
+        data_dir, todo, rows, hard_negatives, record, workers, seed, progress
+    )
+    record.close()
     write_manifest(data_dir, rows)
+    clear_incomplete(data_dir)
     summary = summarize(results, backend, seconds)
-    return summary | {"seed": seed, "look": Look.parse(look).name, "hard_negatives": negatives}
+    return summary | {
+        "seed": seed,
+        "look": Look.parse(look).name,
+        "hard_negatives": negatives,
+        "kept_from_before": record.kept_count,
+    }
+
+
+def _fingerprint(data_dir: Path, faces: list[dict[str, str]]) -> str:
+    """What stage 02 works on: each face's path, pair id and size."""
+    h = hashlib.sha256()
+    for r in faces:
+        try:
+            size = (data_dir / r["path"]).stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{r['path']}:{r['pair_id']}:{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class Stage02Record:
+    """``DATA_DIR/stage02.jsonl``: stage 02's settings, then one line per finished image (its
+    output path and result), appended and flushed as each result arrives. Lines of a previous
+    run with the same settings whose image is still there and readable are kept: their images
+    are not made again."""
+
+    def __init__(self, data_dir: Path, settings: dict, resume: bool = True):
+        self.data_dir, self.path = data_dir, data_dir / STAGE02_RECORD
+        self.kept: dict[str, dict[str, str]] = self._read(settings) if resume else {}
+        self.kept_count = 0
+        tmp = self.path.with_name(self.path.name + ".part")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"settings": settings}) + "\n")
+            for dest, res in self.kept.items():
+                fh.write(json.dumps({"dest": dest, "result": res}) + "\n")
+        os.replace(tmp, self.path)
+        self.fh = open(self.path, "a", encoding="utf-8")
+
+    def _read(self, settings: dict) -> dict[str, dict[str, str]]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            if json.loads(lines[0]).get("settings") != settings:
+                return {}
+        except (OSError, ValueError, IndexError, AttributeError):
+            return {}
+        kept = {}
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+                dest, res = entry["dest"], entry["result"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill: that image is made again
+            if res.get("status") == "ok":
+                try:
+                    read_rgb(self.data_dir / dest)
+                except BadImage:
+                    continue
+            kept[dest] = res
+        return kept
+
+    def remove_stale(self, stage01_files: set[str]) -> None:
+        """Delete stage 02's images that are not kept (a previous run's, or half-written ones):
+        everything in ``*/wearing_mask/`` and every file in ``*/not_wearing_mask/`` that is
+        not a stage-01 face."""
+        for split in SPLITS:
+            for label in ("wearing_mask", "not_wearing_mask"):
+                folder = self.data_dir / split / label
+                for f in folder.glob("*") if folder.is_dir() else ():
+                    rel = f.relative_to(self.data_dir).as_posix()
+                    if f.is_file() and rel not in self.kept and rel not in stage01_files:
+                        f.unlink()
+
+    def run(
+        self, jobs: list[tuple[str, str, str]], dests: list[str], backend: str, *args, **kw
+    ) -> list[dict[str, str]]:
+        """:func:`run_jobs` for the jobs whose image is not kept; every result, in order."""
+        results: list[dict[str, str] | None] = [self.kept.get(d) for d in dests]
+        self.kept_count += sum(r is not None for r in results)
+        todo = [i for i, r in enumerate(results) if r is None]
+
+        def done(k: int, res: dict[str, str]) -> None:
+            results[todo[k]] = res
+            self.fh.write(json.dumps({"dest": dests[todo[k]], "result": res}) + "\n")
+            self.fh.flush()
+
+        run_jobs([jobs[i] for i in todo], backend, *args, done=done, **kw)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def _hard_negatives(
@@ -257,6 +401,7 @@ def _hard_negatives(
     faces: list[dict[str, str]],
     rows: list[dict[str, str]],
     fraction: float,
+    record: Stage02Record,
     workers: int | None,
     seed: int,
     progress: bool,
@@ -276,7 +421,7 @@ def _hard_negatives(
         (str(data_dir / r["path"]), str(data_dir / d), "occ:" + r["pair_id"])
         for r, d in zip(picks, dests)
     ]
-    results = run_jobs(jobs, "occluder", None, workers, seed, progress) if jobs else []
+    results = record.run(jobs, dests, "occluder", None, workers, seed, progress) if jobs else []
     for r, dest, res in zip(picks, dests, results):
         ok = res["status"] == "ok"
         rows.append(
@@ -314,6 +459,7 @@ def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     rows = [r for r in read_manifest(src) if r["label"] == "not_wearing_mask"]
     if not rows:
         raise RuntimeError(f"{src} has no faces yet: run 01_download first")
+    (out / STAGE02_RECORD).unlink(missing_ok=True)  # its masks are made anew
     for r in rows:
         if r["status"] == "excluded":  # excluded for its twin only: this copy gets a new twin
             r.update(status="ok", reason="")

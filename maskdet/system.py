@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 
 import torch
 
@@ -34,6 +39,25 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # a torch without these probes
         return False
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker-process initializer: end this process when ``parent`` dies (``kill -9``
+    included), so that a killed run leaves no workers writing files or holding memory.
+    Linux: the kernel's parent-death signal; elsewhere a thread that watches the parent."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # it died before the signal was set up
+        os._exit(1)
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -40,6 +41,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
+from .guard import locked
 from .loader import Batch, loader_items, make_loaders
 from .metrics import accuracy, auc_or_nan, choose_threshold, threshold_metrics
 from .model import build_model
@@ -375,7 +377,19 @@ def save_epoch(run: Run, epoch: int, metrics: dict, is_best: bool) -> None:
 
 def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
     """Train (or resume) a run in ``cfg.out``: every epoch trains, validates, saves checkpoints
-    and hands one metrics dict to every sink. Returns a summary dict of the run."""
+    and hands one metrics dict to every sink. Returns a summary dict of the run.
+
+    RUN_DIR is locked for the run and DATA_DIR shared with other readers: a second run on the
+    same RUN_DIR, or a stage rewriting DATA_DIR meanwhile, is refused, naming the process. Under
+    ``torchrun`` only rank 0 takes the locks (the ranks share the run)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(cfg, sinks)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    with locked(cfg.out, "training"), locked(cfg.data, "training reads it", shared=True):
+        return _train(cfg, sinks)
+
+
+def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = resume_checkpoint(cfg)

@@ -73,7 +73,12 @@ def bench_synthesis(
             forget_models()  # every run pays for loading its models, as the upstream CLI does
             t0 = time.perf_counter()
             res = synthesize_dataset(
-                data, backend=backend, masktheface_dir=mdir, workers=w, progress=False
+                data,
+                backend=backend,
+                masktheface_dir=mdir,
+                workers=w,
+                progress=False,
+                resume=False,
             )
             sec = time.perf_counter() - t0
             name = "patched driver" if backend == "masktheface" else "builtin renderer"
