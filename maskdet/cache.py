@@ -1,9 +1,11 @@
 """The cached loader's store: every usable image of a split decoded once into ``uint8``.
 
-:func:`build_cache` writes ``DATA_DIR/cache/<split>-<key>.u8`` (memory-mapped, ``(N, 128, 128, 3)``)
-and its metadata; the key hashes the items with their sizes and modification times, so changed
-data give a new cache and unchanged data reuse it at once. An image that cannot be read keeps its
-slot, marked invalid, with the reason.
+:func:`build_cache` writes ``<cache>/<split>-<key>.u8`` (memory-mapped, ``(N, 128, 128, 3)``) and
+its metadata; the key hashes the items with their sizes and modification times, so changed data
+give a new cache and unchanged data reuse it at once. An image that cannot be read keeps its
+slot, marked invalid, with the reason. The cache lives in ``DATA_DIR/cache`` unless a location
+is given (``cache_dir``, or the ``MASKDET_CACHE`` environment variable); a DATA_DIR that cannot
+be written (a read-only mount, a shared folder) falls back to ``~/.cache/maskdet`` with a notice.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +75,51 @@ class ImageCache:
         return np.array([it.label for it in self.items], dtype=np.float32)
 
 
+CACHE_ENV = "MASKDET_CACHE"
+"""Environment variable: where decoded caches go (instead of ``DATA_DIR/cache``)."""
+_NOTICED: set[str] = set()
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (made when missing), tried for real: a
+    read-only mount can pass ``os.access``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def cache_location(data_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the decoded cache of ``data_dir`` goes: ``cache_dir``, else ``$MASKDET_CACHE``,
+    else ``DATA_DIR/cache``; when that cannot be written, ``~/.cache/maskdet`` (with a one-line
+    notice). Outside DATA_DIR each DATA_DIR gets its own sub-folder."""
+    data_dir = Path(data_dir)
+    root = cache_dir or os.environ.get(CACHE_ENV) or None
+    if root is None:
+        inside = data_dir / CACHE_DIRNAME
+        if _writable(inside):
+            return inside
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(base) / "maskdet"
+        if str(data_dir) not in _NOTICED:
+            _NOTICED.add(str(data_dir))
+            print(
+                f"notice: {data_dir} is read-only, so the decoded images are cached in {root} "
+                f"(choose the place with --cache-dir or {CACHE_ENV})"
+            )
+    resolved = str(data_dir.resolve())
+    name = f"{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
+    where = Path(root).expanduser() / name
+    if not _writable(where):
+        raise OSError(
+            f"the cache folder {where} cannot be written: choose another with --cache-dir or "
+            f"{CACHE_ENV}"
+        )
+    return where
+
+
 def _cache_key(data_dir: Path, items: list[Item], side: int) -> str:
     h = hashlib.sha256(f"v1:{side}".encode())
     for it in items:
@@ -93,8 +141,10 @@ def build_cache(
     in_memory: bool = False,
     progress: bool = False,
     items: list[Item] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> ImageCache:
-    """Decode every usable image of a split once into ``DATA_DIR/cache/<split>-<key>.u8``.
+    """Decode every usable image of a split once into ``<cache>/<split>-<key>.u8`` (the cache
+    folder from :func:`cache_location`).
 
     The key hashes the item list with sizes and modification times: changed data gives a new
     cache, an unchanged one is reused at once. ``in_memory`` keeps the array in RAM instead.
@@ -105,7 +155,7 @@ def build_cache(
     if items is None:
         items = select_rows(read_manifest(data_dir), split, limit, seed)
     key = _cache_key(data_dir, items, side)
-    cache_dir = data_dir / CACHE_DIRNAME
+    cache_dir = cache_location(data_dir, cache_dir) if not in_memory else Path(".")
     base = cache_dir / f"{split}-{key}"
     shape = (len(items), side, side, 3)
     meta_path = base.with_suffix(".json")
@@ -117,8 +167,7 @@ def build_cache(
     if in_memory or not items:
         images = np.zeros(shape, dtype=np.uint8)
     else:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = base.with_suffix(".u8.part")
+        tmp = base.with_suffix(f".u8.{os.getpid()}.part")
         images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
     valid = np.zeros(len(items), dtype=bool)
     skipped: dict[str, str] = {}
@@ -143,8 +192,9 @@ def build_cache(
         return ImageCache(items, images, valid, skipped, None)
     images.flush()
     del images
-    os.replace(base.with_suffix(".u8.part"), base.with_suffix(".u8"))
-    meta_path.write_text(
+    os.replace(tmp, base.with_suffix(".u8"))
+    meta_tmp = meta_path.with_suffix(f".json.{os.getpid()}.part")
+    meta_tmp.write_text(
         json.dumps(
             {
                 "split": split,
@@ -155,5 +205,6 @@ def build_cache(
             }
         )
     )
+    os.replace(meta_tmp, meta_path)  # last: a cache is reused only when both files are whole
     images = np.memmap(base.with_suffix(".u8"), dtype=np.uint8, mode="r", shape=shape)
     return ImageCache(items, images, valid, skipped, base.with_suffix(".u8"))

@@ -79,6 +79,11 @@ class TrainConfig:
     arch: str = opt("resnet50", choices=ARCHS)
     pretrained: bool = opt(True, "ImageNet weights when they can be loaded")
     loader: str = opt("cached", choices=("cached", "dataloader"))
+    cache_dir: str | None = opt(
+        None,
+        "where the cached loader keeps its decoded images (default: $MASKDET_CACHE, else "
+        "DATA_DIR/cache; a read-only DATA_DIR falls back to ~/.cache/maskdet)",
+    )
     aug: str = opt("default", "augmentation preset", tuple(AUGMENT_PRESETS))
     workers: int | None = opt(None, "default: the machine's cores (max 8)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")

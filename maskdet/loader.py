@@ -433,6 +433,7 @@ def make_loaders(
     seed: int = 0,
     splits: tuple[str, ...] = SPLITS,
     rows: list[dict[str, str]] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, FaceLoader | CachedLoader]:
     """Loaders for the splits: train shuffled and augmented, val/test deterministic.
 
@@ -440,6 +441,8 @@ def make_loaders(
     (per-image transforms in ``workers`` processes). ``limit``/``val_limit`` cap the images
     per split (whole twin pairs, seeded). Train drops a last partial batch only when it has
     fewer than 2 images (BatchNorm needs 2). ``rows``: the manifest, when the caller has read it.
+    ``cache_dir``: where the cached loader keeps its decoded images (see
+    :func:`maskdet.cache.cache_location`).
     """
     if mode not in ("cached", "dataloader"):
         raise ValueError(f"loader mode must be 'cached' or 'dataloader', not {mode!r}")
@@ -451,7 +454,7 @@ def make_loaders(
         items = select_rows(rows, split, lim, seed)
         drop_last = train and len(items) % batch_size == 1
         if mode == "cached":
-            cache = build_cache(data_dir, split, workers=workers, items=items)
+            cache = build_cache(data_dir, split, workers=workers, items=items, cache_dir=cache_dir)
             out[split] = CachedLoader(
                 cache,
                 batch_size,

@@ -201,6 +201,7 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         cfg.val_limit,
         cfg.seed,
         splits=SPLITS if cfg.test_preds else ("train", "val"),
+        cache_dir=cfg.cache_dir,
     )
     steps = len(loaders["train"])
     if steps == 0:
