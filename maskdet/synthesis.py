@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -29,12 +28,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .appearance import Look
-from .constants import SPLITS
+from .errors import UsageError
 from .guard import clear_incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
 from .manifest import STAGE02, STAGE02_RECORD, new_row, read_manifest, write_manifest
 from .renderers import make_renderer, resolve_backend
+from .stage02_record import Stage02Record, fingerprint
 from .system import default_workers, die_with_parent
 
 MIN_AREA_RATIO = 0.2
@@ -225,6 +225,8 @@ def synthesize_dataset(
     all; the output bytes are the same either way); other settings replace the previous output.
     """
     data_dir = Path(data_dir)
+    if not 0.0 <= hard_negatives <= 1.0:
+        raise UsageError(f"hard_negatives is a fraction of the faces (0..1), got {hard_negatives}")
     if not data_dir.is_dir():
         read_manifest(data_dir)  # names the stage to run first
     with locked(data_dir, "stage 02"):
@@ -257,8 +259,6 @@ def _synthesize(
         r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
     ):
         raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
-    if not 0.0 <= hard_negatives <= 1.0:
-        raise ValueError(f"hard_negatives is a fraction of the faces (0..1), got {hard_negatives}")
     backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
     rows = [r for r in rows if r["label"] != "wearing_mask" and not r["occluder"]]
     for r in rows:
@@ -270,9 +270,9 @@ def _synthesize(
         "look": Look.parse(look).name,
         "seed": seed,
         "hard_negatives": hard_negatives,
-        "faces": _fingerprint(data_dir, todo),
+        "faces": fingerprint(data_dir, todo),
     }
-    record = Stage02Record(data_dir, settings, resume)
+    record = Stage02Record(data_dir, settings, run_jobs, resume)
     mark_incomplete(data_dir, STAGE02.format(data_dir))
     record.remove_stale(set(r["path"] for r in rows if r["path"]))
     dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
@@ -310,90 +310,6 @@ def _synthesize(
         "hard_negatives": negatives,
         "kept_from_before": record.kept_count,
     }
-
-
-def _fingerprint(data_dir: Path, faces: list[dict[str, str]]) -> str:
-    """What stage 02 works on: each face's path, pair id and size."""
-    h = hashlib.sha256()
-    for r in faces:
-        try:
-            size = (data_dir / r["path"]).stat().st_size
-        except OSError:
-            size = -1
-        h.update(f"{r['path']}:{r['pair_id']}:{size}\n".encode())
-    return h.hexdigest()[:16]
-
-
-class Stage02Record:
-    """``DATA_DIR/stage02.jsonl``: stage 02's settings, then one line per finished image (its
-    output path and result), appended and flushed as each result arrives. Lines of a previous
-    run with the same settings whose image is still there and readable are kept: their images
-    are not made again."""
-
-    def __init__(self, data_dir: Path, settings: dict, resume: bool = True):
-        self.data_dir, self.path = data_dir, data_dir / STAGE02_RECORD
-        self.kept: dict[str, dict[str, str]] = self._read(settings) if resume else {}
-        self.kept_count = 0
-        tmp = self.path.with_name(self.path.name + ".part")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps({"settings": settings}) + "\n")
-            for dest, res in self.kept.items():
-                fh.write(json.dumps({"dest": dest, "result": res}) + "\n")
-        os.replace(tmp, self.path)
-        self.fh = open(self.path, "a", encoding="utf-8")
-
-    def _read(self, settings: dict) -> dict[str, dict[str, str]]:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            if json.loads(lines[0]).get("settings") != settings:
-                return {}
-        except (OSError, ValueError, IndexError, AttributeError):
-            return {}
-        kept = {}
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-                dest, res = entry["dest"], entry["result"]
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill: that image is made again
-            if res.get("status") == "ok":
-                try:
-                    read_rgb(self.data_dir / dest)
-                except BadImage:
-                    continue
-            kept[dest] = res
-        return kept
-
-    def remove_stale(self, stage01_files: set[str]) -> None:
-        """Delete stage 02's images that are not kept (a previous run's, or half-written ones):
-        everything in ``*/wearing_mask/`` and every file in ``*/not_wearing_mask/`` that is
-        not a stage-01 face."""
-        for split in SPLITS:
-            for label in ("wearing_mask", "not_wearing_mask"):
-                folder = self.data_dir / split / label
-                for f in folder.glob("*") if folder.is_dir() else ():
-                    rel = f.relative_to(self.data_dir).as_posix()
-                    if f.is_file() and rel not in self.kept and rel not in stage01_files:
-                        f.unlink()
-
-    def run(
-        self, jobs: list[tuple[str, str, str]], dests: list[str], backend: str, *args, **kw
-    ) -> list[dict[str, str]]:
-        """:func:`run_jobs` for the jobs whose image is not kept; every result, in order."""
-        results: list[dict[str, str] | None] = [self.kept.get(d) for d in dests]
-        self.kept_count += sum(r is not None for r in results)
-        todo = [i for i, r in enumerate(results) if r is None]
-
-        def done(k: int, res: dict[str, str]) -> None:
-            results[todo[k]] = res
-            self.fh.write(json.dumps({"dest": dests[todo[k]], "result": res}) + "\n")
-            self.fh.flush()
-
-        run_jobs([jobs[i] for i in todo], backend, *args, done=done, **kw)
-        return results  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 def _hard_negatives(

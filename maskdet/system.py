@@ -41,13 +41,18 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+PR_SET_PDEATHSIG = 1
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+"""Looked up when this module loads, in the parent: a forked worker must not call ``dlopen``
+(the loader's lock may have been held by another thread at the fork)."""
+
+
 def die_with_parent(parent: int) -> None:
     """Worker-process initializer: end this process when ``parent`` dies (``kill -9``
     included), so that a killed run leaves no workers writing files or holding memory.
     Linux: the kernel's parent-death signal; elsewhere a thread that watches the parent."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     else:
 
         def watch() -> None:
