@@ -39,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import ABLATION_PRESETS, TrainConfig
 from .constants import SPLITS
@@ -251,100 +252,110 @@ def run_ablations(
             "synthesizer: skipped (no --other-data: make a second DATA_DIR from the same stage-01 faces "
             "with the other synthesis backend)"
         )
-    for r in plan(preset, data_dir, other_data, experiments, held_out_type, masktheface_dir):
-        for seed in seeds or p["seeds"]:
-            run_dir = out / _run_name(r, seed)
-            over = dict(r["over"])
-            held = over.pop("held_out", None)
-            train_data = r["train_data"]
-            settings = r.get("synthesis")
-            if settings:
-                arm = out / ("data_" + _run_name(r, seed).rsplit("-s", 1)[0])
-                train_data = str(synthesis_arm(train_data, arm, settings, masktheface_dir, workers))
-            if held:
-                train_data = str(held_out_data(train_data, held, out / f"data_without_{held}"))
-            cfg = TrainConfig(
-                data=str(train_data),
-                out=str(run_dir),
-                epochs=p["epochs"],
-                batch_size=p["batch_size"],
-                arch=p["arch"],
-                pretrained=p["pretrained"],
-                limit=p["limit"],
-                val_limit=p["val_limit"],
-                warmup_epochs=p["warmup_epochs"],
+    runs = [
+        (r, seed)
+        for r in plan(preset, data_dir, other_data, experiments, held_out_type, masktheface_dir)
+        for seed in seeds or p["seeds"]
+    ]
+    bar = tqdm(total=len(runs), desc="ablation runs", unit="run")  # done of total, the arm
+    for r, seed in runs:
+        bar.set_postfix_str(_run_name(r, seed))
+        bar.update(0)
+        run_dir = out / _run_name(r, seed)
+        over = dict(r["over"])
+        held = over.pop("held_out", None)
+        train_data = r["train_data"]
+        settings = r.get("synthesis")
+        if settings:
+            arm = out / ("data_" + _run_name(r, seed).rsplit("-s", 1)[0])
+            train_data = str(synthesis_arm(train_data, arm, settings, masktheface_dir, workers))
+        if held:
+            train_data = str(held_out_data(train_data, held, out / f"data_without_{held}"))
+        cfg = TrainConfig(
+            data=str(train_data),
+            out=str(run_dir),
+            epochs=p["epochs"],
+            batch_size=p["batch_size"],
+            arch=p["arch"],
+            pretrained=p["pretrained"],
+            limit=p["limit"],
+            val_limit=p["val_limit"],
+            warmup_epochs=p["warmup_epochs"],
+            seed=seed,
+            workers=workers,
+            device=device,
+            wandb="disabled",
+            test_preds=False,
+        )
+        cfg = replace(cfg, **over)
+        row = {
+            "experiment": r["experiment"],
+            "variant": r["variant"],
+            "seed": seed,
+            "train_data": str(train_data),
+            "test_data": r["test_data"],
+            "run_dir": str(run_dir),
+            "held_out_type": held or "",
+            "synthesis": json.dumps(settings) if settings else "",
+        }
+        try:
+            summary = train(cfg)
+            res = evaluate_run(
+                run_dir,
+                "test",
+                r["test_data"] or train_data,
+                limit=p["val_limit"],
+                n_boot=p["n_boot"],
                 seed=seed,
-                workers=workers,
-                device=device,
                 wandb="disabled",
-                test_preds=False,
+                tensorboard=False,
+                device="cpu" if device == "auto" else device,
+                workers=workers,
+                progress=False,
             )
-            cfg = replace(cfg, **over)
-            row = {
-                "experiment": r["experiment"],
-                "variant": r["variant"],
-                "seed": seed,
-                "train_data": str(train_data),
-                "test_data": r["test_data"],
-                "run_dir": str(run_dir),
-                "held_out_type": held or "",
-                "synthesis": json.dumps(settings) if settings else "",
-            }
-            try:
-                summary = train(cfg)
-                res = evaluate_run(
+            real = (
+                evaluate_real(
                     run_dir,
-                    "test",
-                    r["test_data"] or train_data,
-                    limit=p["val_limit"],
+                    real_dir,
                     n_boot=p["n_boot"],
                     seed=seed,
                     wandb="disabled",
                     tensorboard=False,
-                    device="cpu" if device == "auto" else device,
-                    workers=workers,
                 )
-                real = (
-                    evaluate_real(
-                        run_dir,
-                        real_dir,
-                        n_boot=p["n_boot"],
-                        seed=seed,
-                        wandb="disabled",
-                        tensorboard=False,
-                    )
-                    if real_dir
-                    else None
-                )
-            except Exception as err:  # one failed run is recorded, the others go on
-                rows.append({**row, "status": f"failed: {type(err).__name__}: {err}"[:300]})
-                continue
-            if real:
-                row.update(
-                    real_auc=real["auc"]["auc"],
-                    real_auc_low=real["auc"]["low"],
-                    real_auc_high=real["auc"]["high"],
-                    real_recall=real["at_threshold"]["recall"],
-                    real_specificity=real["at_threshold"]["specificity"],
-                    real_auc_tight=real["framings"]["tight"]["auc"],
-                    real_auc_loose=real["framings"]["loose"]["auc"],
-                )
-            m = res["at_threshold"]
-            row.update(
-                test_auc=res["auc"]["auc"],
-                test_auc_low=res["auc"]["low"],
-                test_auc_high=res["auc"]["high"],
-                test_accuracy=m["accuracy"],
-                test_recall=m["recall"],
-                test_specificity=m["specificity"],
-                best_val_auc=summary.get("best_val_auc"),
-                imagenet_weights=summary.get("imagenet_weights"),
-                status="ok",
+                if real_dir
+                else None
             )
-            if cfg.pretrained and not summary.get("imagenet_weights"):
-                # asked for ImageNet weights but they could not be loaded (offline): say so
-                row["variant"] = row["variant"].replace("ImageNet", "random init (no ImageNet)")
-            rows.append(row)
+        except Exception as err:  # one failed run is recorded, the others go on
+            rows.append({**row, "status": f"failed: {type(err).__name__}: {err}"[:300]})
+            bar.update()
+            continue
+        if real:
+            row.update(
+                real_auc=real["auc"]["auc"],
+                real_auc_low=real["auc"]["low"],
+                real_auc_high=real["auc"]["high"],
+                real_recall=real["at_threshold"]["recall"],
+                real_specificity=real["at_threshold"]["specificity"],
+                real_auc_tight=real["framings"]["tight"]["auc"],
+                real_auc_loose=real["framings"]["loose"]["auc"],
+            )
+        m = res["at_threshold"]
+        row.update(
+            test_auc=res["auc"]["auc"],
+            test_auc_low=res["auc"]["low"],
+            test_auc_high=res["auc"]["high"],
+            test_accuracy=m["accuracy"],
+            test_recall=m["recall"],
+            test_specificity=m["specificity"],
+            best_val_auc=summary.get("best_val_auc"),
+            imagenet_weights=summary.get("imagenet_weights"),
+            status="ok",
+        )
+        if cfg.pretrained and not summary.get("imagenet_weights"):
+            # asked for ImageNet weights but they could not be loaded (offline): say so
+            row["variant"] = row["variant"].replace("ImageNet", "random init (no ImageNet)")
+        rows.append(row)
+        bar.update()
     held_types = {r["held_out_type"] for r in rows if r["held_out_type"]}
     for r in rows:  # the held-out type's faces, scored by every run (baseline vs held out)
         if r.get("status") != "ok" or not held_types:
@@ -356,6 +367,7 @@ def run_ablations(
             r.update(
                 held_out_type=t, held_out_recall=g["recall"], held_out_auc=g["auc_vs_all_unmasked"]
             )
+    bar.close()
     write_table(out / "ablations.csv", rows, TABLE_COLUMNS)
     summ = sorted(summarize(rows), key=lambda s: -float(s.get("real_auc_mean", -1)))
     write_table(out / "ablations_summary.csv", summ, list(summ[0]) if summ else ["experiment"])

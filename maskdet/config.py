@@ -4,7 +4,8 @@
   64, lr 0.01) and ``python -m maskdet train`` has one option per field.
 - :data:`RUN_PRESETS`: the notebooks' parameters per preset (``smoke``, ``demo``, ``full``);
   ``full`` takes its training values from :class:`TrainConfig`. ``tools/build_notebooks.py``
-  writes each notebook's parameters cell from ``demo``, with ``full`` in the comments.
+  writes each notebook's parameters cell from them (:func:`notebook_params`): ``PRESET =
+  "auto"`` first, the values that differ between presets left to it.
 - :data:`ABLATION_PRESETS`: the settings of ``python -m maskdet ablate``.
 - Command-line options derived from what they configure (:func:`add_options`): a dataclass's
   fields or a function's keyword parameters give each option its name, type, default, help and
@@ -79,6 +80,7 @@ class TrainConfig:
     arch: str = opt("resnet50", choices=ARCHS)
     pretrained: bool = opt(True, "ImageNet weights when they can be loaded")
     loader: str = opt("cached", choices=("cached", "dataloader"))
+    progress: bool = opt(True, "a tqdm.auto bar per epoch: steps, running loss, images/s")
     cache_dir: str | None = opt(
         None,
         "where the cached loader keeps its decoded images (default: $MASKDET_CACHE, else "
@@ -141,6 +143,7 @@ _COMMON = {
     "SHOW_PHOTOS": 20,
     "CLIP_FRAMES": 45,
     "WEBCAM": False,
+    "DEVICE": _TRAIN.device,
 }
 RUN_PRESETS: dict[str, dict] = {
     # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
@@ -231,6 +234,7 @@ PARAM_NOTES = {
     "SHOW_PHOTOS": "photos drawn with their boxes",
     "CLIP_FRAMES": "frames of the kiosk clip made from the photos (15 per second)",
     "WEBCAM": "Colab only: take a photo with your webcam and classify it",
+    "DEVICE": '"auto" (CUDA when present) | "cpu" | "cuda"; PRESET "auto" follows it',
 }
 """What each notebook parameter means (the comment beside it in the parameters cell)."""
 
@@ -278,17 +282,38 @@ def _literal(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-def notebook_params(names: list[str], preset: str = "demo", full: str = "full") -> str:
-    """A notebook's parameters cell: ``NAME = value  # what it means; full: value`` for each
-    of ``names``, the values from ``preset`` and, where it differs, ``full``'s in the comment."""
-    lines = []
+PRESET_LINE = (
+    'PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"'
+)
+
+"""The first line of every parameters cell."""
+
+
+LINE_LENGTH = 100
+"""ruff's line length: a longer parameter line is split so that the formatter leaves it."""
+
+
+def notebook_params(names: list[str]) -> str:
+    """A notebook's parameters cell: ``PRESET`` first, then ``NAME = value  # what it means``
+    for each of ``names``. A value that ``demo`` and ``full`` share is written out (``smoke``,
+    for CI, is passed whole by ``maskdet run``); one that differs is ``None``, taken from
+    ``PRESET`` by :func:`maskdet.pipeline.use_preset`, with both values in the comment: each
+    value is written once, in :data:`RUN_PRESETS`."""
+    lines = [PRESET_LINE]
     for name in names:
-        value, big = RUN_PRESETS[preset][name], RUN_PRESETS[full][name]
+        if name == "PRESET":
+            continue
+        demo, full = RUN_PRESETS["demo"][name], RUN_PRESETS["full"][name]
         notes = [PARAM_NOTES[name]] if name in PARAM_NOTES else []
-        if big != value:
-            notes.append(f"full: {_literal(big)}")
-        comment = f"  # {'; '.join(notes)}" if notes else ""
-        lines.append(f"{name} = {_literal(value)}{comment}")
+        if demo == full:
+            value = _literal(demo)
+        else:
+            value = "None"
+            notes.append(f"demo: {_literal(demo)}, full: {_literal(full)}")
+        line = f"{name} = {value}" + (f"  # {'; '.join(notes)}" if notes else "")
+        if len(line) > LINE_LENGTH and len(notes) > 1:  # the meaning above, the values beside
+            line = f"# {notes[0]}\n{name} = {value}  # {notes[1]}"
+        lines.append(line)
     return "\n".join(lines)
 
 

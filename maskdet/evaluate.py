@@ -149,8 +149,10 @@ def evaluate_run(
     device: str = "cpu",
     workers: int | None = None,
     threshold_method: str = "checkpoint",
+    progress: bool = True,
 ) -> dict:
-    """Evaluate a training run's best checkpoint on ``split``: all numbers, JSON and PNGs.
+    """Evaluate a training run's best checkpoint on ``split``: all numbers, JSON and PNGs
+    (``progress``: a ``tqdm.auto`` bar over the split's batches).
 
     Writes ``RUN_DIR/eval_<split>.json``, ``RUN_DIR/preds/<split>_eval.csv`` and figures in
     ``RUN_DIR/eval_<split>/``; logs the scalars and figures to TensorBoard (``RUN_DIR/tb``, tags
@@ -165,7 +167,14 @@ def evaluate_run(
     data_dir = _resolve_data_dir(data_dir, meta)
     manifest = read_manifest(data_dir)  # read once, passed down
     pred = predict_split(
-        model, data_dir, split, limit=limit, device=device, workers=workers, rows=manifest
+        model,
+        data_dir,
+        split,
+        limit=limit,
+        device=device,
+        workers=workers,
+        rows=manifest,
+        progress=progress,
     )
     if threshold_method == "checkpoint":
         thr = {

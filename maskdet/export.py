@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .checkpoint import load_model
 from .imageio import read_rgb
@@ -214,9 +215,14 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.it = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
+            self.bar = tqdm(total=len(calibration), desc="int8 calibration", unit="face")
 
         def get_next(self):
-            return next(self.it, None)
+            item = next(self.it, None)
+            self.bar.update(item is not None)
+            if item is None:
+                self.bar.close()
+            return item
 
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "pre.onnx"

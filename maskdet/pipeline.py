@@ -14,11 +14,16 @@ import time
 from pathlib import Path
 
 import papermill as pm
+import torch
 from IPython import get_ipython
 
 from .config import RUN_PRESETS
 from .constants import ROOT
+from .errors import UsageError
 from .report import headline_numbers, write_report
+
+PRESETS = RUN_PRESETS
+"""Every notebook parameter per preset (defined once, in :mod:`maskdet.config`)."""
 
 
 def in_colab() -> bool:
@@ -33,6 +38,46 @@ def show_tensorboard(log_dir: str | os.PathLike) -> None:
     ipython = get_ipython()
     ipython.run_line_magic("load_ext", "tensorboard")
     ipython.run_line_magic("tensorboard", f"--logdir {log_dir}")
+
+
+def resolve_preset(preset: str = "auto", device: str = "auto") -> str:
+    """The preset ``auto`` stands for: ``full`` when training runs on a CUDA GPU (``device``
+    ``cuda``, or ``auto`` with one present), else ``demo`` with a one-line notice saying why and
+    how to change it. Any other name is returned as it is (after checking it)."""
+    if preset != "auto":
+        if preset not in PRESETS:
+            raise UsageError(f"PRESET must be auto or one of {', '.join(PRESETS)}, got {preset!r}")
+        return preset
+    device = str(device or "auto")
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if gpu:
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else device
+        full = PRESETS["full"]
+        print(
+            f"PRESET auto -> full: a CUDA GPU ({name}), so the assignment's settings "
+            f"({full['EPOCHS']} epochs, batch {full['BATCH_SIZE']}, lr {full['LR']}, all of LFW)"
+        )
+        return "full"
+    demo = PRESETS["demo"]
+    print(
+        f"PRESET auto -> demo: no CUDA GPU here ({device}), so quick CPU settings "
+        f"({demo['EPOCHS']} epochs, batch {demo['BATCH_SIZE']}, {demo['LIMIT_IDENTITIES']} "
+        "people); for the assignment pick a GPU (Colab: Runtime > Change runtime type) or set "
+        'PRESET = "full"'
+    )
+    return "demo"
+
+
+def use_preset(preset: str, namespace: dict) -> str:
+    """Fill a notebook's parameters left at ``None`` (``namespace``: its globals, after
+    papermill's injected values) from ``preset`` (``auto`` resolved by :func:`resolve_preset`
+    on the notebook's ``DEVICE``). Values set in the cell or by papermill stay. Returns the
+    preset used."""
+    name = resolve_preset(preset, namespace.get("DEVICE", "auto"))
+    for key, value in PRESETS[name].items():
+        if key in namespace and namespace[key] is None:
+            namespace[key] = value
+    return name
 
 
 def storage_path(
@@ -63,7 +108,7 @@ def run_notebooks(
 ) -> dict:
     """Execute the notebooks in order with papermill, saving executed copies in ``out_dir``."""
 
-    params = dict(RUN_PRESETS[preset])
+    params = dict(RUN_PRESETS[preset], PRESET=preset)
     if source:
         params["SOURCE"] = source
     if data_dir:

@@ -82,14 +82,17 @@ def predict(
     device: torch.device,
     amp: bool = False,
     channels_last: bool = False,
+    progress: str | None = None,
 ) -> dict:
-    """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``."""
+    """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``
+    (``progress``: the description of a ``tqdm.auto`` bar over the batches; None: no bar)."""
     model.eval()
     crit = nn.BCEWithLogitsLoss(reduction="sum")
     items = loader_items(loader)
     labels, probs, idx = [], [], []
     loss = torch.zeros((), device=device)
-    for batch in loader:
+    bar = dict(desc=progress, total=len(loader), unit="batch", disable=progress is None)
+    for batch in tqdm(loader, **bar):
         x = (
             batch.images.contiguous(memory_format=torch.channels_last)
             if channels_last
@@ -121,9 +124,11 @@ def predict_split(
     device: str = "cpu",
     workers: int | None = None,
     rows: list[dict[str, str]] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Probabilities for a split with the deterministic val/test view (cached path), and the
-    images that could not be read (``skipped``). ``rows``: the manifest, when already read."""
+    images that could not be read (``skipped``). ``rows``: the manifest, when already read;
+    ``progress``: a bar over the batches."""
     loader = make_loaders(
         data_dir,
         batch_size=batch_size,
@@ -135,7 +140,9 @@ def predict_split(
         workers=workers,
         rows=rows,
     )[split]
-    pred = predict(model, loader, torch.device(device))
+    pred = predict(
+        model, loader, torch.device(device), progress=f"evaluate {split}" if progress else None
+    )
     pred["skipped"] = dict(loader.skips.paths)
     return pred
 

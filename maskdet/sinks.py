@@ -189,10 +189,15 @@ class WandbSink(Sink):
         self.run = None
         if self.mode == "disabled":
             return
+        run_dir = Path(run_dir)
+        if mode == "auto" and self.mode == "offline" and not os.environ.get("WANDB_MODE"):
+            print(
+                f"WandB: no API key (WANDB_API_KEY or `wandb login`), so it logs offline to "
+                f"{run_dir / 'wandb'}; upload later with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
+            )
         import wandb  # heavy; only when this sink is on
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         kwargs = dict(
             project=project,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .augment import denormalize
 from .checkpoint import (
@@ -258,17 +259,46 @@ def default_sinks(run: Run) -> list[Sink]:
     return sinks
 
 
+def train_step(run: Run, batch: Batch, crit: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on ``batch``: (the detached loss, the logits)."""
+    x, y = batch.images, batch.labels.float()
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, run.amp or run.cpu_bf16):
+        logits = run.step_model(x).squeeze(1)
+    loss = crit(logits.float(), y)
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    return loss.detach(), logits.detach()
+
+
+PROGRESS_EVERY_S = 0.5
+"""The step bar's loss and images/s are refreshed at most this often (reading the loss waits
+for the GPU)."""
+
+
 def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.Tensor | None]:
     """One pass over the training loader: the epoch's train metrics and (epoch 0) a batch of
-    augmented sample images for the sinks."""
-    loader, device, model = run.loaders["train"], run.device, run.step_model
+    augmented sample images for the sinks. A ``tqdm.auto`` bar shows the steps with the
+    running loss and images/s (``cfg.progress``)."""
+    loader, device = run.loaders["train"], run.device
     loader.set_epoch(epoch)
     run.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen, wait = 0, 0.0
     samples = None
-    t0 = time.perf_counter()
+    bar = tqdm(
+        total=len(loader),
+        desc=f"epoch {epoch}/{run.cfg.epochs - 1}",
+        unit="step",
+        leave=False,
+        disable=not run.cfg.progress,
+    )
+    shown = t0 = time.perf_counter()
     it = iter(loader)
     while True:
         tw = time.perf_counter()
@@ -276,22 +306,23 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
         wait += time.perf_counter() - tw
         if batch is None:
             break
-        x, y = batch.images, batch.labels.float()
-        if run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         if epoch == 0 and samples is None:
-            samples = denormalize(x[:16]).cpu()
-        with autocast(device, run.amp or run.cpu_bf16):
-            logits = model(x).squeeze(1)
-        loss = crit(logits.float(), y)
-        run.opt.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.opt)
-        run.scaler.update()
-        run.sched.step()
-        loss_sum += loss.detach() * len(y)
-        correct += ((logits.detach() > 0) == (y > 0.5)).sum()
+            samples = denormalize(batch.images[:16]).cpu()
+        loss, logits = train_step(run, batch, crit)
+        y = batch.labels
+        loss_sum += loss * len(y)
+        correct += ((logits > 0) == (y > 0.5)).sum()
         seen += len(y)
+        bar.update()
+        now = time.perf_counter()
+        if not bar.disable and now - shown >= PROGRESS_EVERY_S:
+            shown = now
+            bar.set_postfix(
+                loss=f"{float(loss_sum) / seen:.4f}",
+                img_s=f"{seen / (now - t0):.0f}",
+                refresh=False,
+            )
+    bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0

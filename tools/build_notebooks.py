@@ -2,12 +2,13 @@
 
 A source is a jupytext percent script (``# %%`` code cells, ``# %% [markdown]`` cells), linted and
 formatted by ruff like any module: a title cell, an imports cell, the ``parameters`` cell, then
-the chapter. The parameters cell is generated from :data:`maskdet.config.RUN_PRESETS` (the
-``demo`` values, ``full`` in the comments), so each value is written once. The builder adds what
-every chapter shares: the Open-in-Colab badge under the title, the Setup section (the only place
-that installs anything, and only on Colab; the imports cell goes there too), the Parameters
-heading and the cell that keeps ``*_DIR`` parameters on Google Drive. Notebooks are written
-without outputs.
+the chapter. The parameters cell is generated from :data:`maskdet.config.RUN_PRESETS`
+(``PRESET = "auto"``, then each value that is the same in every preset, ``None`` with the
+``demo`` and ``full`` values in the comment where they differ), so each value is written once.
+The builder adds what every chapter shares: the Open-in-Colab badge under the title, the Setup
+section (the only place that installs anything, and only on Colab; the imports cell goes there
+too), the Parameters heading and the cell that fills the parameters from the preset and keeps
+``*_DIR`` parameters on Google Drive. Notebooks are written without outputs.
 
     python tools/build_notebooks.py          # rewrite the parameters cells, write the notebooks
     python tools/build_notebooks.py --check  # CI: fail if a source or a notebook is stale
@@ -65,14 +66,18 @@ elif os.path.basename(os.getcwd()) == "notebooks":
 
 PARAMS_MD = """## Parameters
 
-Quick settings keep the example fast; the full settings are in the comments. `python -m maskdet
-run --preset smoke|demo|full` sets these for every notebook (papermill)."""
+`PRESET = "auto"` runs the assignment (`full`: all of LFW, 50 epochs, batch 64, lr 0.01) on a
+CUDA GPU and quick `demo` settings on a CPU; a parameter left at `None` comes from the preset
+(both values are in its comment), any value you set wins. `python -m maskdet run --preset
+smoke|demo|full` sets these for every notebook (papermill)."""
 
 
 def storage_code(params: str) -> str:
-    """Re-root every ``*_DIR`` parameter on Google Drive when Drive is mounted (Colab)."""
+    """Fill the parameters left to ``PRESET`` (papermill's values stay), then re-root every
+    ``*_DIR`` parameter on Google Drive when Drive is mounted (Colab)."""
     names = re.findall(r"^([A-Z_]+_DIR)\s*=", params, flags=re.M)
-    lines = ["from maskdet.pipeline import storage_path", ""]
+    lines = ["from maskdet.pipeline import storage_path, use_preset", ""]
+    lines += ["PRESET = use_preset(PRESET, globals())  # fills the parameters left at None"]
     lines += [f"{n} = storage_path({n}, IN_COLAB and USE_DRIVE)" for n in names]
     return "\n".join(lines)
 

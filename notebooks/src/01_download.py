@@ -23,9 +23,10 @@ import pandas as pd
 from maskdet import checks, data, download, figures
 
 # %% tags=["parameters"]
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
 SOURCE = "lfw"  # "lfw" | "celeba" | "gdrive:<id or url>" | a local .tgz/.zip/folder
-DATA_DIR = "data/demo"  # full: "data/full"
-LIMIT_IDENTITIES = 1500  # people to keep (0: all 5,749); full: 0
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
+LIMIT_IDENTITIES = None  # people to keep (0: all 5,749); demo: 1500, full: 0
 SEED = 0
 WORKERS = 2  # worker processes (default in code: the machine's cores)
 

@@ -34,7 +34,8 @@ from IPython.display import display
 from maskdet import checks, data, figures, synthesis
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # full: "data/full"
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
 SYNTH_BACKEND = ""  # empty: masktheface when its checkout is present, else builtin
 LOOK = "real"  # "real" (real-photo colours, shading, ear loops, size jitter) or "legacy"
 HARD_NEGATIVES = 0.3  # share of faces also copied unmasked with a beard/hand/scarf/collar/mic

@@ -27,12 +27,14 @@ from maskdet.bench.loader import bench_loader
 from maskdet.system import resolve_device
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # full: "data/full"
-BATCH_SIZE = 32  # images per step; full: 64
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
+BATCH_SIZE = None  # images per step; demo: 32, full: 64
 LOADER = "cached"  # "cached" (decode once, augment whole batches on the device) or "dataloader"
 AUG = "default"  # augmentation preset: default | light | none
 WORKERS = 2  # worker processes (default in code: the machine's cores)
-BENCH_BATCHES = 5  # timed batches per setting in the speed tables (0 skips 04's); full: 20
+# timed batches per setting in the speed tables (0 skips 04's)
+BENCH_BATCHES = None  # demo: 5, full: 20
 SEED = 0
 
 # %%

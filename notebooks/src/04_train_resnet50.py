@@ -22,31 +22,38 @@ from maskdet import model as mdl
 from maskdet.bench.train import bench_train
 from maskdet.checkpoint import load_checkpoint
 from maskdet.config import TrainConfig
+from maskdet.estimate import estimate_training_time
 from maskdet.predict import epoch_predictions_path, read_predictions
 from maskdet.sinks import read_metrics
 from maskdet.train import train
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # full: "data/full"
-RUN_DIR = "runs/demo"  # full: "runs/full"
-EPOCHS = 3  # full: 50
-BATCH_SIZE = 32  # images per step; full: 64
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
+RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
+EPOCHS = None  # demo: 3, full: 50
+BATCH_SIZE = None  # images per step; demo: 32, full: 64
 LR = 0.01
 OPTIMIZER = "sgd"  # sgd or adamw (AdamW usually wants a learning rate near 1e-3)
-WARMUP_EPOCHS = 0.5  # full: 2.0
+WARMUP_EPOCHS = None  # demo: 0.5, full: 2.0
 ARCH = "resnet50"  # resnet18 for quick ablations
 PRETRAINED = True  # ImageNet weights when they can be downloaded (Colab); random init otherwise
-LIMIT = 4000  # 0: every image, else at most LIMIT images per split (whole twin pairs); full: 0
-VAL_LIMIT = 300  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
+# 0: every image, else at most LIMIT images per split (whole twin pairs)
+LIMIT = None  # demo: 4000, full: 0
+# 0: every val/test image, else at most this many (whole twin pairs)
+VAL_LIMIT = None  # demo: 300, full: 0
 LOADER = "cached"  # "cached" (decode once, augment whole batches on the device) or "dataloader"
 WORKERS = 2  # worker processes (default in code: the machine's cores)
 CPU_BF16 = True  # bf16 training steps on a CPU with AVX512-BF16/AMX (ignored elsewhere)
 WANDB = "auto"  # auto: online with an API key, offline without; "disabled" turns it off
 SEED = 0
 REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
-REAL_VAL_LIMIT = 150  # real crops per class measured after every epoch (0: all); full: 0
-BENCH_BATCHES = 5  # timed batches per setting in the speed tables (0 skips 04's); full: 20
+# real crops per class measured after every epoch (0: all)
+REAL_VAL_LIMIT = None  # demo: 150, full: 0
+# timed batches per setting in the speed tables (0 skips 04's)
+BENCH_BATCHES = None  # demo: 5, full: 20
 BENCH_COMPILE = False  # True adds the torch.compile settings on a GPU (minutes of compiling)
+DEVICE = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"; PRESET "auto" follows it
 
 # %%
 counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
@@ -115,7 +122,18 @@ cfg = TrainConfig(
     seed=SEED,
     real_val=checks.real_set_or_none(REAL_DIR),
     real_val_limit=REAL_VAL_LIMIT or None,
+    device=DEVICE,
 )
+print(f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {cfg.arch} on {DEVICE}")
+
+# %% [markdown]
+# Before the run, a short timed warm-up (a few real training steps on a throw-away copy of the
+# model, after the images are cached) estimates how long it will take.
+
+# %%
+estimate = estimate_training_time(cfg)
+
+# %%
 summary = train(cfg)
 {k: v for k, v in summary.items() if k != "last"}
 

@@ -29,14 +29,17 @@ from IPython.display import display
 from maskdet import ablate, checks, evaluate, figures
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # full: "data/full"
-RUN_DIR = "runs/demo"  # full: "runs/full"
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
+RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
 SPLIT = "test"
-VAL_LIMIT = 300  # 0: every val/test image, else at most this many (whole twin pairs); full: 0
+# 0: every val/test image, else at most this many (whole twin pairs)
+VAL_LIMIT = None  # demo: 300, full: 0
 N_BOOT = 1000  # bootstrap resamples for the AUC interval
 REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
 REAL_LIMIT = 0  # 0: every real crop, else at most this many per class
-ABLATIONS_DIR = "runs/demo/ablations"  # where `python -m maskdet ablate --out` wrote its tables; full: "runs/full/ablations"
+# where `python -m maskdet ablate --out` wrote its tables
+ABLATIONS_DIR = None  # demo: "runs/demo/ablations", full: "runs/full/ablations"
 WANDB = "auto"  # auto: online with an API key, offline without; "disabled" turns it off
 WORKERS = 2  # worker processes (default in code: the machine's cores)
 SEED = 0

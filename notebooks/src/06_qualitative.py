@@ -31,8 +31,9 @@ from IPython.display import Image, display
 from maskdet import checks, clips, detect, evaluate, figures, gradcam, kiosk, photos, predict
 
 # %% tags=["parameters"]
-DATA_DIR = "data/demo"  # full: "data/full"
-RUN_DIR = "runs/demo"  # full: "runs/full"
+PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+DATA_DIR = None  # demo: "data/demo", full: "data/full"
+RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
 PHOTOS_DIR = "../shared/qualitative"  # a folder of photos (on Colab, UPLOAD adds your own)
 UPLOAD = False
 DETECTOR = "yunet"  # yunet | mtcnn (slower) | hog (the baseline)
