@@ -70,6 +70,13 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
     )
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise UsageError(f"--param takes NAME=VALUE (e.g. --param EPOCHS=2), got {text!r}")
+    return name.strip(), value
+
+
 def cmd_run(a: argparse.Namespace) -> None:
     _print(
         run_notebooks(
@@ -78,7 +85,7 @@ def cmd_run(a: argparse.Namespace) -> None:
             data_dir=a.data,
             out_dir=a.out,
             stages=a.stages,
-            extra=dict(kv.split("=", 1) for kv in a.param),
+            extra=dict(_name_value(kv) for kv in a.param),
         )
     )
 

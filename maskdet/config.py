@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .augment import AUGMENT_PRESETS
 from .constants import LFW_MINI
 from .errors import UsageError
@@ -117,6 +119,13 @@ class TrainConfig:
         check_counts(self)
         if not self.lr > 0:
             raise UsageError(f"lr must be above 0, got {self.lr}")
+        if self.device not in ("auto", ""):
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise UsageError(
+                    f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+                ) from None
 
 
 _TRAIN = TrainConfig()

@@ -19,6 +19,7 @@ import re
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -92,17 +93,23 @@ def _safe_extract(path: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if name.startswith("/") or ".." in PurePosixPath(name).parts:
-                    raise ValueError(f"unsafe path in archive: {name}")
-            zf.extractall(dest)
-    elif tarfile.is_tarfile(path):
-        with tarfile.open(path) as tf:
-            tf.extractall(dest, filter="data")
-    else:
-        raise ValueError(f"{path} is not a .tgz, .tar or .zip archive")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for name in zf.namelist():
+                    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+                        raise ValueError(f"unsafe path in archive: {name}")
+                zf.extractall(dest)
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as tf:
+                tf.extractall(dest, filter="data")
+        else:
+            raise ValueError(f"{path} is not a .tgz, .tar or .zip archive")
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(
+            f"{path} is damaged or incomplete ({type(err).__name__}: {err}): delete it and run "
+            "again to download it anew, or give a whole copy"
+        ) from err
     marker.write_text(f"{path}:{path.stat().st_size}")
     return dest
 

@@ -41,6 +41,8 @@ COLUMNS = [
     "status",
     "reason",
 ]
+REQUIRED = ("path", "split", "label", "identity", "pair_id", "status")
+"""Columns every manifest has had since the first version (the others default to empty)."""
 STATUSES = ("ok", "skipped", "failed", "dropped", "excluded")
 MANIFEST_NAME = "manifest.csv"
 STAGE01_RECORD = "stage01.json"
@@ -84,7 +86,16 @@ def read_manifest(
             f"`python -m maskdet download --out {data_dir}`)"
         )
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    cut = next((i for i, r in enumerate(rows) if None in r.values() or None in r), None)
+    if missing or cut is not None:
+        what = f"no {', '.join(missing)} column" if missing else f"row {cut + 2} is cut short"
+        raise ValueError(
+            f"{path} is damaged ({what}): run stage 01 again (notebook 01_download or "
+            f"`python -m maskdet download --out {data_dir} --force`)"
+        )
     for row in rows:
         for c in COLUMNS:
             row.setdefault(c, "")

@@ -40,6 +40,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .checks import check_stage02
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .guard import locked
@@ -422,6 +423,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
 
 
 def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
+    check_stage02(cfg.data)  # both classes there, or the stage to run first
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = resume_checkpoint(cfg)

@@ -124,3 +124,33 @@ def real_small(tmp_path_factory) -> Path:
         for f in sorted((REALDEV / sub).glob("*.png"))[:12]:
             shutil.copyfile(f, out / sub / f.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def lfw_tree(tmp_path_factory, lfw_mini) -> Path:
+    """lfw-mini extracted: ``lfw-deepfunneled/<Person>/<Person>_NNNN.jpg`` (read-only)."""
+    import tarfile
+
+    out = tmp_path_factory.mktemp("tree")
+    with tarfile.open(lfw_mini) as tf:
+        tf.extractall(out, filter="data")
+    return out / "lfw-deepfunneled"
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as training writes it (a ResNet-18's weights and the inference metadata)."""
+    import torch
+
+    from maskdet.checkpoint import checkpoint_meta, save_checkpoint
+    from maskdet.config import TrainConfig
+    from maskdet.model import build_model
+
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", pretrained=False, verbose=False)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    cfg = TrainConfig(arch="resnet18")
+    save_checkpoint(
+        path, checkpoint_meta("resnet18", 0.5, vars(cfg)) | {"model": model.state_dict()}
+    )
+    return path

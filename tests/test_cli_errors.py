@@ -8,29 +8,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from maskdet.__main__ import main
-from maskdet.checkpoint import CheckpointError, checkpoint_meta, load_checkpoint, save_checkpoint
+from maskdet.checkpoint import CheckpointError, load_checkpoint
 from maskdet.config import TrainConfig
 from maskdet.data import split_identities
 from maskdet.errors import UsageError
-from maskdet.model import build_model
 
 from .conftest import REALDEV, ROOT
-
-
-@pytest.fixture(scope="module")
-def real_checkpoint(tmp_path_factory):
-    """A checkpoint as training writes it (a ResNet-18's weights and the inference metadata)."""
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", pretrained=False, verbose=False)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    cfg = TrainConfig(arch="resnet18")
-    save_checkpoint(
-        path, checkpoint_meta("resnet18", 0.5, vars(cfg)) | {"model": model.state_dict()}
-    )
-    return path
 
 
 def damaged(real_checkpoint, folder):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,6 @@ from maskdet.imageio import BadImage, read_rgb
 from maskdet.manifest import read_manifest
 
 from .conftest import ROOT
-
-
-@pytest.fixture(scope="module")
-def lfw_tree(tmp_path_factory, lfw_mini) -> Path:
-    """lfw-mini extracted: ``lfw-deepfunneled/<Person>/<Person>_NNNN.jpg`` (read-only)."""
-    out = tmp_path_factory.mktemp("tree")
-    with tarfile.open(lfw_mini) as tf:
-        tf.extractall(out, filter="data")
-    return out / "lfw-deepfunneled"
 
 
 def people(tree: Path, n: int, min_images: int = 1) -> list[Path]:
