@@ -18,6 +18,7 @@ from maskdet.config import (
     notebook_params,
     options_of,
 )
+from maskdet.pipeline import use_preset
 
 
 def test_train_options_are_the_config_fields_with_their_defaults():
@@ -78,13 +79,20 @@ def test_presets_take_the_training_defaults_once():
     assert set(RUN_PRESETS["smoke"]) == set(RUN_PRESETS["demo"]) == set(RUN_PRESETS["full"])
 
 
-def test_notebook_params_are_the_demo_values_with_full_in_comments():
+def test_notebook_params_start_from_preset_auto_and_fill_to_each_preset():
     names = ["DATA_DIR", "EPOCHS", "LIMIT", "PRETRAINED", "LOADER"]
     text = notebook_params(names)
     tree = ast.parse(text)
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
-    assert values == {k: RUN_PRESETS["demo"][k] for k in names}
-    lines = dict(zip(names, text.splitlines()))
-    assert lines["EPOCHS"].endswith(f"# full: {RUN_PRESETS['full']['EPOCHS']}")
+    assert list(values) == ["PRESET", *names] and values["PRESET"] == "auto"
+    demo, full = RUN_PRESETS["demo"], RUN_PRESETS["full"]
+    for k in names:  # written out when demo and full share it, else left to the preset
+        assert values[k] == (demo[k] if demo[k] == full[k] else None), k
+    lines = {line.split(" =")[0]: line for line in text.splitlines() if " = " in line}
+    assert lines["EPOCHS"].endswith(f"# demo: {demo['EPOCHS']}, full: {full['EPOCHS']}")
     assert lines["LOADER"].endswith(f"# {PARAM_NOTES['LOADER']}")  # same value in both
-    assert 'DATA_DIR = "data/demo"  # full: "data/full"' == lines["DATA_DIR"]
+    assert lines["DATA_DIR"] == 'DATA_DIR = None  # demo: "data/demo", full: "data/full"'
+    for preset in ("demo", "full"):
+        ns = dict(values, DEVICE="cuda" if preset == "full" else "cpu")
+        assert use_preset("auto", ns) == preset
+        assert {k: ns[k] for k in names} == {k: RUN_PRESETS[preset][k] for k in names}
