@@ -96,6 +96,20 @@ def load_checkpoint(
     return ckpt
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Name prefixes of DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) wrappers."""
+
+
+def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights under a plain model's names. This project saves them so;
+    a state dict saved from a DDP or compiled wrapper elsewhere has its prefixes removed."""
+    state = ckpt["model"]
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -103,7 +117,7 @@ def load_model(
     ckpt = load_checkpoint(path, "cpu")
     try:
         model, _ = build_model(ckpt["arch"], pretrained=False, verbose=False)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(model_state(ckpt))
     except (KeyError, RuntimeError, ValueError) as err:
         raise CheckpointError(
             f"{path}: its weights do not fit a {ckpt.get('arch', '?')} model "

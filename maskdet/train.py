@@ -35,6 +35,7 @@ from .checkpoint import (
     checkpoint_meta,
     load_checkpoint,
     load_model,
+    model_state,
     plain,
     rng_state,
     save_checkpoint,
@@ -189,7 +190,7 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         cpu_bf16=cpu_bf16,
     )
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(model_state(ckpt))
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
