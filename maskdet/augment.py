@@ -249,6 +249,12 @@ class BatchAugment:
         return out | {"lowres_side": segments[0][0], "segments": segments}
 
     @staticmethod
+    def take(p: dict, part: slice) -> dict:
+        """The parameters (:meth:`sample`) of images ``part`` of a batch: a rank's share of a
+        global batch under DDP (each image's parameters are its own)."""
+        return {k: v[part] if torch.is_tensor(v) else v for k, v in p.items()}
+
+    @staticmethod
     def colour_matrix(
         bri: np.ndarray, con: np.ndarray, sat: np.ndarray, hue: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

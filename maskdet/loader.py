@@ -24,7 +24,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from .augment import (
 )
 from .cache import ImageCache, build_cache
 from .constants import IMAGE_SIZE, SPLITS
+from .distributed import SINGLE, DistEnv, shard_bounds
 from .imageio import BadImage, read_rgb
 from .manifest import Item, read_manifest, select_rows
 from .system import default_workers
@@ -96,28 +97,29 @@ class FaceDataset(Dataset):
 
 @dataclass
 class Batch:
-    """A training batch: images (B,3,112,112 float), labels (B,), dataset indices (B,), skips."""
+    """A training batch: images (B,3,112,112 float), labels (B,), dataset indices (B,), skips;
+    ``global_size``: the images of the global batch this is a rank's part of (0: all here)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list[Skipped] = field(default_factory=list)
+    global_size: int = 0
+
+    @property
+    def total(self) -> int:
+        """Images in the global batch (under DDP the ranks' parts together)."""
+        return self.global_size or len(self.labels)
 
     def pin_memory(self) -> Batch:
-        return Batch(
-            self.images.pin_memory(),
-            self.labels.pin_memory(),
-            self.indices.pin_memory(),
-            self.skipped,
-        )
+        pinned = (t.pin_memory() for t in (self.images, self.labels, self.indices))
+        return replace(self, **dict(zip(("images", "labels", "indices"), pinned)))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(
-            self.images.to(device, non_blocking=non_blocking),
-            self.labels.to(device, non_blocking=non_blocking),
-            self.indices,
-            self.skipped,
+        images, labels = (
+            t.to(device, non_blocking=non_blocking) for t in (self.images, self.labels)
         )
+        return replace(self, images=images, labels=labels)
 
 
 def collate_skip(samples: list) -> Batch:
@@ -219,9 +221,14 @@ class CachedLoader:
     On the CPU the OpenCV kernel reads the cache rows in place (no gather) in the calling
     process, two threads each taking half of the batch's images (OpenCV releases the GIL inside
     every call): 1.3-1.5x one thread on the 2-core machine; worker processes (fork per epoch,
-    shipping 9.6 MB float batches) were slower. Every batch draws its augmentation from a CPU generator seeded by
-    (seed, epoch, batch index), so a batch is the same whichever device augments it.
-    ``augment=None`` gives the deterministic val/test view.
+    shipping 9.6 MB float batches) were slower. Every batch draws its augmentation from a CPU
+    generator seeded by (seed, epoch, batch index), so a batch is the same whichever device
+    augments it. ``augment=None`` gives the deterministic val/test view.
+
+    ``dist`` (under torchrun): this rank yields only its part (:func:`shard_bounds`) of every
+    global batch, with the parameters the whole batch drew, so the ranks' parts put together
+    are the single-process batch whatever the rank count. A part can be empty only for a last
+    val/test batch smaller than the rank count; it is skipped.
     """
 
     PREFETCH = 3
@@ -240,8 +247,10 @@ class CachedLoader:
         drop_last: bool = False,
         backend: str = "auto",
         prefetch: bool = True,
+        dist: DistEnv = SINGLE,
     ):
         self.cache, self.batch_size, self.shuffle = cache, batch_size, shuffle
+        self.dist = dist
         self.device = torch.device(device)
         self.augment = BatchAugment(augment, backend=backend) if augment is not None else None
         self.seed, self.epoch, self.drop_last = seed, 0, drop_last
@@ -320,33 +329,42 @@ class CachedLoader:
             return self.labels[sel].to(self.device, non_blocking=self.device.type == "cuda")
         return self.device_cache()[1].index_select(0, rows)
 
+    def _params(self, k: int, n: int, part: slice) -> dict:
+        """Augmentation parameters of this rank's ``part`` of global batch ``k`` (``n``
+        images): drawn for the whole batch, then cut."""
+        p = self.augment.sample(n, self._generator(k))
+        return p if self.dist.world_size == 1 else BatchAugment.take(p, part)
+
     def _batch_group(self, ks: list[int], sels: list[np.ndarray]) -> list[Batch]:
-        """Batches ``ks`` of the epoch (cache rows ``sels``), each augmented with its own
-        parameters (drawn from :meth:`_generator`).
+        """This rank's part of batches ``ks`` of the epoch (cache rows ``sels``, the global
+        batches), each augmented with its own parameters (drawn from :meth:`_generator`).
 
         The CPU kernel reads the cache rows in place (no gather), batch by batch. The tensor
         kernel takes the whole group in one gather and one pass over all its images: on a GPU
         that pays the augmentation's kernel launches (about 40, a cost of the host) once per
         group instead of once per batch, with the same batches as one at a time (tested)."""
+        parts = [shard_bounds(len(s), self.dist) for s in sels]
+        mine = [s[p] for s, p in zip(sels, parts)]
+        totals = [len(s) if self.dist.world_size > 1 else 0 for s in sels]
         if self.augment is not None and self.augment.kernel(self.device) == "cv2":
             out = []
-            for k, sel in zip(ks, sels):
-                p = self.augment.sample(len(sel), self._generator(k))
+            for k, sel, part, total in zip(ks, mine, parts, totals):
+                p = self._params(k, total or len(sel), part)
                 images = self.augment.apply_cv2([self.cache.images[j] for j in sel], p)
-                out.append(Batch(images, self._labels(sel, None), torch.from_numpy(sel)))
+                out.append(Batch(images, self._labels(sel, None), torch.from_numpy(sel), [], total))
             return out
-        sel = np.concatenate(sels)
+        sel = np.concatenate(mine)
         rows = self._device_rows(sel)
         u8, labels = self._gather(sel, rows), self._labels(sel, rows)
         if self.augment is None:
             images = center_crop_batch(u8)
         else:
-            params = [self.augment.sample(len(s), self._generator(k)) for k, s in zip(ks, sels)]
+            params = [self._params(k, len(s), p) for k, s, p in zip(ks, sels, parts)]
             images = self.augment._apply_torch(u8, BatchAugment.merge(params))
-        sizes = [len(s) for s in sels]
+        sizes = [len(s) for s in mine]
         return [
-            Batch(x, y, torch.from_numpy(s))
-            for x, y, s in zip(images.split(sizes), labels.split(sizes), sels)
+            Batch(x, y, torch.from_numpy(s), [], total)
+            for x, y, s, total in zip(images.split(sizes), labels.split(sizes), mine, totals)
         ]
 
     def _batch(self, k: int, sel: np.ndarray) -> Batch:
@@ -355,10 +373,15 @@ class CachedLoader:
     def __iter__(self) -> Iterator[Batch]:
         batches = self._batches()
         if self.device.type == "cuda" and self.prefetch:
-            yield from self._prefetched(batches)
-            return
-        for k, sel in enumerate(batches):  # the CPU kernel reads the cache in place
-            yield self._batch(k, sel)
+            parts = self._prefetched(batches)
+        else:  # the CPU kernel reads the cache in place
+            parts = (self._batch(k, sel) for k, sel in enumerate(batches))
+        try:
+            for batch in parts:
+                if len(batch.labels):  # empty only for a rank's part of a short last val batch
+                    yield batch
+        finally:
+            parts.close()
 
     def _prefetched(self, batches: list[np.ndarray]) -> Iterator[Batch]:
         """Batches prepared by a background thread, ``PREFETCH`` ahead. On a GPU it works on a
@@ -434,25 +457,37 @@ def make_loaders(
     splits: tuple[str, ...] = SPLITS,
     rows: list[dict[str, str]] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    dist: DistEnv = SINGLE,
 ) -> dict[str, FaceLoader | CachedLoader]:
     """Loaders for the splits: train shuffled and augmented, val/test deterministic.
 
     ``mode``: ``cached`` (decode once, augment batches on ``device``) or ``dataloader``
     (per-image transforms in ``workers`` processes). ``limit``/``val_limit`` cap the images
     per split (whole twin pairs, seeded). Train drops a last partial batch only when it has
-    fewer than 2 images (BatchNorm needs 2). ``rows``: the manifest, when the caller has read it.
-    ``cache_dir``: where the cached loader keeps its decoded images (see
-    :func:`maskdet.cache.cache_location`).
+    fewer than 2 images per rank (BatchNorm needs 2). ``rows``: the manifest, when the caller
+    has read it. ``cache_dir``: where the cached loader keeps its decoded images (see
+    :func:`maskdet.cache.cache_location`). ``dist``: under torchrun each loader yields this
+    rank's part of every global batch (cached loader only; ``batch_size`` is the global batch).
     """
     if mode not in ("cached", "dataloader"):
         raise ValueError(f"loader mode must be 'cached' or 'dataloader', not {mode!r}")
+    if dist.world_size > 1 and mode != "cached":
+        raise ValueError(
+            "several ranks read their parts of each batch from the cached loader: use "
+            "--loader cached"
+        )
+    if "train" in splits and batch_size < 2 * dist.world_size:
+        raise ValueError(
+            f"a global batch of {batch_size} over {dist.world_size} ranks leaves a rank fewer "
+            "than 2 images (BatchNorm needs 2): raise --batch-size or use fewer ranks"
+        )
     rows = read_manifest(data_dir) if rows is None else rows
     out: dict = {}
     for split in splits:
         lim = limit if split == "train" else (val_limit if val_limit is not None else limit)
         train = split == "train"
         items = select_rows(rows, split, lim, seed)
-        drop_last = train and len(items) % batch_size == 1
+        drop_last = train and 0 < len(items) % batch_size < 2 * dist.world_size
         if mode == "cached":
             cache = build_cache(data_dir, split, workers=workers, items=items, cache_dir=cache_dir)
             out[split] = CachedLoader(
@@ -463,6 +498,7 @@ def make_loaders(
                 device=device,
                 seed=seed,
                 drop_last=drop_last,
+                dist=dist,
             )
         else:
             tf = train_transform(aug) if train else eval_transform()
