@@ -102,6 +102,14 @@ class TrainConfig:
     )
     channels_last: bool = opt(True, "channels_last memory layout (CUDA only)")
     compile: bool = opt(False, "torch.compile the model")
+    sync_bn: bool = opt(
+        False,
+        "under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm on GPUs); "
+        "worth it when each rank gets a small part of the batch",
+    )
+    dist_timeout: float = opt(
+        600.0, "under torchrun: seconds a rank waits for the others before the job ends"
+    )
     wandb: str = opt("auto", "auto: online with an API key, else offline", WANDB_MODES)
     wandb_project: str = opt("mask-detection")
     tensorboard: bool = opt(True)

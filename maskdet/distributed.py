@@ -144,6 +144,23 @@ def lost_another_rank(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(w in text for w in LOST_PEER_WORDS)
 
 
+@contextlib.contextmanager
+def lost_rank_ends_job(env: DistEnv, last: Path) -> Iterator[None]:
+    """Turn a lost rank (:func:`lost_another_rank`) into one message saying how to resume from
+    ``last`` (exit status 1); any other error, and every error of a single process, as is."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not (env.enabled and lost_another_rank(err)):
+            raise
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err)
+        raise SystemExit(
+            f"maskdet train: {env.describe()} stopped: another rank failed or stopped "
+            f"answering ({reason}). {last} keeps the last finished epoch: rerun the same "
+            "command to resume."
+        ) from None
+
+
 def _stopped_by_launcher(signum: int, frame) -> None:
     """torchrun sends SIGTERM to the other ranks when one fails: say so, do not just vanish."""
     raise RankFailure("stopped by torchrun (SIGTERM), which does so when another rank fails")

@@ -85,7 +85,8 @@ def predict(
     progress: str | None = None,
 ) -> dict:
     """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``
-    (``progress``: the description of a ``tqdm.auto`` bar over the batches; None: no bar)."""
+    (mean per image), the loader's ``indices`` and image count ``n`` (``progress``: the
+    description of a ``tqdm.auto`` bar over the batches; None: no bar)."""
     model.eval()
     crit = nn.BCEWithLogitsLoss(reduction="sum")
     items = loader_items(loader)
@@ -112,6 +113,27 @@ def predict(
         "labels": labels_np,
         "probs": torch.cat(probs).numpy() if probs else np.zeros(0),
         "loss": float(loss) / max(1, n),
+        "indices": idx_np,
+        "n": n,
+    }
+
+
+def merge_predictions(parts: list[dict]) -> dict:
+    """The ranks' :func:`predict` results as one, in the loader's order (by index), as a single
+    process would have predicted them; the loss is the mean over all images."""
+    if len(parts) == 1:
+        return parts[0]
+    idx = np.concatenate([p["indices"] for p in parts])
+    order = np.argsort(idx, kind="stable")
+    n = sum(p["n"] for p in parts)
+    paths = [path for p in parts for path in p["paths"]]
+    return {
+        "paths": [paths[i] for i in order],
+        "labels": np.concatenate([p["labels"] for p in parts])[order],
+        "probs": np.concatenate([p["probs"] for p in parts])[order],
+        "loss": sum(p["loss"] * p["n"] for p in parts) / max(1, n),
+        "indices": idx[order],
+        "n": n,
     }
 
 

@@ -22,8 +22,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from torch import nn
 
 from .imageio import BadImage, is_image_name, read_rgb
+from .metrics import auc_or_nan, threshold_metrics
+from .system import autocast
 
 CLASS_DIRS = {"mask": 1, "nomask": 0}
 """Folder names of the two classes (also accepted: the label names themselves)."""
@@ -222,3 +226,33 @@ def error_analysis(
             }
         out[name] = table
     return out
+
+
+@torch.no_grad()
+def real_metrics(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    threshold: float,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> dict:
+    """``model`` on preprocessed real crops: AUC, and recall, specificity and accuracy at the
+    threshold chosen on (synthetic) val (train's ``real_val``)."""
+    model.eval()
+    probs = []
+    for i in range(0, len(images), 128):
+        x = images[i : i + 128].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            probs.append(torch.sigmoid(model(x).squeeze(1).float()).cpu())
+    p = torch.cat(probs).numpy()
+    at = threshold_metrics(labels, p, threshold)
+    return {
+        "real/auc": auc_or_nan(labels, p),
+        "real/recall": at["recall"],
+        "real/specificity": at["specificity"],
+        "real/accuracy": at["accuracy"],
+    }

@@ -12,6 +12,11 @@ them), and checkpoints:
 needs). Checkpoints hold only tensors and plain Python values and load with
 ``torch.load(..., weights_only=True)``. Re-running the same command resumes after the last
 finished epoch and ends with the same weights as an uninterrupted run (CPU).
+
+Under ``torchrun --nproc_per_node N -m maskdet train ...`` the loop runs in N processes
+(:mod:`maskdet.distributed`): DDP, each rank on its part of every global batch (``batch_size``
+and ``lr`` keep their meaning), val predictions gathered before the metrics, rank 0 alone
+writing files and sinks; checkpoints resume under any rank count, or none.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .augment import denormalize
 from .checkpoint import (
     checkpoint_meta,
@@ -46,13 +52,19 @@ from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .guard import locked
 from .loader import Batch, loader_items, make_loaders
-from .metrics import accuracy, auc_or_nan, choose_threshold, threshold_metrics
+from .metrics import accuracy, auc_or_nan, choose_threshold
 from .model import build_model
 from .optim import WarmupCosine, make_optimizer
-from .predict import Preprocess, epoch_predictions_path, predict, write_predictions
-from .real import read_real_set
+from .predict import (
+    Preprocess,
+    epoch_predictions_path,
+    merge_predictions,
+    predict,
+    write_predictions,
+)
+from .real import read_real_set, real_metrics
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
-from .system import autocast, cpu_has_fast_bf16, default_workers, resolve_device
+from .system import autocast, cpu_has_fast_bf16, default_workers
 
 RESUME_KEYS = (
     "arch",
@@ -86,7 +98,7 @@ class Run:
     amp: bool
     channels_last: bool
     model: nn.Module
-    step_model: nn.Module  # the model, or its torch.compile'd twin for the training step
+    step_model: nn.Module  # the model, or its DDP wrapper and/or torch.compile'd twin
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -98,18 +110,20 @@ class Run:
     best_real: dict | None = None  # real_val metrics of the best epoch (this call)
     wandb_id: str | None = None
     cpu_bf16: bool = False  # bf16 autocast for the training steps on this CPU
+    dist: distributed.DistEnv = distributed.SINGLE
 
     @property
     def hparams(self) -> dict:
         return {k: plain(v) for k, v in asdict(self.cfg).items()} | {
             "imagenet_weights": self.imagenet,
             "device": str(self.device),
+            "ranks": self.dist.world_size,
         }
 
 
-def resume_checkpoint(cfg: TrainConfig) -> dict | None:
+def resume_checkpoint(cfg: TrainConfig, clean: bool = True) -> dict | None:
     """``last.pt`` of ``cfg.out`` when the run resumes (its settings must match), else None;
-    without ``resume`` the run's previous files are removed first."""
+    without ``resume`` the run's previous files are removed first (``clean``: by this rank)."""
     out = Path(cfg.out)
     last = out / "last.pt"
     if cfg.resume and last.exists():
@@ -126,7 +140,7 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
                 "or --no-resume to start over"
             )
         return ckpt
-    if not cfg.resume:
+    if not cfg.resume and clean:
         for stale in (last, out / "best.pt", out / "summary.json"):
             stale.unlink(missing_ok=True)
         for d in ("tb", PREDS_DIRNAME):
@@ -134,37 +148,52 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
     return None
 
 
-def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
-    """Seeds, model, loaders, optimizer, schedule and scaler of a run (restored from ``ckpt``)."""
-    device = resolve_device(cfg.device)
+def prepare_run(
+    cfg: TrainConfig,
+    ckpt: dict | None,
+    dist: distributed.DistEnv = distributed.SINGLE,
+    device: torch.device | None = None,
+) -> Run:
+    """Seeds, model, loaders, optimizer, schedule and scaler of a run (restored from ``ckpt``);
+    under torchrun (``dist``): DDP, this rank's parts of the batches (:mod:`.distributed`)."""
+    device = device if device is not None else distributed.init_distributed(cfg.device)[1]
     cuda = device.type == "cuda"
     amp = cfg.amp and cuda
     cpu_bf16 = cfg.cpu_bf16 and device.type == "cpu"
     if cpu_bf16 and not cpu_has_fast_bf16():
-        print("NOTICE: --cpu-bf16 ignored: this CPU has no AVX512-BF16/AMX (bf16 would be slower)")
+        if dist.is_main:
+            print(
+                "NOTICE: --cpu-bf16 ignored: no AVX512-BF16/AMX on this CPU (bf16 would be slower)"
+            )
         cpu_bf16 = False
     channels_last = cfg.channels_last and cuda
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model, imagenet = build_model(cfg.arch, cfg.pretrained and ckpt is None)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    with distributed.local_rank_first(dist):
+        model, imagenet = build_model(
+            cfg.arch, cfg.pretrained and ckpt is None, verbose=dist.is_main
+        )
+        loaders = make_loaders(
+            cfg.data,
+            cfg.batch_size,
+            cfg.loader,
+            cfg.aug,
+            workers,
+            device,
+            cfg.limit,
+            cfg.val_limit,
+            cfg.seed,
+            splits=SPLITS if cfg.test_preds else ("train", "val"),
+            cache_dir=cfg.cache_dir,
+            dist=dist,
+        )
+    if cfg.sync_bn and dist.world_size > 1:
+        model = distributed.sync_batchnorm(model, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    workers = default_workers() if cfg.workers is None else cfg.workers
-    loaders = make_loaders(
-        cfg.data,
-        cfg.batch_size,
-        cfg.loader,
-        cfg.aug,
-        workers,
-        device,
-        cfg.limit,
-        cfg.val_limit,
-        cfg.seed,
-        splits=SPLITS if cfg.test_preds else ("train", "val"),
-        cache_dir=cfg.cache_dir,
-    )
     steps = len(loaders["train"])
     if steps == 0:
         raise ValueError(f"no training images in {cfg.data}: run stages 01 and 02 first")
@@ -188,6 +217,7 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         loaders,
         imagenet,
         cpu_bf16=cpu_bf16,
+        dist=dist,
     )
     if ckpt is not None:
         model.load_state_dict(model_state(ckpt))
@@ -198,13 +228,17 @@ def prepare_run(cfg: TrainConfig, ckpt: dict | None) -> Run:
         set_rng_state(ckpt["rng"])
         run.start, run.best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
         run.wandb_id = ckpt.get("wandb_id") or None
-        print(f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})")
-    if cfg.real_val:
+        if dist.is_main:
+            print(
+                f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})"
+            )
+    if cfg.real_val and dist.is_main:  # measured by rank 0 alone
         real = read_real_set(cfg.real_val, cfg.real_val_limit)
         run.real = (torch.from_numpy(Preprocess()(real.images)), np.asarray(real.labels))
         print(f"real-val: {real.counts()} from {cfg.real_val}")
+    run.step_model = distributed.wrap_ddp(model, dist, device)
     if cfg.compile:
-        run.step_model = torch.compile(model)
+        run.step_model = torch.compile(run.step_model)
     return run
 
 
@@ -221,19 +255,25 @@ def default_sinks(run: Run) -> list[Sink]:
 
 
 def train_step(run: Run, batch: Batch, crit: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on ``batch``: (the detached loss, the logits)."""
+    """One optimisation step on ``batch``: (the detached mean loss of its images, the logits).
+    Under DDP, which averages the ranks' gradients, this rank's summed loss is scaled so that the
+    average is the gradient of the global batch's mean loss."""
     x, y = batch.images, batch.labels.float()
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(run.device, run.amp or run.cpu_bf16):
         logits = run.step_model(x).squeeze(1)
-    loss = crit(logits.float(), y)
+    if run.dist.enabled:
+        part_sum = distributed.batch_loss_sum(logits.float(), y)
+        loss, mean = part_sum * (run.dist.world_size / batch.total), part_sum / len(y)
+    else:
+        loss = mean = crit(logits.float(), y)
     run.opt.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.opt)
     run.scaler.update()
     run.sched.step()
-    return loss.detach(), logits.detach()
+    return mean.detach(), logits.detach()
 
 
 PROGRESS_EVERY_S = 0.5
@@ -257,7 +297,7 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
         desc=f"epoch {epoch}/{run.cfg.epochs - 1}",
         unit="step",
         leave=False,
-        disable=not run.cfg.progress,
+        disable=not (run.cfg.progress and run.dist.is_main),
     )
     shown = t0 = time.perf_counter()
     it = iter(loader)
@@ -287,6 +327,10 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_s = time.perf_counter() - t0
+    if run.dist.enabled:  # the epoch's totals over every rank
+        totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double()]), run.dist)
+        loss_sum, correct = totals[0], totals[1]
+        seen = int(distributed.all_sum(torch.tensor([seen], device=device), run.dist))
     metrics = {
         "epoch": epoch,
         "train/loss": float(loss_sum) / max(1, seen),
@@ -301,11 +345,15 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
 
 def validate(run: Run, epoch: int) -> tuple[dict, dict]:
     """The val split's predictions (saved for stage 05) and metrics, with the threshold chosen
-    on them (:func:`maskdet.metrics.choose_threshold`)."""
+    on them (:func:`maskdet.metrics.choose_threshold`). Under torchrun each rank predicts its
+    part and every rank gets all of them (the same metrics everywhere)."""
     val = predict(run.model, run.loaders["val"], run.device, run.amp, run.channels_last)
+    if run.dist.enabled:
+        val = merge_predictions(distributed.gather_objects(val, run.dist))
     y, p = val["labels"], val["probs"]
     thr = choose_threshold(y, p)["threshold"]
-    write_predictions(epoch_predictions_path(run.out, epoch), val["paths"], y, p)
+    if run.dist.is_main:
+        write_predictions(epoch_predictions_path(run.out, epoch), val["paths"], y, p)
     metrics = {
         "val/loss": val["loss"],
         "val/acc": accuracy(y, p, 0.5),
@@ -314,31 +362,8 @@ def validate(run: Run, epoch: int) -> tuple[dict, dict]:
         "val/acc_at_threshold": accuracy(y, p, thr),
     }
     if run.real is not None:
-        metrics |= real_metrics(run, thr)
+        metrics |= real_metrics(run.model, *run.real, thr, run.device, run.amp, run.channels_last)
     return metrics, val
-
-
-@torch.no_grad()
-def real_metrics(run: Run, threshold: float) -> dict:
-    """The model on the real crops of ``real_val``: AUC, and recall, specificity and accuracy at
-    the threshold chosen on (synthetic) val."""
-    images, labels = run.real
-    run.model.eval()
-    probs = []
-    for i in range(0, len(images), 128):
-        x = images[i : i + 128].to(run.device)
-        if run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(run.device, run.amp):
-            probs.append(torch.sigmoid(run.model(x).squeeze(1).float()).cpu())
-    p = torch.cat(probs).numpy()
-    at = threshold_metrics(labels, p, threshold)
-    return {
-        "real/auc": auc_or_nan(labels, p),
-        "real/recall": at["recall"],
-        "real/specificity": at["specificity"],
-        "real/accuracy": at["accuracy"],
-    }
 
 
 def save_epoch(run: Run, epoch: int, metrics: dict, is_best: bool) -> None:
@@ -374,36 +399,55 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
 
     RUN_DIR is locked for the run and DATA_DIR shared with other readers: a second run on the
     same RUN_DIR, or a stage rewriting DATA_DIR meanwhile, is refused, naming the process. Under
-    ``torchrun`` only rank 0 takes the locks (the ranks share the run)."""
+    ``torchrun`` only rank 0 takes the locks (the ranks share the run); a rank that loses another
+    one (dead, killed, or silent for ``dist_timeout`` seconds) ends with one message saying how
+    to resume."""
     if int(os.environ.get("RANK", "0")) != 0:
-        return _train(cfg, sinks)
+        return _run_ranks(cfg, sinks)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     with locked(cfg.out, "training"), locked(cfg.data, "training reads it", shared=True):
-        return _train(cfg, sinks)
+        return _run_ranks(cfg, sinks)
 
 
-def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
+def _run_ranks(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
+    dist, device = distributed.init_distributed(cfg.device, cfg.dist_timeout)
+    with distributed.lost_rank_ends_job(dist, Path(cfg.out) / "last.pt"):
+        summary = _fit(cfg, sinks, dist, device)
+    distributed.shutdown(dist)
+    return summary
+
+
+def _fit(cfg: TrainConfig, sinks: list[Sink] | None, dist: distributed.DistEnv, device) -> dict:
     check_stage02(cfg.data)  # both classes there, or the stage to run first
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = resume_checkpoint(cfg)
+    out, main = Path(cfg.out), dist.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.check_shared_dir(out, dist)
+    ckpt = resume_checkpoint(cfg, clean=main)
+    distributed.check_agree(
+        -1 if ckpt is None else ckpt["epoch"], dist, f"the last epoch in {out}/last.pt"
+    )
     if ckpt is not None and ckpt["epoch"] + 1 >= cfg.epochs:
-        print(
-            f"{out}: already trained for {cfg.epochs} epochs "
-            "(delete last.pt or use --no-resume to retrain)"
-        )
+        if main:
+            print(
+                f"{out}: already trained for {cfg.epochs} epochs "
+                "(delete last.pt or use --no-resume to retrain)"
+            )
         summary_path = out / "summary.json"
         return json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    run = prepare_run(cfg, ckpt)
+    run = prepare_run(cfg, ckpt, dist, device)
     crit = nn.BCEWithLogitsLoss()
-    sinks = default_sinks(run) if sinks is None else sinks
+    sinks = (default_sinks(run) if sinks is None else sinks) if main else []
     train_loader, val_loader = run.loaders["train"], run.loaders["val"]
-    print(
-        f"training {cfg.arch} on {run.device}: {len(loader_items(train_loader))} train / "
-        f"{len(loader_items(val_loader))} val images, {len(train_loader)} steps/epoch, "
-        f"epochs {run.start}..{cfg.epochs - 1}, loader {cfg.loader}, amp {run.amp}, "
-        f"cpu_bf16 {run.cpu_bf16}, channels_last {run.channels_last}"
-    )
+    distributed.check_agree(len(train_loader), dist, f"the train batches per epoch in {cfg.data}")
+    if main:
+        print(
+            f"training {cfg.arch} on {run.device}: {len(loader_items(train_loader))} train / "
+            f"{len(loader_items(val_loader))} val images, {len(train_loader)} steps/epoch, "
+            f"epochs {run.start}..{cfg.epochs - 1}, loader {cfg.loader}, amp {run.amp}, "
+            f"cpu_bf16 {run.cpu_bf16}, channels_last {run.channels_last}"
+            + (f", {dist.world_size} ranks ({dist.backend}), sync_bn {cfg.sync_bn}" * dist.enabled)
+        )
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start + cfg.stop_after)
     metrics: dict = {}
     for epoch in range(run.start, end):
@@ -416,11 +460,14 @@ def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
         if is_best:
             run.best_auc = score
             run.best_real = {k: v for k, v in metrics.items() if k.startswith("real/")}
-        save_epoch(run, epoch, metrics, is_best)
+        if main:
+            save_epoch(run, epoch, metrics, is_best)
         metrics["val/best_auc"] = run.best_auc
         extras = EpochExtras(val["labels"], val["probs"], samples)
         for s in sinks:
             s.log(epoch, metrics, extras)
+        if not main:
+            continue
         print(
             f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
             f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  "
@@ -442,6 +489,7 @@ def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
         "last": metrics,
         "imagenet_weights": run.imagenet,
         "device": str(run.device),
+        "ranks": dist.world_size,
         "skipped_images": {**train_loader.skips.paths, **val_loader.skips.paths},
     }
     if not finished:  # a cut: the next call resumes; the sinks close without a final summary
@@ -449,13 +497,19 @@ def _train(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
             s.close()
         return summary
     best = out / "best.pt"
+    distributed.barrier(dist)  # rank 0 has written best.pt
     if cfg.test_preds and best.exists():
         best_model, _ = load_model(best, run.device)
         pred = predict(best_model, run.loaders["test"], run.device, run.amp, False)
-        write_predictions(
-            out / PREDS_DIRNAME / "test_best.csv", pred["paths"], pred["labels"], pred["probs"]
-        )
+        if dist.enabled:
+            pred = merge_predictions(distributed.gather_objects(pred, dist))
+        if main:
+            write_predictions(
+                out / PREDS_DIRNAME / "test_best.csv", pred["paths"], pred["labels"], pred["probs"]
+            )
         summary["test_auc_best"] = auc_or_nan(pred["labels"], pred["probs"])
+    if not main:
+        return summary
     final = {"best_val_auc": run.best_auc} | {
         k: v for k, v in metrics.items() if k.startswith("val/")
     }

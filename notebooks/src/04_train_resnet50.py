@@ -157,6 +157,28 @@ ckpt = load_checkpoint(f"{RUN_DIR}/best.pt")
 print({k: ckpt[k] for k in ("arch", "epoch", "image_size", "class_names", "threshold", "val_auc")})
 
 # %% [markdown]
+# ## Several GPUs: the same training under `torchrun`
+#
+# One Colab GPU is enough for LFW. For all of CelebA (about 200,000 faces) or the ablations with
+# several seeds, run the same command on a machine with N GPUs through PyTorch's launcher:
+#
+# ```bash
+# torchrun --nproc_per_node 4 -m maskdet train --data DATA_DIR --out RUN_DIR --epochs 50
+# ```
+#
+# Each of the N processes (ranks) drives one GPU and trains a `DistributedDataParallel` copy of
+# the model. `--batch-size` and `--lr` keep their meaning (64 and 0.01 by default): 64 is the
+# **global** batch, each rank takes its part of every batch of the cached loader, with the
+# augmentation the single-process run would draw, so the run sees the same batches whatever N
+# is. `--sync-bn` computes BatchNorm over the global batch (worth it when each rank gets only a
+# few images). Rank 0 alone writes checkpoints, metrics, TensorBoard and WandB; the val
+# predictions of all ranks are gathered before the AUC. The checkpoints are those of a single
+# process: they resume under any N, or without `torchrun`. If one rank dies, `torchrun` stops the
+# others and the job ends with a message (`--dist-timeout` bounds a silent rank); re-running the
+# same command resumes after the last finished epoch. Several machines: the same command with
+# `--nnodes`, `--node_rank` and `--rdzv_endpoint`, and `RUN_DIR` on a file system they share.
+
+# %% [markdown]
 # ## Speed: does the data pipeline keep up?
 #
 # The same step timed two ways, in turns: the **model alone** (one batch reused, the ceiling) and
