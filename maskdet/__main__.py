@@ -218,7 +218,7 @@ def cmd_ablate(a: argparse.Namespace) -> None:
 BENCHES = {
     "synthesis": (bench_synthesis, "upstream mask_the_face.py vs the patched driver vs builtin"),
     "loader": (bench_loader, "ImageFolder+PIL vs the per-image and the cached loader"),
-    "train": (bench_train, "training images/s: the model alone vs the full pipeline"),
+    "train": (bench_train, "training images/s: model alone vs full pipeline (--ddp: vs DDP)"),
     "infer": (bench_infer, "ms per face at batch 1: PyTorch, TorchScript, ONNX Runtime, int8"),
     "kiosk": (bench_kiosk, "kiosk frames/s (MTCNN + PyTorch vs YuNet + ONNX) and predict faces/s"),
 }
@@ -232,6 +232,8 @@ BENCH_HELP = {
     "rounds": "repeats, taken in turns (the median is reported; kiosk: all frames pooled)",
     "batch_size": "images per step",
     "compile": "include the torch.compile settings on CUDA (minutes of compilation)",
+    "ddp": "train: one plain process against torchrun --nproc_per_node NPROC (DDP), in turns",
+    "nproc": "train --ddp: ranks under torchrun (1: DDP's own overhead)",
     "checkpoint": "best.pt (default: a random-init --arch)",
     "model_dir": "kiosk: folder with model.onnx and model.int8.onnx (export --int8)",
     "frames": "kiosk: frames per video (0 skips the kiosk table)",

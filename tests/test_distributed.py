@@ -216,3 +216,19 @@ def test_rank_count_that_leaves_a_rank_without_two_images_is_refused(masked_mini
         make_loaders(masked_mini, 6, "cached", workers=0, limit=8, dist=DistEnv(0, 4, 0, "gloo"))
     with pytest.raises(ValueError, match="--loader cached"):
         make_loaders(masked_mini, 8, "dataloader", workers=0, dist=DistEnv(0, 2, 0, "gloo"))
+
+
+@pytest.mark.slow
+def test_bench_ddp_times_a_plain_process_against_torchrun(masked_mini, capsys):
+    """``bench train --ddp`` on the CPU (gloo): both sides really train (images/s > 0) and the
+    all-reduce size is the model's float32 gradients."""
+    from maskdet.bench.train import bench_train
+
+    r = bench_train(
+        data=str(masked_mini), arch="resnet18", batch_size=8, batches=1, rounds=1, ddp=True
+    )
+    model, _ = build_model("resnet18", pretrained=False, verbose=False)
+    assert r["grad_bytes"] == 4 * sum(p.numel() for p in model.parameters())
+    assert r["plain"] > 0 and r["ddp"] > 0 and r["nproc"] == 1
+    out = capsys.readouterr().out
+    assert "torchrun, 1 rank(s)" in out and "load average" in out

@@ -15,6 +15,7 @@ from ..loader import make_loaders
 from ..model import build_model
 from ..system import autocast, cpu_has_fast_bf16, resolve_device
 from .common import in_turns, masked_data, throughput
+from .ddp import bench_ddp
 
 
 def _time_steps(model, opt, crit, batches, device, amp, channels_last, warmup=1) -> float:
@@ -76,6 +77,8 @@ def bench_train(
     rounds: int | None = None,
     batch_size: int = 64,
     compile: bool = True,
+    ddp: bool = False,
+    nproc: int = 1,
 ) -> dict:
     """Training images/s at 112x112, batch ``batch_size``, per setting:
     the model alone (one real augmented batch reused) and the full pipeline (cached loader,
@@ -86,7 +89,10 @@ def bench_train(
     switched off, and the loader alone (augmented images/s on the GPU, no model) shows the data
     path's headroom. ``compile``: include the ``torch.compile`` settings (CUDA only; minutes of
     compilation). ``data``: a DATA_DIR (default: about ``images`` faces from ``source``, masked by
-    the builtin renderer)."""
+    the builtin renderer). ``ddp``: instead, the step in one plain process against the same
+    under ``torchrun --nproc_per_node nproc`` (:func:`maskdet.bench.ddp.bench_ddp`)."""
+    if ddp:
+        return bench_ddp(data, source, images, device, arch, batches, rounds, batch_size, nproc)
     device = resolve_device(device)
     cuda = device.type == "cuda"
     n = batches or (100 if cuda else 3)
