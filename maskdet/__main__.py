@@ -92,7 +92,8 @@ def cmd_run(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     summary = train(TrainConfig(**options_of(TrainConfig, a)))
-    _print({k: v for k, v in summary.items() if k != "last"})
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone reports
+        _print({k: v for k, v in summary.items() if k != "last"})
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:

@@ -134,6 +134,7 @@ def test_two_ranks_train_as_one_process(masked_mini, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "2 ranks (gloo), sync_bn True" in log
     assert log.count("epoch   0 ") == 1, log[-3000:]  # rank 0 alone prints and writes
+    assert log.count('"epochs_done"') == 1, log[-3000:]  # and reports the summary
 
     one, two = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
     assert set(one) == set(two) and not any(k.startswith("module.") for k in two)
