@@ -182,7 +182,7 @@ def test_the_lock_is_shared_by_readers_and_reentrant(tmp_path):
             sys.executable,
             "-c",
             "import sys, time; from maskdet.guard import locked\n"
-            f"with locked({str(folder)!r}, 'a test'):\n print('held', flush=True); time.sleep(60)",
+            f"with locked({str(folder)!r}, 'a test'):\n print('held', flush=True); time.sleep(3600)",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -257,7 +257,7 @@ def test_a_second_training_on_a_run_dir_in_use_is_refused_naming_the_holder(mask
             sys.executable,
             "-c",
             "import time; from maskdet.guard import locked\n"
-            f"with locked({str(run)!r}, 'training'):\n print('held', flush=True); time.sleep(60)",
+            f"with locked({str(run)!r}, 'training'):\n print('held', flush=True); time.sleep(3600)",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
