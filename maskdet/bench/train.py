@@ -62,9 +62,9 @@ BENCH_SETTINGS = [
     ("channels_last + AMP + compile, CUDA graphs", True, True, "reduce-overhead", True),
 ]
 TRAIN_DEFAULT_SETTING = "channels_last + AMP"
+"""What ``train`` uses on CUDA (``--amp --channels-last``, no compile)."""
 CPU_BF16_SETTING = "CPU bf16 autocast (--cpu-bf16)"
 """Measured only on a CPU that computes bf16 in hardware (AVX512-BF16 / AMX)."""
-"""What ``train`` uses on CUDA (``--amp --channels-last``, no compile)."""
 
 
 def bench_train(
