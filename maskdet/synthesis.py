@@ -283,19 +283,12 @@ def _synthesize(
     results = record.run(jobs, dests, backend, mdir, workers, seed, progress, look)
     seconds = time.perf_counter() - t0
     for r, dest, res in zip(todo, dests, results):
-        ok = res["status"] == "ok"
         rows.append(
-            new_row(
-                path=dest if ok else "",
-                split=r["split"],
-                label="wearing_mask",
-                identity=r["identity"],
-                source=r["path"],
-                pair_id=r["pair_id"],
-                **{**res, "backend": res["backend"] or backend},
+            _derived_row(
+                r, dest, res, "wearing_mask", **{**res, "backend": res["backend"] or backend}
             )
         )
-        if not ok:
+        if res["status"] != "ok":
             r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
     negatives = _hard_negatives(
         data_dir, todo, rows, hard_negatives, record, workers, seed, progress
@@ -310,6 +303,20 @@ def _synthesize(
         "hard_negatives": negatives,
         "kept_from_before": record.kept_count,
     }
+
+
+def _derived_row(face: dict[str, str], dest: str, res: dict, label: str, **fields) -> dict:
+    """The manifest row of an image made from ``face`` (its masked twin or an occluded copy): the
+    face's split, identity and pair, ``dest`` when it was written, and the given ``fields``."""
+    return new_row(
+        path=dest if res["status"] == "ok" else "",
+        split=face["split"],
+        label=label,
+        identity=face["identity"],
+        source=face["path"],
+        pair_id=face["pair_id"],
+        **fields,
+    )
 
 
 def _hard_negatives(
@@ -339,15 +346,12 @@ def _hard_negatives(
     ]
     results = record.run(jobs, dests, "occluder", None, workers, seed, progress) if jobs else []
     for r, dest, res in zip(picks, dests, results):
-        ok = res["status"] == "ok"
         rows.append(
-            new_row(
-                path=dest if ok else "",
-                split=r["split"],
-                label="not_wearing_mask",
-                identity=r["identity"],
-                source=r["path"],
-                pair_id=r["pair_id"],
+            _derived_row(
+                r,
+                dest,
+                res,
+                "not_wearing_mask",
                 occluder=res["mask_texture"] or "?",
                 box_source=res["box_source"],
                 backend="occluder",
