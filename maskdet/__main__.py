@@ -24,6 +24,7 @@ from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .errors import UsageError, one_line
+from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
 from .kiosk import KioskError, run_kiosk
@@ -459,6 +460,24 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--workers", type=count(), default=None)
     ab.add_argument("--device", default="auto")
     ab.set_defaults(func=cmd_ablate)
+
+    sets = {
+        "realset": (build_realdev, "build the real-mask evaluation set (realdev) from its source"),
+        "photoset": (build_photos, "download chapter 06's default photos (CC0) into a folder"),
+    }
+    for name, (fn, what) in sets.items():
+        e = command(name, help=what)
+        add_options(
+            e,
+            fn,
+            help={
+                "out": "the folder to build (replaced only when it is an earlier build)",
+                "source": "a local folder or checkout holding the source's files (no download)",
+                "index": "an index CSV of the same columns (default: the package's)",
+                "workers": "downloads at a time",
+            },
+        )
+        e.set_defaults(func=lambda a, fn=fn: _print(fn(**options_of(fn, a))))
 
     _bench_parsers(command, common)
     return p

@@ -83,7 +83,10 @@ def use_preset(preset: str, namespace: dict) -> str:
 def storage_path(
     path: str, use_drive: bool = False, drive_root: str = "/content/drive/MyDrive/mask-detection"
 ) -> str:
-    """A relative ``*_DIR`` parameter, moved onto Google Drive when Drive is mounted on Colab."""
+    """A relative ``*_DIR`` parameter, moved onto Google Drive when Drive is mounted on Colab
+    (``"auto"`` stays: :mod:`maskdet.evalsets` resolves it, on Drive too)."""
+    if path == "auto":
+        return path
     if use_drive and not os.path.isabs(path) and os.path.isdir("/content/drive/MyDrive"):
         return str(Path(drive_root) / path)
     return path

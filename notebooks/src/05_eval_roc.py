@@ -26,7 +26,7 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import ablate, checks, evaluate, figures
+from maskdet import ablate, checks, evalsets, evaluate, figures
 
 # %% tags=["parameters"]
 PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
@@ -36,7 +36,7 @@ SPLIT = "test"
 # 0: every val/test image, else at most this many (whole twin pairs)
 VAL_LIMIT = None  # demo: 300, full: 0
 N_BOOT = 1000  # bootstrap resamples for the AUC interval
-REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
+REAL_DIR = "auto"  # auto: ../shared/realdev, else built from its source; or a folder of real crops
 REAL_LIMIT = 0  # 0: every real crop, else at most this many per class
 # where `python -m maskdet ablate --out` wrote its tables
 ABLATIONS_DIR = None  # demo: "runs/demo/ablations", full: "runs/full/ablations"
@@ -127,15 +127,18 @@ fig = figures.mistakes_gallery(
 # %% [markdown]
 # ## Real masks on real faces
 #
-# `REAL_DIR` holds real crops of people with and without real masks (here `../shared/realdev`:
-# 675 + 675 faces cut from web photos at 1.5x the face box; on Colab, point it at your own
-# `mask/` and `nomask/` folders). Nothing is tuned on them: the checkpoint and the threshold were
+# `REAL_DIR` holds real crops of people with and without real masks, cut from web photos at 1.5x
+# the face box: `../shared/realdev` beside the checkout, else (Colab) the same crops built from the
+# photos of jolignier/face-mask-dataset-ilc-2021 at a fixed commit (chapter 04 built them; no
+# licence is stated upstream: evaluation inside the project only, never redistributed), or a
+# folder of your own with `mask/` and `nomask/`. Nothing is tuned on them: the checkpoint and the threshold were
 # chosen on the synthetic val split, so these numbers are an honest estimate. The bootstrap
 # resamples whole source photos (faces of one photo are not independent). **Framings**: the same
 # faces cut tighter (1.0x and 1.25x the box, like a kiosk's detector crop) and looser (2.0x, with
 # the border continued, like a phone photo), because a kiosk sees both.
 
 # %%
+REAL_DIR = evalsets.real_dir(REAL_DIR)  # ../shared/realdev, else data/realdev built from source
 real = evaluate.evaluate_real_if_present(
     RUN_DIR, REAL_DIR, n_boot=N_BOOT, seed=SEED, wandb=WANDB, limit=REAL_LIMIT or None
 )

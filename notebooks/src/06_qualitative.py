@@ -2,9 +2,12 @@
 # # 06 · Real photos: faces, masks, a kiosk clip, Grad-CAM, failures
 #
 # The model was trained on *synthetic* masks drawn onto aligned LFW faces. This chapter tries it on
-# **real photos**: street scenes with several people wearing real masks, and celebrity photos
-# without masks (`../shared/qualitative/` here; on Colab, upload your own or take one with your
-# webcam). It plays the kiosk on a short clip made from the photos, then asks *where* the network
+# **real photos**: street scenes with several people wearing real masks, and photos without masks
+# (`PHOTOS_DIR = "auto"`: `../shared/qualitative/` where it sits beside the checkout; elsewhere, as
+# on Colab, photos of the Kaggle "Face Mask Detection" set (Larxel / andrewmvd, released under CC0
+# 1.0), downloaded through the download table from a copy at a fixed commit, checksum per photo;
+# the table below names each photo's source and licence). On Colab, upload your own
+# (`UPLOAD = True`) or take one with your webcam. It plays the kiosk on a short clip made from the photos, then asks *where* the network
 # looks (Grad-CAM) and collects the failures.
 #
 # Steps, with `maskdet.detect`, `maskdet.predict`, `maskdet.kiosk` and `maskdet.gradcam`:
@@ -28,26 +31,40 @@
 import pandas as pd
 from IPython.display import Image, display
 
-from maskdet import checks, clips, detect, evaluate, figures, gradcam, kiosk, photos, predict
+from maskdet import (
+    checks,
+    clips,
+    detect,
+    evalsets,
+    evaluate,
+    figures,
+    gradcam,
+    kiosk,
+    photos,
+    predict,
+)
 
 # %% tags=["parameters"]
 PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
-PHOTOS_DIR = "../shared/qualitative"  # a folder of photos (on Colab, UPLOAD adds your own)
+PHOTOS_DIR = "auto"  # auto: ../shared/qualitative, else downloaded (CC0 photos); or a folder
 UPLOAD = False
 DETECTOR = "yunet"  # yunet | mtcnn (slower) | hog (the baseline)
 SHOW_PHOTOS = 20  # photos drawn with their boxes
-REAL_DIR = "../shared/realdev"  # real face crops in mask/ and nomask/ (or a labels.csv): measured, never trained on
+REAL_DIR = "auto"  # auto: ../shared/realdev, else built from its source; or a folder of real crops
 REAL_LIMIT = 0  # 0: every real crop, else at most this many per class
 CLIP_FRAMES = 45  # frames of the kiosk clip made from the photos (15 per second)
 WEBCAM = False  # Colab only: take a photo with your webcam and classify it
 
 # %%
 best = checks.check_stage04(RUN_DIR)  # stops with the stage to run first if there is no best.pt
+PHOTOS_DIR = evalsets.photos_dir(PHOTOS_DIR)  # ../shared/qualitative, else downloaded; or None
 if UPLOAD:  # Colab: pick photos from your computer
     PHOTOS_DIR = photos.upload_photos("my_photos")
-checks.check_photos(PHOTOS_DIR)
+if PHOTOS_DIR:
+    checks.check_photos(PHOTOS_DIR)
+    display(pd.DataFrame(evalsets.photo_credits(PHOTOS_DIR)))  # each photo's source and licence
 classifier = predict.MaskClassifier(best)
 detector = detect.FaceDetector(DETECTOR)
 meta = classifier.meta
@@ -80,7 +97,8 @@ print(
 # way, on 300 LFW images).
 
 # %%
-photos.detector_table(detect.compare_detectors(PHOTOS_DIR))
+if PHOTOS_DIR:
+    display(photos.detector_table(detect.compare_detectors(PHOTOS_DIR)))
 
 # %% [markdown]
 # ## Every face, classified
@@ -89,11 +107,13 @@ photos.detector_table(detect.compare_detectors(PHOTOS_DIR))
 # The number is the probability of a mask.
 
 # %%
-rows = predict.predict_paths(
-    classifier, [PHOTOS_DIR], photos=True, detector=detector, keep_crops=True
-)
-fig = photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS)
-photos.faces_table(rows).drop(columns=["framing"]).head(12)
+rows = []  # one row per face found (none without photos)
+if PHOTOS_DIR:
+    rows = predict.predict_paths(
+        classifier, [PHOTOS_DIR], photos=True, detector=detector, keep_crops=True
+    )
+    fig = photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS)
+    display(photos.faces_table(rows).drop(columns=["framing"]).head(12))
 
 # %% [markdown]
 # ## How often is the model right on real photos?
@@ -106,12 +126,13 @@ photos.faces_table(rows).drop(columns=["framing"]).head(12)
 # synthetic test split, on 80% and 100%. Real masks are harder than the synthesizer's.
 
 # %%
-summary = photos.photo_summary(rows, f"{PHOTOS_DIR}/labels.csv")
-agreement = photos.agreement_table(summary)
+summary = photos.photo_summary(rows, f"{PHOTOS_DIR}/labels.csv" if PHOTOS_DIR else None)
+agreement = photos.agreement_table(summary) if summary else None
 if agreement is not None:
     display(agreement)
-by_photo = pd.DataFrame(summary)
-by_photo.sort_values("agree" if "agree" in by_photo else "file").head(15)
+if summary:
+    by_photo = pd.DataFrame(summary)
+    display(by_photo.sort_values("agree" if "agree" in by_photo else "file").head(15))
 
 # %% [markdown]
 # ## Your webcam (Colab)
@@ -147,17 +168,20 @@ else:
 # used, which is slower.
 
 # %%
-people = clips.single_face_photos(PHOTOS_DIR, detect.FaceDetector())
-video = clips.write_video(
-    f"{RUN_DIR}/kiosk/clip.mp4", clips.clip_from_photos(people, CLIP_FRAMES, people=4)
-)
-run = kiosk.run_kiosk(video, classifier, log=f"{RUN_DIR}/kiosk/log.jsonl", keep_frames=True)
-display(Image(data=photos.clip_gif(run["frames_rgb"]), format="gif"))
-print(
-    f"{run['frames']} frames, {run['faces']} faces classified, {run['tracks']} people: "
-    f"{run['final_decisions']}; {run['ms_per_frame_p50']:.0f} ms per frame (median)"
-)
-photos.tracks_table(run["log"])
+people = clips.single_face_photos(PHOTOS_DIR, detect.FaceDetector()) if PHOTOS_DIR else []
+if people:
+    video = clips.write_video(
+        f"{RUN_DIR}/kiosk/clip.mp4", clips.clip_from_photos(people, CLIP_FRAMES, people=4)
+    )
+    run = kiosk.run_kiosk(video, classifier, log=f"{RUN_DIR}/kiosk/log.jsonl", keep_frames=True)
+    display(Image(data=photos.clip_gif(run["frames_rgb"]), format="gif"))
+    print(
+        f"{run['frames']} frames, {run['faces']} faces classified, {run['tracks']} people: "
+        f"{run['final_decisions']}; {run['ms_per_frame_p50']:.0f} ms per frame (median)"
+    )
+    display(photos.tracks_table(run["log"]))
+else:
+    print("no photo with one large face: no kiosk clip")
 
 # %% [markdown]
 # ## Where does the network look? Grad-CAM
@@ -218,7 +242,7 @@ if bad:
 
 # %%
 real = photos.real_results(RUN_DIR) or evaluate.evaluate_real_if_present(
-    RUN_DIR, REAL_DIR, n_boot=200, wandb="disabled", limit=REAL_LIMIT or None
+    RUN_DIR, evalsets.real_dir(REAL_DIR), n_boot=200, wandb="disabled", limit=REAL_LIMIT or None
 )
 if real:
     fig = photos.real_error_figure(real)
