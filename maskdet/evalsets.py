@@ -153,9 +153,24 @@ def _swap_in(work: Path, out: Path) -> None:
         os.replace(work, out)
 
 
-def _write_missing(folder: Path, missing: list[dict[str, str]]) -> None:
-    if missing:
-        write_index(folder / "missing.csv", missing, ("path", "photo", "reason"))
+SHOW_MISSING = 10
+"""Source files named one per line when they could not be had (the rest: ``missing.csv``)."""
+
+
+def _write_missing(folder: Path, out: Path, missing: list[dict[str, str]]) -> None:
+    """``missing.csv`` (one row per file of the set not built) and one printed line per source
+    file that could not be had, naming it and why."""
+    if not missing:
+        return
+    write_index(folder / "missing.csv", missing, ("path", "photo", "reason"))
+    photos = {m["photo"]: m["reason"] for m in missing}
+    for photo, reason in list(photos.items())[:SHOW_MISSING]:
+        print(f"not built: {photo}: {reason}")
+    more = len(photos) - SHOW_MISSING
+    print(
+        (f"... and {more} more source files; " if more > 0 else "")
+        + f"{len(missing)} files of the set not built, listed in {out / 'missing.csv'}"
+    )
 
 
 def built(folder: str | os.PathLike, index: str | os.PathLike) -> dict | None:
@@ -240,7 +255,7 @@ def build_realdev(
     write_index(work / "labels.csv", labels, ("path", "label", *csv_cols), "\r\n")
     if worn:
         write_index(work / "worn" / "labels.csv", worn, ("path", "category", *csv_cols), "\r\n")
-    _write_missing(work, missing)
+    _write_missing(work, out, missing)
     n_mask = sum(r["label"] == "1" for r in labels)
     counts = {
         "mask": n_mask,
@@ -310,7 +325,7 @@ def build_photos(
             {k: r[k] for k in ("file", "label", "source", "licence")} | {"url": base + r["path"]}
         )
     write_index(work / "labels.csv", labels, ("file", "label", "source", "licence", "url"))
-    _write_missing(work, missing)
+    _write_missing(work, out, missing)
     info = {
         "set": "photos",
         "index": str(index),
@@ -342,12 +357,9 @@ def _storage(path: str, use_drive: bool) -> str:
     return storage_path(path, use_drive)
 
 
-def _missing_note(info: dict, what: str) -> str:
+def _missing_note(info: dict) -> str:
     n = len(info["missing"])
-    if not n:
-        return ""
-    first = info["missing"][0]
-    return f"; {n} {what} could not be built (first: {first['photo']}: {first['reason']})"
+    return f"; {n} not built (missing.csv)" if n else ""
 
 
 def _resolve(
@@ -378,7 +390,7 @@ def _resolve(
                 print(f"no {kind} set: {one_line(err)}")
                 return None
             print(f"{kind}: keeping the earlier build in {out} ({one_line(err)})")
-    print(f"{kind}: {out}: {describe(info)}{_missing_note(info, 'files')}")
+    print(f"{kind}: {out}: {describe(info)}{_missing_note(info)}")
     return out
 
 

@@ -24,6 +24,7 @@ import cv2
 import dlib
 import numpy as np
 
+from .download import user_cache
 from .imageio import read_rgb
 from .manifest import read_manifest
 
@@ -53,7 +54,7 @@ def landmark_model_path() -> Path:
 
 def cache_dir() -> Path:
     """Where derived model files are kept: ``$MASKDET_CACHE`` or ``~/.cache/maskdet``."""
-    return Path(os.environ.get("MASKDET_CACHE") or Path.home() / ".cache" / "maskdet")
+    return user_cache()
 
 
 def frontal_face_detector() -> dlib.fhog_object_detector:

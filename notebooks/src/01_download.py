@@ -43,7 +43,7 @@ pd.DataFrame(
         {
             "key": k,
             "file": r.filename,
-            "md5": r.md5,
+            "md5": r.md5 or f"sha256 per file: {r.index}",
             "from": ", ".join(r.urls) or f"Google Drive {r.gdrive_id}",
         }
         for k, r in download.DOWNLOADS.items()
