@@ -39,6 +39,7 @@ from PIL import Image
 from . import download as dl
 from .constants import PHOTOS_DIR, REALDEV_DIR
 from .errors import one_line
+from .pipeline import storage_path
 from .real import NATIVE_FRAMING, SIDE
 
 REAL_OUT = "data/realdev"
@@ -351,12 +352,6 @@ def _has_real_set(folder: Path) -> bool:
     )
 
 
-def _storage(path: str, use_drive: bool) -> str:
-    from .pipeline import storage_path  # papermill and torch: only when resolving
-
-    return storage_path(path, use_drive)
-
-
 def _missing_note(info: dict) -> str:
     n = len(info["missing"])
     return f"; {n} not built (missing.csv)" if n else ""
@@ -379,7 +374,7 @@ def _resolve(
     if shared.is_dir() and (kind != "realdev" or _has_real_set(shared)):
         print(f"{kind}: {shared} (the shared copy beside the checkout)")
         return str(shared)
-    out = _storage(default_out, use_drive)
+    out = storage_path(default_out, use_drive)
     index = dl.index_path(kind)
     info = built(out, index)
     if info is None or info["missing"]:
@@ -428,7 +423,8 @@ def photos_dir(
     of the download table's ``photos`` row; None, with one line, when nothing can be reached."""
 
     def describe(info: dict) -> str:
-        return f"{info['built']} photos from {dl.DOWNLOADS['photos'].note} ({dl.DOWNLOADS['photos'].licence})"
+        row = dl.DOWNLOADS["photos"]
+        return f"{info['built']} {row.note}; licence: {row.licence}"
 
     found = _resolve(
         "photos", value, PHOTOS_DIR, PHOTOS_OUT, use_drive, build_photos, describe, progress
