@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from tqdm import std as tqdm_text
 from tqdm.auto import tqdm
 
 CHUNK = 1 << 20
@@ -334,7 +335,7 @@ def download_set(
     )
     lock = threading.Lock()
     failures = [0]  # files in a row that failed for want of an answer
-    bar = tqdm(
+    bar = tqdm_text.tqdm(  # a text bar: in a saved notebook it ends cleared, never at 0%
         total=sum(n for *_, n in files),
         unit="B",
         unit_scale=True,

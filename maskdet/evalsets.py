@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -184,10 +185,49 @@ def built(folder: str | os.PathLike, index: str | os.PathLike) -> dict | None:
     return info if info.get("index_sha256") == index_digest(index) else None
 
 
-def _fetch(key: str, files, source, progress: bool, workers: int) -> dl.SetFetch:
-    """The files of a set: from ``source`` (a folder) or downloaded into the user cache."""
+@dataclass
+class _Build:
+    """A build under way: the index's rows, where each source file is, the staging folder."""
+
+    key: str
+    out: Path
+    index: Path
+    rows: list[dict[str, str]]
+    got: dl.SetFetch
+    work: Path
+    t0: float
+
+    def reason(self, source_file: str) -> str:
+        return next(m["reason"] for m in self.got.missing if m["path"] == source_file)
+
+
+def _start(key: str, out, index, source, progress: bool, workers: int, file_key: str) -> _Build:
+    """Read the index (default: the package's), get the source files (from ``source``, a
+    folder, or downloaded into the user cache), then make the staging folder."""
+    t0 = time.time()
+    index = Path(index or dl.index_path(key))
+    rows = read_index(index)
     dest = dl.user_cache() / "downloads" / key
-    return dl.download_set(key, files, dest, source, progress=progress, workers=workers)
+    files = photo_files(rows, file_key)
+    got = dl.download_set(key, files, dest, source, progress=progress, workers=workers)
+    return _Build(key, Path(out), index, rows, got, _staging(Path(out)), t0)
+
+
+def _finish(b: _Build, missing: list[dict[str, str]], **info) -> dict:
+    """Record what was not built, write ``build.json`` and put the build in place."""
+    _write_missing(b.work, b.out, missing)
+    info = {
+        "set": b.key,
+        "index": str(b.index),
+        "index_sha256": index_digest(b.index),
+        "source": b.got.source or " ".join(dl.remote_urls(dl.DOWNLOADS[b.key])),
+        **info,
+        "missing": missing,
+        "seconds": round(time.time() - b.t0, 1),
+    }
+    (b.work / BUILD_FILE).write_text(json.dumps(info, indent=1))
+    _swap_in(b.work, b.out)
+    return info
 
 
 README = """# realdev, built from its source
@@ -219,31 +259,24 @@ def build_realdev(
     checkout of the repository). A crop whose photo cannot be had or read is recorded in
     ``missing.csv`` and ``build.json``, never dropped in silence. ``index`` defaults to the
     package's. Returns the build's summary (also ``build.json``)."""
-    t0 = time.time()
-    out = Path(out)
-    index = Path(index or dl.index_path("realdev"))
-    rows = read_index(index)
-    files = photo_files(rows)
-    got = _fetch("realdev", files, source, progress, workers)
-    reasons = {m["path"]: m["reason"] for m in got.missing}
-    work = _staging(out)
+    b = _start("realdev", out, index, source, progress, workers, "photo")
     remote = dl.DOWNLOADS["realdev"]
     repo, commit = dl.JOLIGNIER, dl.JOLIGNIER_COMMIT
     labels, worn, missing = [], [], []
     identical = 0
     photo = None
-    for r in rows:
-        if r["photo"] not in got.found:
-            missing.append({"path": r["path"], "photo": r["photo"], "reason": reasons[r["photo"]]})
+    for r in b.rows:
+        if r["photo"] not in b.got.found:
+            missing.append({"path": r["path"], "photo": r["photo"], "reason": b.reason(r["photo"])})
             continue
         try:
             if photo is None or photo[0] != r["photo"]:
-                photo = (r["photo"], open_photo(got.found[r["photo"]]))
+                photo = (r["photo"], open_photo(b.got.found[r["photo"]]))
             crop = crop_face(photo[1], tuple(float(r[k]) for k in BOX))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             missing.append({"path": r["path"], "photo": r["photo"], "reason": one_line(err)})
             continue
-        dest = work / r["path"]
+        dest = b.work / r["path"]
         dest.parent.mkdir(parents=True, exist_ok=True)
         crop.save(dest, "PNG", optimize=True)
         identical += pixel_digest(np.asarray(crop)) == r.get("pixels")
@@ -253,48 +286,35 @@ def build_realdev(
         else:
             labels.append({"path": r["path"], "label": r["label"], **src})
     csv_cols = ("source_repo", "source_path")
-    write_index(work / "labels.csv", labels, ("path", "label", *csv_cols), "\r\n")
+    write_index(b.work / "labels.csv", labels, ("path", "label", *csv_cols), "\r\n")
     if worn:
-        write_index(work / "worn" / "labels.csv", worn, ("path", "category", *csv_cols), "\r\n")
-    _write_missing(work, out, missing)
+        write_index(b.work / "worn/labels.csv", worn, ("path", "category", *csv_cols), "\r\n")
     n_mask = sum(r["label"] == "1" for r in labels)
-    counts = {
-        "mask": n_mask,
-        "nomask": len(labels) - n_mask,
-        "worn": len(worn),
-        "missing": len(missing),
-    }
-    info = {
-        "set": "realdev",
-        "index": str(index),
-        "index_sha256": index_digest(index),
-        "source": got.source or " ".join(dl.remote_urls(remote)),
-        "photos": len(files),
-        "photos_missing": len(got.missing),
-        "crops": len(rows),
-        "built": len(labels) + len(worn),
-        "identical_to_reference": identical,
-        "counts": counts,
-        "missing": missing,
-        "seconds": round(time.time() - t0, 1),
-        "licence": remote.licence,
-    }
-    (work / "README.md").write_text(
+    counts = {"mask": n_mask, "nomask": len(labels) - n_mask, "worn": len(worn)}
+    (b.work / "README.md").write_text(
         README.format(
-            index=index.name,
+            index=b.index.name,
             counts=f"{n_mask} mask, {counts['nomask']} nomask, {len(worn)} worn",
             repo=repo,
             commit=commit,
-            where=got.source or "raw.githubusercontent.com (or a mirror)",
+            where=b.got.source or "raw.githubusercontent.com (or a mirror)",
             licence=remote.licence,
             identical=identical,
-            built=info["built"],
+            built=len(labels) + len(worn),
             missing=len(missing),
         )
     )
-    (work / BUILD_FILE).write_text(json.dumps(info, indent=1))
-    _swap_in(work, out)
-    return info
+    return _finish(
+        b,
+        missing,
+        photos=len(photo_files(b.rows)),
+        photos_missing=len(b.got.missing),
+        crops=len(b.rows),
+        built=len(labels) + len(worn),
+        identical_to_reference=identical,
+        counts=counts | {"missing": len(missing)},
+        licence=remote.licence,
+    )
 
 
 def build_photos(
@@ -308,39 +328,25 @@ def build_photos(
     ``labels.csv`` (file, label, source, licence, url) and ``build.json``: downloaded through the
     download table's ``photos`` row, or read from ``source`` (a folder holding the same paths).
     A photo that cannot be had is recorded (``missing.csv``, ``build.json``)."""
-    t0 = time.time()
-    out = Path(out)
-    index = Path(index or dl.index_path("photos"))
-    rows = read_index(index)
-    got = _fetch("photos", photo_files(rows, "path"), source, progress, workers)
-    reasons = {m["path"]: m["reason"] for m in got.missing}
-    work = _staging(out)
+    b = _start("photos", out, index, source, progress, workers, "path")
     base = dl.DOWNLOADS["photos"].urls[0]
     labels, missing = [], []
-    for r in rows:
-        if r["path"] not in got.found:
-            missing.append({"path": r["file"], "photo": r["path"], "reason": reasons[r["path"]]})
+    for r in b.rows:
+        if r["path"] not in b.got.found:
+            missing.append({"path": r["file"], "photo": r["path"], "reason": b.reason(r["path"])})
             continue
-        shutil.copyfile(got.found[r["path"]], work / r["file"])
+        shutil.copyfile(b.got.found[r["path"]], b.work / r["file"])
         labels.append(
             {k: r[k] for k in ("file", "label", "source", "licence")} | {"url": base + r["path"]}
         )
-    write_index(work / "labels.csv", labels, ("file", "label", "source", "licence", "url"))
-    _write_missing(work, out, missing)
-    info = {
-        "set": "photos",
-        "index": str(index),
-        "index_sha256": index_digest(index),
-        "source": got.source or " ".join(dl.remote_urls(dl.DOWNLOADS["photos"])),
-        "photos": len(rows),
-        "built": len(labels),
-        "bytes": sum(int(r["bytes"]) for r in rows if r["path"] in got.found),
-        "missing": missing,
-        "seconds": round(time.time() - t0, 1),
-    }
-    (work / BUILD_FILE).write_text(json.dumps(info, indent=1))
-    _swap_in(work, out)
-    return info
+    write_index(b.work / "labels.csv", labels, ("file", "label", "source", "licence", "url"))
+    return _finish(
+        b,
+        missing,
+        photos=len(b.rows),
+        built=len(labels),
+        bytes=sum(int(r["bytes"]) for r in b.rows if r["path"] in b.got.found),
+    )
 
 
 # ----------------------------------------------------------------------------- "auto"
@@ -366,9 +372,11 @@ def _resolve(
     build,
     describe,
     progress: bool,
+    without: str,
 ) -> str | None:
     """The shared copy, else a current build in ``default_out`` (complete, or none better to be
-    had), else a new build; None with one line when nothing can be had."""
+    had), else a new build; None with one line (why, then ``without``: what goes on without it)
+    when nothing can be had."""
     if value not in ("auto", None, ""):
         return value
     if shared.is_dir() and (kind != "realdev" or _has_real_set(shared)):
@@ -382,7 +390,7 @@ def _resolve(
             info = build(out, progress=progress)
         except (dl.DownloadError, OSError) as err:
             if info is None:
-                print(f"no {kind} set: {one_line(err)}")
+                print(f"no {kind} set ({one_line(err)}): {without}")
                 return None
             print(f"{kind}: keeping the earlier build in {out} ({one_line(err)})")
     print(f"{kind}: {out}: {describe(info)}{_missing_note(info)}")
@@ -395,8 +403,7 @@ def real_dir(
     """The notebooks' ``REAL_DIR``: a folder given stays as it is; ``"auto"`` is
     ``../shared/realdev`` where it exists, else ``data/realdev`` built from the source (on
     Google Drive when it is mounted and ``use_drive``: built once, kept across sessions); None,
-    with one line,
-    when nothing can be reached (then no real-mask numbers)."""
+    with one line, when nothing can be reached (then no real-mask numbers)."""
 
     def describe(info: dict) -> str:
         c = info["counts"]
@@ -407,12 +414,18 @@ def real_dir(
             "reference); no licence stated upstream: evaluation only, never redistributed"
         )
 
-    found = _resolve(
-        "realdev", value, REALDEV_DIR, REAL_OUT, use_drive, build_realdev, describe, progress
+    without = "no real-mask numbers in this run (set REAL_DIR to a folder of real crops)"
+    return _resolve(
+        "realdev",
+        value,
+        REALDEV_DIR,
+        REAL_OUT,
+        use_drive,
+        build_realdev,
+        describe,
+        progress,
+        without,
     )
-    if found is None:
-        print("no real-mask numbers in this run: set REAL_DIR to a folder of real crops")
-    return found
 
 
 def photos_dir(
@@ -426,12 +439,18 @@ def photos_dir(
         row = dl.DOWNLOADS["photos"]
         return f"{info['built']} {row.note}; licence: {row.licence}"
 
-    found = _resolve(
-        "photos", value, PHOTOS_DIR, PHOTOS_OUT, use_drive, build_photos, describe, progress
+    without = "the photo cells are skipped (set PHOTOS_DIR, or UPLOAD = True on Colab)"
+    return _resolve(
+        "photos",
+        value,
+        PHOTOS_DIR,
+        PHOTOS_OUT,
+        use_drive,
+        build_photos,
+        describe,
+        progress,
+        without,
     )
-    if found is None:
-        print("no photos: the photo cells are skipped (set PHOTOS_DIR, or UPLOAD = True on Colab)")
-    return found
 
 
 def photo_credits(folder: str | os.PathLike) -> list[dict[str, str]]:

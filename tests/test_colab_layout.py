@@ -58,6 +58,15 @@ def colab_run(tmp_path_factory, lfw_mini):
     shutil.copy(photo_source(src / "kaggle"), repo / "maskdet/indexes/photos.csv")
     shutil.copyfile(lfw_mini, src / "lfw-mini.tgz")
     base, handler, httpd = serve(src)
+    try:
+        proc = _run(repo, ws, base, ["--source", f"{base}lfw-mini.tgz#md5={LFW_MINI_MD5}"])
+    finally:
+        httpd.shutdown()
+    return ws, repo, proc, handler.log
+
+
+def _run(repo, ws, base: str, args: list[str], out: str = "executed"):
+    """``python -m maskdet run --preset smoke`` in the copy, its mirrors at ``base``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -70,13 +79,10 @@ def colab_run(tmp_path_factory, lfw_mini):
         "MASKDET_CACHE": str(ws / "cache"),
         "WANDB_MODE": "disabled",
     }
-    cmd = [sys.executable, "-m", "maskdet", "run", "--preset", "smoke"]
-    cmd += ["--source", f"{base}lfw-mini.tgz#md5={LFW_MINI_MD5}", "--out", str(ws / "executed")]
-    try:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=1800)
-    finally:
-        httpd.shutdown()
-    return ws, repo, proc, handler.log
+    cmd = [sys.executable, "-m", "maskdet", "run", "--preset", "smoke", "--out", str(ws / out)]
+    return subprocess.run(
+        cmd + args, cwd=repo, env=env, capture_output=True, text=True, timeout=1800
+    )
 
 
 @pytest.mark.slow
@@ -107,6 +113,7 @@ def test_real_numbers_in_chapters_04_to_06(colab_run):
     }
     assert "realdev: data/realdev: 10 mask + 10 nomask crops" in texts["04_train_resnet50.ipynb"]
     assert "real/auc" in texts["04_train_resnet50.ipynb"]
+    assert not re.search(r"^realdev: +0%\|", texts["04_train_resnet50.ipynb"], re.M)
     metrics = [
         json.loads(line) for line in (repo / "runs/smoke/metrics.jsonl").read_text().splitlines()
     ]
@@ -123,7 +130,33 @@ def test_photos_downloaded_credited_and_classified_in_06(colab_run):
     ws, repo, proc, _ = colab_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = "\n".join(_texts(nbformat.read(ws / "executed" / "06_qualitative.ipynb", as_version=4)))
-    assert "photos: data/photos: 10 photos" in text
+    assert "photos: data/photos: 10 real photos" in text
     assert "tests only" in text  # the licence column of the credits table
     assert "prob_mask" in text and "masked_01.jpg" in text  # faces found and classified
     assert "is not a folder" not in text
+    assert not re.search(r"^photos: +0%\|", text, re.M)  # no download bar left at 0%
+
+
+@pytest.mark.slow
+def test_nothing_reachable_chapters_04_to_06_still_complete(colab_run):
+    """The same copy offline: no built sets, every source unreachable. 04-06 run to the end,
+    each saying in one line what it goes without."""
+    ws, repo, proc, _ = colab_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("realdev", "photos"):
+        shutil.rmtree(repo / "data" / name)
+    shutil.rmtree(ws / "cache" / "downloads")
+    (repo / "runs/smoke/eval_real.json").unlink()
+    offline = _run(repo, ws, "http://127.0.0.1:9/", ["--stages", "04,05,06"], "offline")
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    texts = {
+        p.name: "\n".join(_texts(nbformat.read(p, as_version=4)))
+        for p in sorted((ws / "offline").glob("*.ipynb"))
+    }
+    assert len(texts) == 3
+    for name, text in texts.items():
+        lines = [line for line in text.splitlines() if line.startswith("no realdev set (")]
+        assert len(lines) == 1, name
+        assert "no real-mask numbers in this run" in lines[0]
+    photos = [t for t in texts["06_qualitative.ipynb"].splitlines() if t.startswith("no photos")]
+    assert len(photos) == 1 and "the photo cells are skipped" in photos[0]
