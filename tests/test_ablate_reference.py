@@ -49,3 +49,13 @@ def test_the_reference_is_the_readme_lever_table():
     keys = ("test_auc", "real_auc_tight", "real_auc_1.25x", "real_auc", "real_auc_loose")
     ours = [[r[k] for k in (*keys, "real_recall", "real_specificity")] for r in runs]
     assert readme == ours
+
+
+def test_the_figure_puts_real_auc_first_and_says_reference(tmp_path):
+    from maskdet.figures import summary_figure
+
+    table = ablate.table_or_reference(tmp_path)
+    fig = summary_figure(table)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["real AUC", "synthetic test AUC"]
+    assert len(fig.axes[0].get_yticks()) == len(table["runs"])
+    assert "reference ablation, not this run" in fig._suptitle.get_text()
