@@ -74,7 +74,7 @@ def estimate_training_time(cfg: TrainConfig, steps: int = 6, warmup: int = 2) ->
         "device": str(run.device),
     }
     print(
-        f"estimate: {epochs} epochs x {len(train_loader)} steps at {per_step:.2f} s/step "
+        f"estimate: {epochs} epoch{'s' * (epochs != 1)} x {len(train_loader)} steps at {per_step:.2f} s/step "
         f"({est['images_per_s']:.0f} images/s) + validation = about {_duration(total)} on "
         f"{run.device} (from {len(step_s)} timed steps after {warmup} warm-up steps; "
         "without the real-face checks)"
