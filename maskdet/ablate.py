@@ -429,6 +429,31 @@ def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k, "")) for k in cols})
 
 
+REFERENCE_TABLE = Path(__file__).parent / "reference" / "ablations_stage02_levers.json"
+"""The committed reference ablation (``ablations.json`` format plus its ``reference``: date,
+machine, command, source), shown where a run has no ablation of its own."""
+
+
+def table_or_reference(out_dir: str | os.PathLike, reference: Path = REFERENCE_TABLE) -> dict:
+    """This run's ablation table (:func:`read_table` of ``out_dir``), else the committed
+    reference table, its first note saying that it is a reference and not this run, with its
+    date, machine and command."""
+    try:
+        return read_table(out_dir)
+    except FileNotFoundError:
+        table = json.loads(Path(reference).read_text(encoding="utf-8"))
+    ref = table["reference"]
+    table["notes"] = [
+        f"REFERENCE, not this run: {Path(out_dir) / 'ablations.json'} does not exist (this preset "
+        f"runs no ablation; `python -m maskdet ablate --data DATA_DIR --out {out_dir} --real "
+        "REAL_DIR` makes one). Shown instead: " + ref["source"],
+        f"measured {ref['date']}, {ref['machine']}: {ref['command']}",
+        f"settings: {ref['settings']}",
+        *table.get("notes", []),
+    ]
+    return table
+
+
 def read_table(out_dir: str | os.PathLike) -> dict:
     """The saved ablation results (``ablations.json``) of ``out_dir``."""
     path = Path(out_dir) / "ablations.json"

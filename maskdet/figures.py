@@ -480,26 +480,47 @@ def group_panels(result: dict):
 
 
 def summary_figure(table: dict):
-    """Test AUC per variant: mean over seeds with the standard deviation as error bar, every
-    seed as a dot; the baseline's mean as a dashed line (a matplotlib figure)."""
+    """Real AUC (when the runs were scored on real crops) beside synthetic test AUC per variant:
+    mean over seeds with the standard deviation as error bar, every seed as a dot; the
+    baseline's mean as a dashed line. A reference table says so in the title (a figure)."""
     runs = [r for r in table["runs"] if r.get("status") == "ok"]
     names = list(dict.fromkeys(f"{r['experiment']}: {r['variant']}" for r in runs))
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.2))
-    base = None
-    for y, name in enumerate(names):
-        v = np.array(
-            [float(r["test_auc"]) for r in runs if f"{r['experiment']}: {r['variant']}" == name]
-        )
-        sd = v.std(ddof=1) if v.size > 1 else 0.0
-        ax.errorbar(v.mean(), y, xerr=sd, fmt="s", color="C0", capsize=3)
-        ax.plot(v, [y] * v.size, ".", color="C1", alpha=0.7)
-        if name.startswith("baseline"):
-            base = v.mean()
-    if base is not None:
-        ax.axvline(base, ls="--", color="grey", lw=1)
-    ax.set_yticks(range(len(names)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel("test AUC (square: mean over seeds, bar: std, dots: seeds)")
-    ax.set_title(f"ablations, preset {table.get('preset', '?')}")
+    metrics = [("test_auc", "synthetic test AUC")]
+    if any(r.get("real_auc") not in (None, "") for r in runs):
+        metrics.insert(0, ("real_auc", "real AUC"))
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5.0 + 3.0 * len(metrics), 0.45 * len(names) + 1.4), sharey=True
+    )
+    for ax, (key, label) in zip(np.atleast_1d(axes), metrics):
+        base = None
+        for y, name in enumerate(names):
+            v = np.array(
+                [
+                    float(r[key])
+                    for r in runs
+                    if f"{r['experiment']}: {r['variant']}" == name and r.get(key) not in (None, "")
+                ]
+            )
+            if not v.size:
+                continue
+            sd = v.std(ddof=1) if v.size > 1 else 0.0
+            ax.errorbar(v.mean(), y, xerr=sd, fmt="s", color="C0", capsize=3)
+            ax.plot(v, [y] * v.size, ".", color="C1", alpha=0.7)
+            if name.startswith("baseline"):
+                base = v.mean()
+        if base is not None:
+            ax.axvline(base, ls="--", color="grey", lw=1)
+        ax.set_xlabel(label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    first = np.atleast_1d(axes)[0]
+    first.set_yticks(range(len(names)), names)
+    first.invert_yaxis()
+    ref = table.get("reference")
+    title = (
+        f"reference ablation, not this run (measured {ref['date']})"
+        if ref
+        else f"ablations, preset {table.get('preset', '?')}"
+    )
+    fig.suptitle(f"{title}\nsquare: mean over seeds, bar: std, dots: seeds", fontsize=10)
     fig.tight_layout()
     return fig

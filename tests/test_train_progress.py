@@ -5,6 +5,8 @@ ResNet-18, no mocks."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from maskdet.config import TrainConfig
@@ -58,3 +60,27 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
     assert len(notice) == 1 and "logs offline to" in notice[0] and str(run / "wandb") in notice[0]
     est = estimate_training_time(_cfg(masked_mini, run, epochs=3), steps=1, warmup=0)
     assert est["epochs"] == 2  # the finished epoch is not counted again
+
+
+def test_a_split_shorter_than_the_warm_up_still_gives_a_finite_estimate(
+    masked_mini, tmp_path, capsys
+):
+    cfg = _cfg(masked_mini, tmp_path / "run", limit=8, val_limit=4)
+    est = estimate_training_time(cfg)  # default: 2 warm-up + 6 timed steps, more than the split
+    out = capsys.readouterr().out
+    assert est["steps_per_epoch"] < 8
+    assert math.isfinite(est["step_s"]) and est["step_s"] > 0
+    assert math.isfinite(est["total_s"]) and est["total_s"] > 0
+    assert "nan" not in out and "unknown" not in out
+    assert "estimate: 2 epochs" in out
+
+
+@pytest.mark.slow
+def test_a_finished_run_has_nothing_left_to_estimate(masked_mini, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg(masked_mini, run, epochs=1, limit=8, val_limit=4))
+    capsys.readouterr()
+    est = estimate_training_time(_cfg(masked_mini, run, epochs=1, limit=8, val_limit=4))
+    out = capsys.readouterr().out
+    assert est["epochs"] == 0 and est["total_s"] == 0
+    assert "nothing left to train" in out and "nan" not in out

