@@ -354,7 +354,8 @@ class _Stage02:
             if missing:
                 s = owner[missing[0]]
                 raise ShardError(
-                    f"shard {s.shard} ({s.folder}) finished, but {missing[0]} is not in "
+                    f"cannot merge the shards in {self.data_dir / SHARDS_DIR}: shard {s.shard} "
+                    f"({s.folder}) finished, but {missing[0]} is not in "
                     f"{self.data_dir} (nor {len(missing) - 1} more): wait until the shared "
                     f"folder has synced, or run {s.shard.command(self.data_dir)} again"
                 )

@@ -124,12 +124,25 @@ def refused(data: Path, capsys, *extra: str) -> str:
     return line
 
 
-def test_a_merge_with_a_shard_missing_or_twice_is_refused(three_shards, capsys):
+def test_a_merge_with_a_shard_missing_twice_or_not_synced_is_refused(three_shards, capsys):
     shards = three_shards / SHARDS_DIR
+    (shards / "notes").mkdir()
+    line = refused(three_shards, capsys)
+    assert "notes holds no shard's record" in line, line
+    (shards / "notes").rmdir()
     shutil.copytree(shards / "2-of-3", shards / "2-of-3 (1)")  # a copy made by a sync client
     line = refused(three_shards, capsys)
     assert "shard 2/3 is there twice" in line and "2-of-3 (1)" in line, line
     shutil.rmtree(shards / "2-of-3 (1)")
+    # an image shard 3 recorded that is not in the folder (yet): a sync still under way
+    lines = Shard(3, 3).record(three_shards).read_text().splitlines()[1:]
+    entry = next(e for e in map(json.loads, lines) if e.get("result", {}).get("status") == "ok")
+    image = three_shards / entry["dest"]
+    kept = image.read_bytes()
+    image.unlink()
+    line = refused(three_shards, capsys)
+    assert "shard 3/3" in line and f"finished, but {entry['dest']} is not in" in line, line
+    image.write_bytes(kept)
     shutil.rmtree(shards / "2-of-3")
     line = refused(three_shards, capsys)
     assert "shard 2/3 is missing" in line and "--shard 2/3" in line, line
