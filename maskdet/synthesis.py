@@ -289,6 +289,7 @@ class _Stage02:
         ]
 
     def settings(self, backend: str) -> dict:
+        """What the output depends on: a record or shard made with other settings is redone."""
         return {
             "backend": backend,
             "look": self.look,

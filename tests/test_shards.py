@@ -79,6 +79,7 @@ def test_three_shards_merged_are_byte_for_byte_one_job(one_job, mini_data, tmp_p
     assert again["kept_from_before"] == n and outputs(data) == outputs(one_job)
 
 
+@pytest.mark.slow
 def test_a_shard_killed_with_kill_9_resumes_alone_to_the_same_bytes(one_job, mini_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(mini_data, data)
