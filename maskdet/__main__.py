@@ -32,6 +32,7 @@ from .model import ARCHS
 from .pipeline import run_notebooks
 from .predict import MaskClassifier, check_output, iter_predictions, write_rows
 from .renderers import MASK_BACKENDS
+from .shards import Shard
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
 from .train import train
@@ -56,6 +57,8 @@ def cmd_download(a: argparse.Namespace) -> None:
 
 
 def cmd_synthesize(a: argparse.Namespace) -> None:
+    if a.out and (a.shard or a.merge_shards):
+        raise UsageError("--out makes a new DATA_DIR in one job: shard --data itself instead")
     data = copy_faces(a.data, a.out) if a.out else a.data
     _print(
         synthesize_dataset(
@@ -67,8 +70,17 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
             look=a.look,
             hard_negatives=a.hard_negatives,
             resume=not a.no_resume,
+            shard=a.shard,
+            merge_shards=a.merge_shards,
         )
     )
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard takes ")) from None
 
 
 def _name_value(text: str) -> tuple[str, str]:
@@ -323,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make every mask again (default: keep those a stopped run with the same settings "
         "already wrote)",
+    )
+    s.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="make only shard K of N (every N-th face) into the shared --data, e.g. one per "
+        "machine; the manifest is written by --merge-shards",
+    )
+    s.add_argument(
+        "--merge-shards",
+        action="store_true",
+        help="check that every shard finished with these options and faces, then write the "
+        "manifest (the same bytes as one job)",
     )
     s.set_defaults(func=cmd_synthesize)
 

@@ -29,11 +29,19 @@ from tqdm.auto import tqdm
 
 from .appearance import Look
 from .errors import UsageError
-from .guard import clear_incomplete, locked, mark_incomplete
+from .guard import clear_incomplete, incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
 from .manifest import STAGE02, STAGE02_RECORD, new_row, read_manifest, write_manifest
-from .renderers import make_renderer, resolve_backend
+from .renderers import MASK_BACKENDS, make_renderer, resolve_backend
+from .shards import (
+    SHARD_SETTING,
+    SHARDS_DIR,
+    STAGE02_SHARDS,
+    Shard,
+    ShardError,
+    finished_shards,
+)
 from .stage02_record import Stage02Record, fingerprint
 from .system import default_workers, die_with_parent
 
@@ -209,6 +217,8 @@ def synthesize_dataset(
     look: Look | str = "real",
     hard_negatives: float = 0.0,
     resume: bool = True,
+    shard: Shard | str | None = None,
+    merge_shards: bool = False,
 ) -> dict:
     """Stage 02: a masked twin in ``<split>/wearing_mask/`` for every usable face; updates the manifest.
 
@@ -223,86 +233,207 @@ def synthesize_dataset(
     and every finished image is recorded in ``DATA_DIR/stage02.jsonl``. A re-run with the same
     faces and settings keeps the images already written and valid (``resume=False`` redoes them
     all; the output bytes are the same either way); other settings replace the previous output.
+
+    ``shard="K/N"`` (:mod:`maskdet.shards`) makes only shard K's faces, with its own record, and
+    leaves the manifest as it is; ``merge_shards`` then checks that all N shards finished with
+    these settings and writes the manifest: the same bytes as one job.
     """
     data_dir = Path(data_dir)
     if not 0.0 <= hard_negatives <= 1.0:
         raise UsageError(f"hard_negatives is a fraction of the faces (0..1), got {hard_negatives}")
+    if shard is not None and merge_shards:
+        raise UsageError("--shard runs one shard, --merge-shards merges them: give one of the two")
+    shard = Shard.parse(shard) if isinstance(shard, str) else shard
     if not data_dir.is_dir():
         read_manifest(data_dir)  # names the stage to run first
+    args = (data_dir, workers, seed, progress, Look.parse(look).name, hard_negatives)
+    if shard is not None:  # shards share the DATA_DIR, each holds its own folder alone
+        with locked(data_dir, f"stage 02 shard {shard}", shared=True):
+            with locked(shard.folder(data_dir), f"stage 02 shard {shard}"):
+                return _Stage02(*args).shard(backend, masktheface_dir, resume, shard)
     with locked(data_dir, "stage 02"):
-        return _synthesize(
-            data_dir,
-            backend,
-            masktheface_dir,
-            workers,
-            seed,
-            progress,
-            look,
-            hard_negatives,
-            resume,
-        )
+        if merge_shards:
+            return _Stage02(*args).merge(backend, masktheface_dir)
+        return _Stage02(*args).whole(backend, masktheface_dir, resume)
 
 
-def _synthesize(
-    data_dir: Path,
-    backend: str | None,
-    masktheface_dir: str | os.PathLike | None,
-    workers: int | None,
-    seed: int,
-    progress: bool,
-    look: Look | str,
-    hard_negatives: float,
-    resume: bool,
-) -> dict:
-    rows = read_manifest(data_dir, rewriting="stage 02")
-    if not any(
-        r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
+Produce = Callable[[list[tuple[str, str, str]], list[str], str], list[dict[str, str]]]
+"""Results for (jobs, their dests, backend): made, or read from the shards' records."""
+
+
+class _Stage02:
+    """One run of stage 02 on ``data_dir``: the whole job, one shard, or the shards' merge."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int | None,
+        seed: int,
+        progress: bool,
+        look: str,
+        hard_negatives: float,
     ):
-        raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
-    backend, mdir = resolve_backend(backend, masktheface_dir, verbose=progress)
-    rows = [r for r in rows if r["label"] != "wearing_mask" and not r["occluder"]]
-    for r in rows:
-        if r["status"] == "excluded":
-            r.update(status="ok", reason="")
-    todo = [r for r in rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"]
-    settings = {
-        "backend": backend,
-        "look": Look.parse(look).name,
-        "seed": seed,
-        "hard_negatives": hard_negatives,
-        "faces": fingerprint(data_dir, todo),
-    }
-    record = Stage02Record(data_dir, settings, run_jobs, resume)
-    mark_incomplete(data_dir, STAGE02.format(data_dir))
-    record.remove_stale(set(r["path"] for r in rows if r["path"]))
-    dests = [f"{r['split']}/wearing_mask/{Path(r['path']).stem}{FACE_SUFFIX}" for r in todo]
-    jobs = [
-        (str(data_dir / r["path"]), str(data_dir / d), r["pair_id"]) for r, d in zip(todo, dests)
-    ]
-    t0 = time.perf_counter()
-    results = record.run(jobs, dests, backend, mdir, workers, seed, progress, look)
-    seconds = time.perf_counter() - t0
-    for r, dest, res in zip(todo, dests, results):
-        rows.append(
-            _derived_row(
-                r, dest, res, "wearing_mask", **{**res, "backend": res["backend"] or backend}
+        self.data_dir, self.workers, self.seed, self.progress = data_dir, workers, seed, progress
+        self.look, self.hard_negatives = look, hard_negatives
+        rows = read_manifest(data_dir, rewriting="stage 02")
+        if not any(
+            r["label"] == "not_wearing_mask" and r["status"] in ("ok", "excluded") for r in rows
+        ):
+            raise RuntimeError(f"{data_dir} has no faces yet: run 01_download first")
+        self.rows = [r for r in rows if r["label"] != "wearing_mask" and not r["occluder"]]
+        for r in self.rows:
+            if r["status"] == "excluded":
+                r.update(status="ok", reason="")
+        self.faces = [
+            r for r in self.rows if r["label"] == "not_wearing_mask" and r["status"] == "ok"
+        ]
+
+    def settings(self, backend: str) -> dict:
+        """What the output depends on: a record or shard made with other settings is redone."""
+        return {
+            "backend": backend,
+            "look": self.look,
+            "seed": self.seed,
+            "hard_negatives": self.hard_negatives,
+            "faces": fingerprint(self.data_dir, self.faces),
+        }
+
+    def producer(self, record: Stage02Record, mdir: Path | None) -> Produce:
+        """Results made by the workers, through ``record`` (kept ones are not made again)."""
+
+        def produce(jobs, dests, backend):
+            if backend == "occluder":
+                return record.run(
+                    jobs, dests, backend, None, self.workers, self.seed, self.progress
+                )
+            return record.run(
+                jobs, dests, backend, mdir, self.workers, self.seed, self.progress, self.look
             )
+
+        return produce
+
+    def whole(self, backend: str | None, masktheface_dir, resume: bool) -> dict:
+        backend, mdir = resolve_backend(backend, masktheface_dir, verbose=self.progress)
+        record = Stage02Record(self.data_dir, self.settings(backend), run_jobs, resume)
+        mark_incomplete(self.data_dir, STAGE02.format(self.data_dir))
+        record.remove_stale(set(r["path"] for r in self.rows if r["path"]))
+        results, negatives, seconds = self.make(self.faces, backend, self.producer(record, mdir))
+        record.close()
+        return self.finish(results, backend, seconds, negatives, record.kept_count)
+
+    def shard(self, backend: str | None, masktheface_dir, resume: bool, shard: Shard) -> dict:
+        backend, mdir = resolve_backend(backend, masktheface_dir, verbose=self.progress)
+        settings = self.settings(backend) | {SHARD_SETTING: str(shard)}
+        record = Stage02Record(
+            self.data_dir, settings, run_jobs, resume, path=shard.record(self.data_dir)
         )
-        if res["status"] != "ok":
-            r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
-    negatives = _hard_negatives(
-        data_dir, todo, rows, hard_negatives, record, workers, seed, progress
-    )
-    record.close()
-    write_manifest(data_dir, rows)
-    clear_incomplete(data_dir)
-    summary = summarize(results, backend, seconds)
-    return summary | {
-        "seed": seed,
-        "look": Look.parse(look).name,
-        "hard_negatives": negatives,
-        "kept_from_before": record.kept_count,
-    }
+        self.mark_sharded()
+        mine = [r for i, r in enumerate(self.faces) if shard.owns(i)]
+        record.remove_unkept([d for r in mine for d in (_twin_dest(r), _occluded_dest(r))])
+        results, negatives, seconds = self.make(mine, backend, self.producer(record, mdir))
+        summary = summarize(results, backend, seconds) | {
+            "shard": str(shard),
+            "hard_negatives": negatives,
+            "kept_from_before": record.kept_count,
+        }
+        record.finish(summary)
+        record.close()
+        return summary
+
+    def merge(self, backend: str | None, masktheface_dir) -> dict:
+        if backend not in MASK_BACKENDS:  # the merge renders nothing: no checkout needed
+            backend = resolve_backend(backend, masktheface_dir, verbose=self.progress)[0]
+        settings = self.settings(backend)
+        shards = finished_shards(self.data_dir, settings)
+        merged = {dest: res for s in shards for dest, res in s.kept.items()}
+        owner = {}
+        for i, r in enumerate(self.faces):
+            owner[_twin_dest(r)] = owner[_occluded_dest(r)] = shards[i % len(shards)]
+
+        def recorded(jobs, dests, backend):
+            missing = [d for d in dests if d not in merged]
+            if missing:
+                s = owner[missing[0]]
+                raise ShardError(
+                    f"cannot merge the shards in {self.data_dir / SHARDS_DIR}: shard {s.shard} "
+                    f"({s.folder}) finished, but {missing[0]} is not in "
+                    f"{self.data_dir} (nor {len(missing) - 1} more): wait until the shared "
+                    f"folder has synced, or run {s.shard.command(self.data_dir)} again"
+                )
+            return [merged[d] for d in dests]
+
+        results, negatives, _ = self.make(self.faces, backend, recorded)
+        self.mark_sharded()
+        record = Stage02Record(self.data_dir, settings, run_jobs, kept=merged)
+        record.remove_stale(set(r["path"] for r in self.rows if r["path"]))
+        record.close()
+        seconds = sum(s.summary.get("seconds", 0.0) for s in shards)
+        kept = sum(s.summary.get("kept_from_before", 0) for s in shards)
+        summary = self.finish(results, backend, seconds, negatives, kept)
+        shutil.rmtree(self.data_dir / SHARDS_DIR)
+        return summary | {"shards": len(shards)}
+
+    def mark_sharded(self) -> None:
+        """Mark the DATA_DIR incomplete until the shards are merged."""
+        marker = STAGE02_SHARDS.format(self.data_dir)
+        if incomplete(self.data_dir) != marker:
+            try:
+                mark_incomplete(self.data_dir, marker)
+            except FileNotFoundError:
+                pass  # another shard wrote the same marker at the same moment
+
+    def make(
+        self, faces: list[dict[str, str]], backend: str, produce: Produce
+    ) -> tuple[list[dict[str, str]], dict, float]:
+        """The masked twins of ``faces`` and their hard negatives, their rows appended to the
+        manifest's: (twin results, hard-negative counts, seconds the twins took)."""
+        dests = [_twin_dest(r) for r in faces]
+        jobs = [
+            (str(self.data_dir / r["path"]), str(self.data_dir / d), r["pair_id"])
+            for r, d in zip(faces, dests)
+        ]
+        t0 = time.perf_counter()
+        results = produce(jobs, dests, backend)
+        seconds = time.perf_counter() - t0
+        for r, dest, res in zip(faces, dests, results):
+            self.rows.append(
+                _derived_row(
+                    r, dest, res, "wearing_mask", **{**res, "backend": res["backend"] or backend}
+                )
+            )
+            if res["status"] != "ok":
+                r.update(status="excluded", reason=f"masked twin {res['status']}: {res['reason']}")
+        negatives = _hard_negatives(
+            self.data_dir, faces, self.rows, self.hard_negatives, produce, self.seed
+        )
+        return results, negatives, seconds
+
+    def finish(
+        self,
+        results: list[dict[str, str]],
+        backend: str,
+        seconds: float,
+        negatives: dict,
+        kept: int,
+    ) -> dict:
+        """Write the manifest, clear the incomplete marker; the summary."""
+        write_manifest(self.data_dir, self.rows)
+        clear_incomplete(self.data_dir)
+        summary = summarize(results, backend, seconds)
+        return summary | {
+            "seed": self.seed,
+            "look": self.look,
+            "hard_negatives": negatives,
+            "kept_from_before": kept,
+        }
+
+
+def _twin_dest(face: dict[str, str]) -> str:
+    return f"{face['split']}/wearing_mask/{Path(face['path']).stem}{FACE_SUFFIX}"
+
+
+def _occluded_dest(face: dict[str, str]) -> str:
+    return f"{face['split']}/not_wearing_mask/{Path(face['path']).stem}.occ{FACE_SUFFIX}"
 
 
 def _derived_row(face: dict[str, str], dest: str, res: dict, label: str, **fields) -> dict:
@@ -324,10 +455,8 @@ def _hard_negatives(
     faces: list[dict[str, str]],
     rows: list[dict[str, str]],
     fraction: float,
-    record: Stage02Record,
-    workers: int | None,
+    produce: Produce,
     seed: int,
-    progress: bool,
 ) -> dict:
     """Occluded copies of ``fraction`` of the ``faces`` that kept their twin (chosen per pair
     from the seed); appends their manifest rows, failures included, and returns their counts."""
@@ -337,14 +466,12 @@ def _hard_negatives(
         if r["status"] == "ok"
         and rng_for(seed, "pick-occluded:" + r["pair_id"]).random() < fraction
     ]
-    dests = [
-        f"{r['split']}/not_wearing_mask/{Path(r['path']).stem}.occ{FACE_SUFFIX}" for r in picks
-    ]
+    dests = [_occluded_dest(r) for r in picks]
     jobs = [
         (str(data_dir / r["path"]), str(data_dir / d), "occ:" + r["pair_id"])
         for r, d in zip(picks, dests)
     ]
-    results = record.run(jobs, dests, "occluder", None, workers, seed, progress) if jobs else []
+    results = produce(jobs, dests, "occluder") if jobs else []
     for r, dest, res in zip(picks, dests, results):
         rows.append(
             _derived_row(

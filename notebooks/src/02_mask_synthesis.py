@@ -85,6 +85,33 @@ summary = synthesis.synthesize_dataset(
 pd.Series(summary, dtype=object).to_frame("stage 02")
 
 # %% [markdown]
+# ### On several machines or Colab sessions
+#
+# A CelebA-sized folder (about 200,000 faces) takes hours of this stage on one machine. With
+# `DATA_DIR` on Google Drive (the setup cell mounts it), open a Colab session per machine (K = 1
+# to N) signed in to the same Drive, run the setup and parameters cells (stage 01's folder is
+# already there) and, instead of the cell above, this chapter's options as shard K (add
+# `--backend {SYNTH_BACKEND}` when it is set):
+#
+# ```python
+# !python -m maskdet synthesize --data {DATA_DIR} --look {LOOK} --seed {SEED} --hard-negatives {HARD_NEGATIVES} --shard K/N
+# ```
+#
+# Each shard masks every N-th face into the shared folder and keeps its own resume record in
+# `DATA_DIR/stage02-shards/K-of-N/`: a session that ends is started again with the same command
+# and goes on. Once every shard has finished, one session merges them:
+#
+# ```python
+# !python -m maskdet synthesize --data {DATA_DIR} --look {LOOK} --seed {SEED} --hard-negatives {HARD_NEGATIVES} --merge-shards
+# ```
+#
+# The merge refuses, in one line naming the shard, a shard that is missing, there twice, not
+# finished, made with other options or from other faces, or whose images have not synced yet.
+# The merged folder has the same bytes as one job; run this chapter afterwards with the same
+# parameters and it keeps every image (`kept_from_before` above counts them). The README's
+# "Stage 02 on several machines" has the details and the measured speed.
+
+# %% [markdown]
 # ## Accounting
 #
 # Images in, masked, masked with the fallback box, failed and dropped (with reasons). A face whose
