@@ -53,7 +53,13 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
     summary = train(_cfg(masked_mini, run, epochs=1, wandb="auto"))
     out, err = capsys.readouterr()
     assert summary["finished"]
-    assert "epoch 0/0" in err and "loss=" in err and "img_s=" in err and "4/4" in err
+    assert (
+        "epoch 1/1" in err
+        and "epoch 0/" not in err
+        and "loss=" in err
+        and "img_s=" in err
+        and "4/4" in err
+    )
     notice = [line for line in out.splitlines() if line.startswith("WandB:")]
     assert len(notice) == 1 and "logs offline to" in notice[0] and str(run / "wandb") in notice[0]
     est = estimate_training_time(_cfg(masked_mini, run, epochs=3), steps=1, warmup=0)
