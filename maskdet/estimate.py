@@ -43,6 +43,7 @@ def estimate_training_time(
     train_loader.set_epoch(1)
     run.model.train()
     batches = first_batches(train_loader, warmup + steps)
+    warmup = max(0, min(warmup, len(batches) - 1))  # a loader of few batches: time at least one
     step_s = timed(batches, lambda b: train_step(run, b, crit))[warmup:] or [float("nan")]
     run.model.eval()
     with torch.no_grad():

@@ -53,7 +53,12 @@ def scalars_figure(log_dir: str | os.PathLike, panels: dict[str, tuple[str, ...]
             ax.plot(steps, values, marker="o", label=tag)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = sorted({step for tag in tags for step, _ in scalars[tag]})
+        if len(epochs) <= 12:  # every epoch a tick (whole numbers, as TensorBoard's steps)
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"TensorBoard scalars read back from the event files in {log_dir}")

@@ -5,6 +5,7 @@ loading), and a grid of one batch as the model receives it."""
 from __future__ import annotations
 
 import inspect
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,7 +22,8 @@ def source_of(*objects) -> str:
     for obj in objects:
         path = Path(inspect.getsourcefile(obj)).resolve()
         where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
-        parts.append(f"# {where}: {obj.__qualname__}\n{inspect.getsource(obj).rstrip()}\n")
+        code = textwrap.dedent(inspect.getsource(obj)).rstrip()
+        parts.append(f"# {where}: {obj.__qualname__}\n{code}\n")
     return "\n".join(parts)
 
 
@@ -34,6 +36,7 @@ def batch_grid(batch: Batch, n: int = 16, per_row: int = 8, title: str = ""):
     """The first ``n`` images of a normalised batch, as the model receives them (ImageNet
     normalisation undone for the eye), each with its label's class name."""
     n = min(n, len(batch.labels))
+    per_row = max(1, min(per_row, n))
     rows = -(-n // per_row)
     fig, axes = plt.subplots(rows, per_row, figsize=(1.5 * per_row, 1.75 * rows), squeeze=False)
     images = denormalize(batch.images[:n]).cpu()

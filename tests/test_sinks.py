@@ -88,6 +88,7 @@ def test_tensorboard_scalars_are_read_back_and_plotted(tmp_path, capsys):
     assert titles == ["loss", "accuracy and ROC AUC"]  # no lr logged, so no lr panel
     assert [line.get_label() for line in fig.axes[1].lines] == ["val/auc"]
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]
+    assert list(fig.axes[0].get_xticks()) == [1, 2, 3]  # whole epochs, numbered from 1
 
     assert tbread.scalars_figure(tmp_path / "nothing") is None
     assert capsys.readouterr().out.count("\n") == 1  # one line saying why

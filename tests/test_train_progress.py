@@ -39,6 +39,9 @@ def test_the_estimate_comes_from_timed_steps_and_counts_what_is_left(masked_mini
     assert est["steps_per_epoch"] == 4 and est["step_s"] > 0
     assert est["total_s"] == pytest.approx(est["epoch_s"] * 2)
     assert not (tmp_path / "run" / "last.pt").exists()  # the warm-up trains a throw-away model
+    few = estimate_training_time(_cfg(masked_mini, tmp_path / "run", limit=8), steps=6, warmup=2)
+    assert few["steps_per_epoch"] == 2 and few["step_s"] > 0  # 2 batches: 1 warm-up, 1 timed
+    assert "from 1 timed steps after 1 warm-up" in capsys.readouterr().out
 
 
 @pytest.mark.slow
