@@ -182,11 +182,17 @@ print(f"head weights moved by up to {(probe.model.fc.weight - head_before).abs()
 
 # %%
 estimate = estimate_training_time(cfg, run=probe)
+del probe, batch, logits  # the throw-away run: its model and loaders go before training
 
 # %% [markdown]
 # Re-running this cell (or the notebook) resumes the run in `RUN_DIR` after its last finished
 # epoch and says so (which epoch of how many, from which checkpoint); `FRESH = True` in the
 # parameters trains it from the start instead.
+#
+# WandB logs online when it finds an API key: `WANDB_API_KEY` in the environment, `wandb login`,
+# or on Colab a Secret named `WANDB_API_KEY` (the key icon in the left bar, with this notebook
+# given access); it then prints the run's URL. Without a key it logs offline into
+# `RUN_DIR/wandb` and prints, once, the `wandb sync` command that uploads it later.
 
 # %%
 summary = train(cfg)
