@@ -62,6 +62,12 @@ def estimate_training_time(
         "total_s": total,
         "device": str(run.device),
     }
+    if not epochs:
+        print(
+            f"estimate: nothing left to train in {cfg.out} ({done} of {cfg.epochs} epochs done); "
+            f"a step takes {per_step:.2f} s on {run.device}"
+        )
+        return est
     print(
         f"estimate: {epochs} epochs x {len(train_loader)} steps at {per_step:.2f} s/step "
         f"({est['images_per_s']:.0f} images/s) + validation = about {_duration(total)} on "

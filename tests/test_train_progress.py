@@ -67,3 +67,7 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
     assert len(notice) == 1 and "logs offline to" in notice[0] and str(run / "wandb") in notice[0]
     est = estimate_training_time(_cfg(masked_mini, run, epochs=3), steps=1, warmup=0)
     assert est["epochs"] == 2  # the finished epoch is not counted again
+    capsys.readouterr()
+    done = estimate_training_time(_cfg(masked_mini, run, epochs=1), steps=1, warmup=0)
+    assert done["epochs"] == 0 and done["total_s"] == 0
+    assert "nothing left to train" in capsys.readouterr().out
