@@ -161,6 +161,7 @@ _COMMON = {
     "CLIP_FRAMES": 45,
     "WEBCAM": False,
     "DEVICE": _TRAIN.device,
+    "FRESH": not _TRAIN.resume,
 }
 RUN_PRESETS: dict[str, dict] = {
     # CI: lfw-mini, a handful of images through every stage (minutes on 2 cores)
@@ -252,6 +253,7 @@ PARAM_NOTES = {
     "CLIP_FRAMES": "frames of the kiosk clip made from the photos (15 per second)",
     "WEBCAM": "Colab only: take a photo with your webcam and classify it",
     "DEVICE": '"auto" (CUDA when present) | "cpu" | "cuda"; PRESET "auto" follows it',
+    "FRESH": "True: train from the start (RUN_DIR's checkpoints removed); False: resume",
 }
 """What each notebook parameter means (the comment beside it in the parameters cell)."""
 
@@ -300,7 +302,8 @@ def _literal(value: Any) -> str:
 
 
 PRESET_LINE = (
-    'PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"'
+    'PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; '
+    'or "demo" | "full"'
 )
 
 """The first line of every parameters cell."""

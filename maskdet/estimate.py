@@ -3,39 +3,31 @@ of the run's model, settings, device and loaders (notebook 04 prints it before i
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .loader import Batch
-from .train import prepare_run, train_step
+from .loader import first_batches
+from .train import Run, make_criterion, probe_run, train_step
 
 
-def estimate_training_time(cfg: TrainConfig, steps: int = 6, warmup: int = 2) -> dict:
+def estimate_training_time(
+    cfg: TrainConfig, steps: int = 6, warmup: int = 2, run: Run | None = None
+) -> dict:
     """How long ``train(cfg)`` will take, from a short timed warm-up: ``warmup`` untimed and
     ``steps`` timed real training steps, and two timed validation batches, on a throw-away
     model with the run's settings, device and loaders (building the image cache the run then
-    reuses). A split shorter than ``warmup + steps`` batches gives fewer warm-up steps, never
-    fewer than one timed step. Prints one line; returns the numbers. Epochs already done in
-    ``RUN_DIR`` (resume) are not counted: a finished run prints that nothing is left to train."""
+    reuses). Prints one line; returns the numbers. Epochs already done in ``RUN_DIR`` (resume)
+    are not counted. ``run``: a :func:`maskdet.train.probe_run` of ``cfg`` already made."""
     last = Path(cfg.out) / "last.pt"
-    done = load_checkpoint(last, "cpu")["epoch"] + 1 if cfg.resume and last.exists() else 0
-    epochs = max(0, cfg.epochs - done)
-    if not epochs:
-        print(
-            f"estimate: nothing left to train, {cfg.out} has finished its {done} epochs (train "
-            "resumes; give another RUN_DIR, or delete this one, to train afresh)"
-        )
-        return {"epochs": 0, "total_s": 0.0, "done": done}
-    probe = dataclasses.replace(cfg, pretrained=False, real_val=None, compile=False, progress=False)
-    run = prepare_run(probe, None)
-    crit = nn.BCEWithLogitsLoss()
+    done = load_checkpoint(last, "cpu")["epoch"] if cfg.resume and last.exists() else 0
+    run = probe_run(cfg) if run is None else run
+    crit = make_criterion()
     train_loader, val_loader = run.loaders["train"], run.loaders["val"]
 
     def timed(batches, step) -> list[float]:
@@ -48,31 +40,34 @@ def estimate_training_time(cfg: TrainConfig, steps: int = 6, warmup: int = 2) ->
             out.append(time.perf_counter() - t0)
         return out
 
-    train_loader.set_epoch(0)
+    train_loader.set_epoch(1)
     run.model.train()
-    batches = _first(train_loader, warmup + steps)
-    if not batches:
-        print(f"estimate: none, the train split of {cfg.data} gives no batch")
-        return {"epochs": epochs, "steps_per_epoch": 0, "done": done}
-    warmup = min(warmup, len(batches) - 1)  # a short split: keep at least one timed step
-    step_s = timed(batches, lambda b: train_step(run, b, crit))[warmup:]
+    batches = first_batches(train_loader, warmup + steps)
+    warmup = max(0, min(warmup, len(batches) - 1))  # a loader of few batches: time at least one
+    step_s = timed(batches, lambda b: train_step(run, b, crit))[warmup:] or [float("nan")]
     run.model.eval()
     with torch.no_grad():
-        val_s = timed(_first(val_loader, 2), lambda b: run.model(b.images)) or [0.0]
+        val_s = timed(first_batches(val_loader, 2), lambda b: run.model(b.images)) or [0.0]
     per_step = float(np.median(step_s))
     per_val_batch = float(np.median(val_s))
+    epochs = max(0, cfg.epochs - done)
     epoch_s = per_step * len(train_loader) + per_val_batch * len(val_loader)
     total = epoch_s * epochs
     est = {
         "epochs": epochs,
-        "done": done,
         "steps_per_epoch": len(train_loader),
         "step_s": per_step,
-        "images_per_s": cfg.batch_size / per_step,
+        "images_per_s": cfg.batch_size / per_step if per_step else float("nan"),
         "epoch_s": epoch_s,
         "total_s": total,
         "device": str(run.device),
     }
+    if not epochs:
+        print(
+            f"estimate: nothing left to train in {cfg.out} ({done} of {cfg.epochs} epochs done); "
+            f"a step takes {per_step:.2f} s on {run.device}"
+        )
+        return est
     print(
         f"estimate: {epochs} epoch{'s' * (epochs != 1)} x {len(train_loader)} steps at {per_step:.2f} s/step "
         f"({est['images_per_s']:.0f} images/s) + validation = about {_duration(total)} on "
@@ -82,18 +77,9 @@ def estimate_training_time(cfg: TrainConfig, steps: int = 6, warmup: int = 2) ->
     return est
 
 
-def _first(loader, n: int) -> list[Batch]:
-    """The first ``n`` batches of ``loader`` (its iterator closed, so that a background
-    producer stops)."""
-    it = iter(loader)
-    try:
-        return [b for _, b in zip(range(n), it)]
-    finally:
-        it.close()
-
-
 def _duration(seconds: float) -> str:
-    """``seconds`` as "N s", "N min" or "H h MM min"."""
+    if not math.isfinite(seconds):
+        return "an unknown time"
     minutes = int(round(seconds / 60))
     if minutes < 1:
         return f"{seconds:.0f} s"

@@ -515,6 +515,16 @@ def make_loaders(
     return out
 
 
+def first_batches(loader: FaceLoader | CachedLoader, n: int = 1) -> list[Batch]:
+    """The first ``n`` batches of ``loader`` (its iterator closed, so that a background
+    producer or the DataLoader's workers stop)."""
+    it = iter(loader)
+    try:
+        return [b for _, b in zip(range(n), it)]
+    finally:
+        it.close()
+
+
 def loader_items(loader: FaceLoader | CachedLoader) -> list[Item]:
     """The items a loader's ``Batch.indices`` refer to."""
     return loader.cache.items if isinstance(loader, CachedLoader) else loader.dataset.items

@@ -31,9 +31,14 @@ def in_colab() -> bool:
 
 
 def show_tensorboard(log_dir: str | os.PathLike) -> None:
-    """On Colab, TensorBoard inside the notebook (it updates while training runs); elsewhere
-    nothing (run ``tensorboard --logdir LOG_DIR`` beside the notebook)."""
+    """On Colab, TensorBoard inside the notebook (it updates while training runs); elsewhere one
+    line saying how to open it (``tensorboard --logdir LOG_DIR``) and that notebook 04 plots its
+    scalars after training (:func:`maskdet.tbread.scalars_figure`)."""
     if not in_colab():
+        print(
+            f"TensorBoard: `tensorboard --logdir {log_dir}` shows it live beside this notebook "
+            "(inside it on Colab); its scalars are plotted from the event files after training."
+        )
         return
     ipython = get_ipython()
     ipython.run_line_magic("load_ext", "tensorboard")
@@ -68,12 +73,58 @@ def resolve_preset(preset: str = "auto", device: str = "auto") -> str:
     return "demo"
 
 
-def use_preset(preset: str, namespace: dict) -> str:
+PRESET_RECORD = "preset.json"
+"""``DATA_DIR/preset.json``: the preset stage 01 made DATA_DIR with (:func:`record_preset`)."""
+
+
+def record_preset(data_dir: str | os.PathLike, preset: str) -> Path:
+    """Note in ``data_dir`` that stage 01 made it with ``preset`` (and when), so that the later
+    chapters' ``PRESET = "auto"`` follows it even when the runtime type changes between them."""
+    path = Path(data_dir) / PRESET_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"preset": preset, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+def recorded_preset(
+    data_dir: str | os.PathLike | None = None, on_drive: bool = False
+) -> str | None:
+    """The preset stage 01 recorded, with a one-line notice: in ``data_dir`` when given, else
+    the latest record among the presets' own ``DATA_DIR`` (on Google Drive with ``on_drive``,
+    as :func:`storage_path` puts them); None when there is none."""
+    folders = [data_dir] if data_dir else [spec["DATA_DIR"] for spec in PRESETS.values()]
+    found = []
+    for folder in folders:
+        path = Path(storage_path(str(folder), on_drive)) / PRESET_RECORD
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("preset") in PRESETS:
+            found.append((str(record.get("written", "")), record["preset"], path.parent))
+    if not found:
+        return None
+    written, name, folder = max(found)
+    print(
+        f"PRESET auto -> {name}: stage 01 made {folder} with preset {name} ({written}), so this "
+        f'chapter follows it whatever the runtime; set PRESET = "full" (or "demo") and run 01 '
+        "again to change"
+    )
+    return name
+
+
+def use_preset(preset: str, namespace: dict, follow_stage01: bool = True) -> str:
     """Fill a notebook's parameters left at ``None`` (``namespace``: its globals, after
-    papermill's injected values) from ``preset`` (``auto`` resolved by :func:`resolve_preset`
-    on the notebook's ``DEVICE``). Values set in the cell or by papermill stay. Returns the
-    preset used."""
-    name = resolve_preset(preset, namespace.get("DEVICE", "auto"))
+    papermill's injected values) from ``preset``. ``auto`` follows the preset stage 01
+    recorded (:func:`recorded_preset`; ``follow_stage01``, all chapters but 01), else the
+    runtime (:func:`resolve_preset` on the notebook's ``DEVICE``). Values set in the cell or by
+    papermill stay. Returns the preset used."""
+    name = None
+    if preset == "auto" and follow_stage01:
+        on_drive = bool(namespace.get("IN_COLAB") and namespace.get("USE_DRIVE"))
+        name = recorded_preset(namespace.get("DATA_DIR"), on_drive)
+    name = name or resolve_preset(preset, namespace.get("DEVICE", "auto"))
     for key, value in PRESETS[name].items():
         if key in namespace and namespace[key] is None:
             namespace[key] = value

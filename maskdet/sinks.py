@@ -7,8 +7,12 @@ the ROC and PR curves, a batch of augmented sample images). Every sink gets both
 - :class:`CSVSink`: ``RUN_DIR/metrics.csv`` and ``RUN_DIR/metrics.jsonl`` (the notebook plots these),
 - :class:`TensorBoardSink`: ``RUN_DIR/tb`` (scalars under their dict keys, ``val/roc`` figure,
   ``val/pr`` curve, ``train/samples`` images, hyperparameters at the end),
-- :class:`WandbSink`: the same dict, an ROC plot; online with an API key, offline without one,
-  disabled in tests; it never prompts and never waits on a missing network.
+- :class:`WandbSink`: the same dict, an ROC plot; online with an API key (``WANDB_API_KEY``,
+  ``wandb login``, or Colab's Secrets), printing the run's URL; offline without one, printing
+  the ``wandb sync`` command once; disabled in tests. It never prompts and never waits on a
+  missing network.
+
+Epochs are numbered from 1: a row's ``epoch`` and the TensorBoard and WandB steps alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import math
 import netrc
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +59,11 @@ class Sink:
 
 
 class CSVSink(Sink):
-    """``metrics.csv`` and ``metrics.jsonl`` in the run folder; on resume, rows from the epochs
-    being redone are dropped first, so each epoch appears once."""
+    """``metrics.csv`` and ``metrics.jsonl`` in the run folder; on resume (``done``: the epochs
+    finished before), rows of the epochs being redone are dropped first, so each epoch appears
+    once."""
 
-    def __init__(self, run_dir: str | os.PathLike, start_epoch: int = 0):
+    def __init__(self, run_dir: str | os.PathLike, done: int = 0):
         self.csv = Path(run_dir) / "metrics.csv"
         self.jsonl = Path(run_dir) / "metrics.jsonl"
         kept = []
@@ -65,7 +71,7 @@ class CSVSink(Sink):
             for line in self.jsonl.read_text().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    if row.get("epoch", 0) < start_epoch:
+                    if row.get("epoch", 0) <= done:
                         kept.append(row)
         self.rows: list[dict] = kept
         self._write()
@@ -104,11 +110,12 @@ def _scalar_items(metrics: dict):
 
 
 class TensorBoardSink(Sink):
-    """TensorBoard event files in ``RUN_DIR/tb`` (``purge_step`` drops redone epochs on resume)."""
+    """TensorBoard event files in ``RUN_DIR/tb``, one step per epoch (on resume, ``done``: the
+    epochs finished before; ``purge_step`` drops the events of the epochs being redone)."""
 
-    def __init__(self, run_dir: str | os.PathLike, start_epoch: int = 0):
+    def __init__(self, run_dir: str | os.PathLike, done: int = 0):
         self.dir = Path(run_dir) / "tb"
-        self.writer = SummaryWriter(str(self.dir), purge_step=start_epoch if start_epoch else None)
+        self.writer = SummaryWriter(str(self.dir), purge_step=done + 1 if done else None)
 
     def log(self, epoch: int, metrics: dict, extras: EpochExtras) -> None:
         for k, v in _scalar_items(metrics):
@@ -146,8 +153,22 @@ class TensorBoardSink(Sink):
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
+def colab_secret(name: str) -> str | None:
+    """The value of Colab's Secret ``name`` (the key icon in Colab's side bar), or None: off
+    Colab, when the secret is not there, or when this notebook was not given access to it."""
+    if "google.colab" not in sys.modules:
+        return None
+    try:
+        from google.colab import userdata
+
+        return userdata.get(name) or None
+    except Exception:  # SecretNotFoundError, NotebookAccessError, an older Colab without it
+        return None
+
+
 def wandb_mode(requested: str = "auto") -> str:
-    """``online`` with an API key (``WANDB_API_KEY`` or a netrc entry), else ``offline``;
+    """``online`` with an API key (``WANDB_API_KEY``, Colab's Secret ``WANDB_API_KEY``, which is
+    then put in the environment for wandb, or a netrc entry), else ``offline``;
     ``disabled``/``offline``/``online`` when asked for; ``WANDB_MODE`` overrides ``auto``;
     ``auto`` without the package installed is ``disabled``, with a notice."""
     if requested != "auto":
@@ -158,6 +179,8 @@ def wandb_mode(requested: str = "auto") -> str:
     env = os.environ.get("WANDB_MODE", "").strip().lower()
     if env in ("online", "offline", "disabled"):
         return env
+    if not os.environ.get("WANDB_API_KEY") and (key := colab_secret("WANDB_API_KEY")):
+        os.environ["WANDB_API_KEY"] = key
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     try:
@@ -167,6 +190,18 @@ def wandb_mode(requested: str = "auto") -> str:
     except (netrc.NetrcParseError, OSError):
         pass
     return "offline"
+
+
+_SAID: set[str] = set()
+"""Notices already printed by this process (one per run folder or run URL)."""
+
+
+def _say_once(key: str | os.PathLike, text: str) -> None:
+    """Print ``text`` unless this process already printed the notice for ``key``: a run's
+    training and its evaluations share a WandB folder, and the sync command covers them all."""
+    if str(key) not in _SAID:
+        _SAID.add(str(key))
+        print(text)
 
 
 class WandbSink(Sink):
@@ -190,10 +225,13 @@ class WandbSink(Sink):
         if self.mode == "disabled":
             return
         run_dir = Path(run_dir)
+        wandb_dir = run_dir / "wandb"
         if mode == "auto" and self.mode == "offline" and not os.environ.get("WANDB_MODE"):
-            print(
-                f"WandB: no API key (WANDB_API_KEY or `wandb login`), so it logs offline to "
-                f"{run_dir / 'wandb'}; upload later with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
+            _say_once(
+                wandb_dir,
+                f"WandB: no API key (WANDB_API_KEY, `wandb login`, or Colab's Secrets), so it "
+                f"logs offline to {wandb_dir}; upload later with "
+                f"`wandb sync {wandb_dir}/offline-run-*`",
             )
         import wandb  # heavy; only when this sink is on
 
@@ -216,9 +254,14 @@ class WandbSink(Sink):
         except Exception as err:  # online but unreachable or key rejected: keep the run offline
             if self.mode != "online":
                 raise
-            print(f"WandB online init failed ({err}); logging offline instead")
+            print(
+                f"WandB online init failed ({str(err).splitlines()[0][:120]}); logging offline "
+                f"to {wandb_dir} instead; upload later with `wandb sync {wandb_dir}/offline-run-*`"
+            )
             self.mode = "offline"
             self.run = wandb.init(mode="offline", **kwargs)
+        if self.mode == "online":
+            _say_once(self.run.url, f"WandB online: {self.run.url}")
 
     @property
     def run_id(self) -> str | None:

@@ -13,6 +13,11 @@ needs). Checkpoints hold only tensors and plain Python values and load with
 ``torch.load(..., weights_only=True)``. Re-running the same command resumes after the last
 finished epoch and ends with the same weights as an uninterrupted run (CPU).
 
+Epochs are numbered from 1 everywhere: the progress bar (``epoch 1/3``), the printed lines, the
+``epoch`` of the metrics rows, TensorBoard's and WandB's steps, the prediction files
+(``val_epoch_001.csv``) and a checkpoint's ``epoch`` (the last finished epoch, which is also the
+number of epochs done).
+
 Under ``torchrun --nproc_per_node N -m maskdet train ...`` the loop runs in N processes
 (:mod:`maskdet.distributed`): DDP, each rank on its part of every global batch (``batch_size``
 and ``lr`` keep their meaning), val predictions gathered before the metrics, rank 0 alone
@@ -27,7 +32,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +91,12 @@ RESUME_HINT = (
     "it cannot be resumed: start over with --no-resume (TrainConfig(resume=False)), or use "
     "another --out than {out}"
 )
+AFRESH_HINT = (
+    "To train from the start instead: FRESH = True in notebook 04, or --no-resume on the "
+    "command line (either removes the run's checkpoints, metrics, TensorBoard events and "
+    "predictions first)."
+)
+"""How to start afresh, said whenever a run resumes or is already finished."""
 
 
 @dataclass
@@ -105,7 +116,7 @@ class Run:
     loaders: dict
     imagenet: bool
     real: tuple[torch.Tensor, np.ndarray] | None = None  # real_val: preprocessed crops, labels
-    start: int = 0
+    done: int = 0  # epochs finished before this call (a resumed run's last.pt epoch)
     best_auc: float = -1.0
     best_real: dict | None = None  # real_val metrics of the best epoch (this call)
     wandb_id: str | None = None
@@ -220,17 +231,12 @@ def prepare_run(
         dist=dist,
     )
     if ckpt is not None:
-        model.load_state_dict(model_state(ckpt))
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        run.start, run.best_auc = ckpt["epoch"] + 1, ckpt["best_auc"]
-        run.wandb_id = ckpt.get("wandb_id") or None
+        restore_run(run, ckpt)
         if dist.is_main:
             print(
-                f"resuming {run.out} at epoch {run.start} (best val AUC so far {run.best_auc:.4f})"
+                f"resuming {run.out} at epoch {run.done + 1} of {cfg.epochs} (from "
+                f"{run.out / 'last.pt'}, saved after epoch {run.done}; best val AUC so far "
+                f"{run.best_auc:.4f}). {AFRESH_HINT}"
             )
     if cfg.real_val and dist.is_main:  # measured by rank 0 alone
         real = read_real_set(cfg.real_val, cfg.real_val_limit)
@@ -242,12 +248,41 @@ def prepare_run(
     return run
 
 
+def restore_run(run: Run, ckpt: dict) -> None:
+    """Load a ``last.pt`` checkpoint into ``run``, as PyTorch's tutorial on general checkpoints
+    does (``model.load_state_dict(ckpt["model"])``, the optimizer's likewise), with the
+    scheduler, gradient scaler and RNG states, so that training continues where it stopped."""
+    run.model.load_state_dict(model_state(ckpt))
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    run.done, run.best_auc = ckpt["epoch"], ckpt["best_auc"]
+    run.wandb_id = ckpt.get("wandb_id") or None
+
+
+def probe_run(cfg: TrainConfig) -> Run:
+    """A throw-away run with ``cfg``'s model, settings, device and loaders, but random
+    initialisation, no real set, no ``torch.compile`` and no progress bar: for timing steps
+    (:func:`maskdet.estimate.estimate_training_time`) and for showing one training step
+    (notebook 04). Nothing is written to ``cfg.out``."""
+    probe = replace(cfg, pretrained=False, real_val=None, compile=False, progress=False)
+    return prepare_run(probe, None)
+
+
+def make_criterion() -> nn.Module:
+    """The loss: ``BCEWithLogitsLoss`` on the one logit (sigmoid and binary cross-entropy in one
+    numerically stable step; label 1 = wearing_mask)."""
+    return nn.BCEWithLogitsLoss()
+
+
 def default_sinks(run: Run) -> list[Sink]:
     """CSV, TensorBoard (unless switched off) and WandB (its mode from ``cfg.wandb``)."""
     cfg = run.cfg
-    sinks: list[Sink] = [CSVSink(run.out, run.start)]
+    sinks: list[Sink] = [CSVSink(run.out, run.done)]
     if cfg.tensorboard:
-        sinks.append(TensorBoardSink(run.out, run.start))
+        sinks.append(TensorBoardSink(run.out, run.done))
     wb = WandbSink(run.out, run.hparams, cfg.wandb, cfg.wandb_project, resume_id=run.wandb_id)
     run.wandb_id = wb.run_id
     sinks.append(wb)
@@ -256,21 +291,25 @@ def default_sinks(run: Run) -> list[Sink]:
 
 def train_step(run: Run, batch: Batch, crit: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on ``batch``: (the detached mean loss of its images, the logits).
-    Under DDP, which averages the ranks' gradients, this rank's summed loss is scaled so that the
-    average is the gradient of the global batch's mean loss."""
-    x, y = batch.images, batch.labels.float()
+    The batch moves to the model's device (no copy when the loader already put it there), the
+    forward pass gives one logit per image, the loss ``crit`` (``BCEWithLogitsLoss``) is
+    back-propagated and the optimizer and the lr schedule take one step. Under DDP, which
+    averages the ranks' gradients, this rank's summed loss is scaled so that the average is the
+    gradient of the global batch's mean loss."""
+    x = batch.images.to(run.device, non_blocking=True)
+    y = batch.labels.to(run.device, non_blocking=True).float()
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(run.device, run.amp or run.cpu_bf16):
-        logits = run.step_model(x).squeeze(1)
+        logits = run.step_model(x).squeeze(1)  # forward: (B, 1) -> (B,) logits
     if run.dist.enabled:
         part_sum = distributed.batch_loss_sum(logits.float(), y)
         loss, mean = part_sum * (run.dist.world_size / batch.total), part_sum / len(y)
     else:
         loss = mean = crit(logits.float(), y)
     run.opt.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.opt)
+    run.scaler.scale(loss).backward()  # backward (the scaler is a no-op unless fp16 on CUDA)
+    run.scaler.step(run.opt)  # the optimizer's step
     run.scaler.update()
     run.sched.step()
     return mean.detach(), logits.detach()
@@ -282,9 +321,9 @@ for the GPU)."""
 
 
 def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.Tensor | None]:
-    """One pass over the training loader: the epoch's train metrics and (epoch 0) a batch of
-    augmented sample images for the sinks. A ``tqdm.auto`` bar shows the steps with the
-    running loss and images/s (``cfg.progress``)."""
+    """One pass over the training loader in ``epoch`` (numbered from 1): the epoch's train
+    metrics and (epoch 1) a batch of augmented sample images for the sinks. A ``tqdm.auto`` bar
+    shows the steps with the running loss and images/s (``cfg.progress``)."""
     loader, device = run.loaders["train"], run.device
     loader.set_epoch(epoch)
     run.model.train()
@@ -294,7 +333,7 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
     samples = None
     bar = tqdm(
         total=len(loader),
-        desc=f"epoch {epoch}/{run.cfg.epochs - 1}",
+        desc=f"epoch {epoch}/{run.cfg.epochs}",
         unit="step",
         leave=False,
         disable=not (run.cfg.progress and run.dist.is_main),
@@ -307,7 +346,7 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
         wait += time.perf_counter() - tw
         if batch is None:
             break
-        if epoch == 0 and samples is None:
+        if epoch == 1 and samples is None:
             samples = denormalize(batch.images[:16]).cpu()
         loss, logits = train_step(run, batch, crit)
         y = batch.labels
@@ -424,19 +463,18 @@ def _fit(cfg: TrainConfig, sinks: list[Sink] | None, dist: distributed.DistEnv, 
         out.mkdir(parents=True, exist_ok=True)
     distributed.check_shared_dir(out, dist)
     ckpt = resume_checkpoint(cfg, clean=main)
-    distributed.check_agree(
-        -1 if ckpt is None else ckpt["epoch"], dist, f"the last epoch in {out}/last.pt"
-    )
-    if ckpt is not None and ckpt["epoch"] + 1 >= cfg.epochs:
+    done = 0 if ckpt is None else ckpt["epoch"]
+    distributed.check_agree(done, dist, f"the last epoch in {out}/last.pt")
+    if done >= cfg.epochs:
         if main:
             print(
-                f"{out}: already trained for {cfg.epochs} epochs "
-                "(delete last.pt or use --no-resume to retrain)"
+                f"{out}: already trained, epoch {done} of {cfg.epochs} done ({out / 'last.pt'}): "
+                f"nothing left to train. {AFRESH_HINT}"
             )
         summary_path = out / "summary.json"
         return json.loads(summary_path.read_text()) if summary_path.exists() else {}
     run = prepare_run(cfg, ckpt, dist, device)
-    crit = nn.BCEWithLogitsLoss()
+    crit = make_criterion()
     sinks = (default_sinks(run) if sinks is None else sinks) if main else []
     train_loader, val_loader = run.loaders["train"], run.loaders["val"]
     distributed.check_agree(len(train_loader), dist, f"the train batches per epoch in {cfg.data}")
@@ -444,13 +482,13 @@ def _fit(cfg: TrainConfig, sinks: list[Sink] | None, dist: distributed.DistEnv, 
         print(
             f"training {cfg.arch} on {run.device}: {len(loader_items(train_loader))} train / "
             f"{len(loader_items(val_loader))} val images, {len(train_loader)} steps/epoch, "
-            f"epochs {run.start}..{cfg.epochs - 1}, loader {cfg.loader}, amp {run.amp}, "
+            f"epochs {run.done + 1}..{cfg.epochs}, loader {cfg.loader}, amp {run.amp}, "
             f"cpu_bf16 {run.cpu_bf16}, channels_last {run.channels_last}"
             + (f", {dist.world_size} ranks ({dist.backend}), sync_bn {cfg.sync_bn}" * dist.enabled)
         )
-    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.start + cfg.stop_after)
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.done + cfg.stop_after)
     metrics: dict = {}
-    for epoch in range(run.start, end):
+    for epoch in range(run.done + 1, end + 1):  # numbered from 1
         metrics, samples = train_one_epoch(run, epoch, crit)
         val_metrics, val = validate(run, epoch)
         metrics |= val_metrics | {"data/skipped": len(train_loader.skips) + len(val_loader.skips)}
@@ -469,7 +507,7 @@ def _fit(cfg: TrainConfig, sinks: list[Sink] | None, dist: distributed.DistEnv, 
         if not main:
             continue
         print(
-            f"epoch {epoch:3d}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
+            f"epoch {epoch:3d}/{cfg.epochs}  loss {metrics['train/loss']:.4f}  acc {metrics['train/acc']:.3f}  "
             f"val loss {metrics['val/loss']:.4f}  val acc {metrics['val/acc']:.3f}  "
             f"val AUC {val_auc:.4f}  "
             + (f"real AUC {metrics['real/auc']:.4f}  " if "real/auc" in metrics else "")

@@ -200,7 +200,7 @@ def test_evaluate_run_end_to_end(tiny_run, masked_mini):
         "auc_vs_epoch",
     ):
         assert (tiny_run / "eval_test" / f"{name}.png").stat().st_size > 3000
-    assert sorted(r["val_auc_per_epoch"]) == ["0", "1"]
+    assert sorted(r["val_auc_per_epoch"]) == ["1", "2"]  # epochs numbered from 1
     # the threshold chosen again on val (max F1) instead of the checkpoint's
     f1 = ev.evaluate_run(
         tiny_run,

@@ -25,7 +25,7 @@ def test_every_notebook_starts_its_parameters_from_preset_auto():
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, path.name
         assert params[0].source.startswith('PRESET = "auto"'), path.name
-        assert "use_preset(PRESET, globals())" in nb.cells[nb.cells.index(params[0]) + 1].source
+        assert "use_preset(PRESET, globals()" in nb.cells[nb.cells.index(params[0]) + 1].source
 
 
 def test_auto_is_full_on_cuda_and_demo_with_a_notice_on_a_cpu(capsys):
@@ -110,3 +110,55 @@ def test_04_on_a_cpu_runs_the_demo_and_papermill_values_win(masked_mini, tmp_pat
         demo["BATCH_SIZE"],
         demo["RUN_DIR"],
     )
+
+
+def test_auto_follows_the_preset_stage_01_recorded_when_the_runtime_changes(
+    tmp_path, monkeypatch, capsys
+):
+    """Stage 01 on a CPU runtime with smoke, then a GPU runtime for 04: auto stays smoke (the
+    data exist for it), with one line saying why; stage 01 itself chooses by the runtime."""
+    from maskdet.pipeline import record_preset
+
+    monkeypatch.chdir(tmp_path)  # the presets' relative DATA_DIRs: data/smoke, data/demo, ...
+    record_preset(RUN_PRESETS["smoke"]["DATA_DIR"], "smoke")
+    ns = {"DEVICE": "cuda", "DATA_DIR": None, "RUN_DIR": None, "EPOCHS": None}
+    assert use_preset("auto", ns) == "smoke"
+    assert (ns["DATA_DIR"], ns["RUN_DIR"], ns["EPOCHS"]) == ("data/smoke", "runs/smoke", 1)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("PRESET auto -> smoke: stage 01 made data/smoke")
+    first = {"DEVICE": "cuda", "DATA_DIR": None}
+    assert use_preset("auto", first, follow_stage01=False) == "full"  # stage 01: the runtime
+    assert use_preset("demo", {"DEVICE": "cuda", "DATA_DIR": None}) == "demo"  # a name wins
+
+    record_preset("data/demo", "demo")  # a later stage 01 with another preset: the latest wins
+    (tmp_path / "data/smoke/preset.json").write_text(
+        '{"preset": "smoke", "written": "2000-01-01 00:00:00"}'
+    )
+    assert use_preset("auto", {"DEVICE": "cuda", "DATA_DIR": None}) == "demo"
+    given = tmp_path / "elsewhere"  # a DATA_DIR set by hand: its own record, or the runtime
+    assert use_preset("auto", {"DEVICE": "cpu", "DATA_DIR": str(given)}) == "demo"
+    record_preset(given, "smoke")
+    assert use_preset("auto", {"DEVICE": "cuda", "DATA_DIR": str(given)}) == "smoke"
+    (given / "preset.json").write_text("not json")  # a damaged record: the runtime decides
+    assert use_preset("auto", {"DEVICE": "cuda", "DATA_DIR": str(given)}) == "full"
+
+
+@pytest.mark.slow
+def test_04_on_a_gpu_follows_a_smoke_stage_01(masked_mini, tmp_path):
+    """Notebook 04 for real (papermill) on a 'GPU' runtime after stage 01 recorded smoke."""
+    import shutil
+
+    from maskdet.pipeline import record_preset
+
+    data = tmp_path / "data"
+    shutil.copytree(masked_mini, data, ignore=shutil.ignore_patterns("cache"))
+    record_preset(data, "smoke")
+    cfg, text = _run_04_until_config(tmp_path, {"DEVICE": "cuda", "DATA_DIR": str(data)})
+    smoke = RUN_PRESETS["smoke"]
+    assert cfg["PRESET"] == "smoke" and "PRESET auto -> smoke: stage 01 made" in text
+    assert (cfg["epochs"], cfg["batch_size"], cfg["out"]) == (
+        smoke["EPOCHS"],
+        smoke["BATCH_SIZE"],
+        smoke["RUN_DIR"],
+    )
+    assert "PRESET auto -> full" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -93,8 +94,8 @@ def test_smoke_training_writes_every_sink(masked_data, real_small, tmp_path):
     ea.Reload()
     tags = ea.Tags()
     assert TB_SCALARS | REAL_SCALARS <= set(tags["scalars"]), tags["scalars"]
-    assert [e.step for e in ea.Scalars("val/auc")] == [0, 1]
-    assert [e.step for e in ea.Scalars("real/auc")] == [0, 1]
+    assert [e.step for e in ea.Scalars("val/auc")] == [1, 2]  # epochs numbered from 1
+    assert [e.step for e in ea.Scalars("real/auc")] == [1, 2]
     assert {"val/roc", "train/samples"} <= set(tags["images"])
     assert "val/pr" in tags["tensors"]
     hp = EventAccumulator(str(run / "tb" / "hparams"))
@@ -102,11 +103,12 @@ def test_smoke_training_writes_every_sink(masked_data, real_small, tmp_path):
     assert any(t.startswith("hparam/") for t in hp.Tags()["scalars"])
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["val/auc"]) <= 1 and float(r["train/images_per_s"]) > 0 for r in rows)
     assert all(0 <= float(r[k]) <= 1 for r in rows for k in REAL_SCALARS)
     assert rows[0]["data/skipped"] == "1"
-    preds = list(csv.DictReader(open(run / "preds" / "val_epoch_001.csv")))
+    assert not (run / "preds" / "val_epoch_000.csv").exists()
+    preds = list(csv.DictReader(open(run / "preds" / "val_epoch_002.csv")))
     assert len(preds) == 4 and {p["label"] for p in preds} == {"0", "1"}
     assert all(0 <= float(p["prob"]) <= 1 for p in preds)
     assert (run / "preds" / "test_best.csv").exists()
@@ -120,33 +122,48 @@ def test_smoke_training_writes_every_sink(masked_data, real_small, tmp_path):
         assert ckpt["arch"] == "resnet50" and ckpt["image_size"] == 112
         assert ckpt["class_names"] == ["not_wearing_mask", "wearing_mask"]
         assert len(ckpt["mean"]) == 3 and 0 <= ckpt["threshold"] <= 1
-    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(
-        torch.load(run / "last.pt", weights_only=True)
-    )
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch"} <= set(last)
+    assert last["epoch"] == 2 and last["metrics"]["epoch"] == 2  # the last finished, from 1
     model, meta = load_model(run / "best.pt")
     assert meta["threshold"] == torch.load(run / "best.pt", weights_only=True)["threshold"]
     assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 1)
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(masked_data, tmp_path):
+def test_resume_equals_uninterrupted(masked_data, tmp_path, capsys):
     kw = dict(arch="resnet18", epochs=3, limit=12)
+    cut = tmp_path / "cut"
     train(_cfg(masked_data, tmp_path / "full", **kw))
-    part = train(_cfg(masked_data, tmp_path / "cut", stop_after=1, **kw))
+    part = train(_cfg(masked_data, cut, stop_after=1, **kw))
     assert part["epochs_done"] == 1 and not part["finished"]
-    assert not (tmp_path / "cut" / "summary.json").exists()
-    resumed = train(_cfg(masked_data, tmp_path / "cut", stop_after=1, **kw))  # a second session
+    assert not (cut / "summary.json").exists()
+    capsys.readouterr()
+    resumed = train(_cfg(masked_data, cut, stop_after=1, **kw))  # a second session
     assert resumed["epochs_done"] == 2
-    resumed = train(_cfg(masked_data, tmp_path / "cut", **kw))
+    out = capsys.readouterr().out
+    assert f"resuming {cut} at epoch 2 of 3 (from {cut / 'last.pt'}, saved after epoch 1" in out
+    assert "FRESH = True" in out and "--no-resume" in out  # and how to start afresh
+    resumed = train(_cfg(masked_data, cut, **kw))
     assert resumed["finished"]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 2
+    assert a["epoch"] == b["epoch"] == 3  # numbered from 1: the third and last epoch
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    metrics = [l for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines() if l]
-    assert len(metrics) == 3  # each epoch once
+    metrics = [l for l in (cut / "metrics.jsonl").read_text().splitlines() if l]
+    assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3]  # each epoch once, from 1
     assert not (tmp_path / "full" / "wandb").exists()  # disabled mode makes no WandB run
+
+    capsys.readouterr()
+    train(_cfg(masked_data, cut, **kw))  # re-run when finished: says so and how to retrain
+    out = capsys.readouterr().out
+    assert "already trained, epoch 3 of 3 done" in out and "FRESH = True" in out
+    fresh = train(_cfg(masked_data, cut, resume=False, stop_after=1, **kw))  # FRESH = True
+    assert fresh["epochs_done"] == 1
+    assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
+    assert [json.loads(m)["epoch"] for m in (cut / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert torch.load(cut / "best.pt", weights_only=True)["epoch"] == 1
 
 
 @pytest.mark.slow

@@ -41,6 +41,9 @@ def test_the_estimate_comes_from_timed_steps_and_counts_what_is_left(masked_mini
     assert est["steps_per_epoch"] == 4 and est["step_s"] > 0
     assert est["total_s"] == pytest.approx(est["epoch_s"] * 2)
     assert not (tmp_path / "run" / "last.pt").exists()  # the warm-up trains a throw-away model
+    few = estimate_training_time(_cfg(masked_mini, tmp_path / "run", limit=8), steps=6, warmup=2)
+    assert few["steps_per_epoch"] == 2 and few["step_s"] > 0  # 2 batches: 1 warm-up, 1 timed
+    assert "from 1 timed steps after 1 warm-up" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -55,11 +58,21 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
     summary = train(_cfg(masked_mini, run, epochs=1, wandb="auto"))
     out, err = capsys.readouterr()
     assert summary["finished"]
-    assert "epoch 0/0" in err and "loss=" in err and "img_s=" in err and "4/4" in err
+    assert (
+        "epoch 1/1" in err
+        and "epoch 0/" not in err
+        and "loss=" in err
+        and "img_s=" in err
+        and "4/4" in err
+    )
     notice = [line for line in out.splitlines() if line.startswith("WandB:")]
     assert len(notice) == 1 and "logs offline to" in notice[0] and str(run / "wandb") in notice[0]
     est = estimate_training_time(_cfg(masked_mini, run, epochs=3), steps=1, warmup=0)
     assert est["epochs"] == 2  # the finished epoch is not counted again
+    capsys.readouterr()
+    done = estimate_training_time(_cfg(masked_mini, run, epochs=1), steps=1, warmup=0)
+    assert done["epochs"] == 0 and done["total_s"] == 0
+    assert "nothing left to train" in capsys.readouterr().out
 
 
 def test_a_split_shorter_than_the_warm_up_still_gives_a_finite_estimate(
@@ -73,14 +86,3 @@ def test_a_split_shorter_than_the_warm_up_still_gives_a_finite_estimate(
     assert math.isfinite(est["total_s"]) and est["total_s"] > 0
     assert "nan" not in out and "unknown" not in out
     assert "estimate: 2 epochs" in out
-
-
-@pytest.mark.slow
-def test_a_finished_run_has_nothing_left_to_estimate(masked_mini, tmp_path, capsys):
-    run = tmp_path / "run"
-    train(_cfg(masked_mini, run, epochs=1, limit=8, val_limit=4))
-    capsys.readouterr()
-    est = estimate_training_time(_cfg(masked_mini, run, epochs=1, limit=8, val_limit=4))
-    out = capsys.readouterr().out
-    assert est["epochs"] == 0 and est["total_s"] == 0
-    assert "nothing left to train" in out and "nan" not in out

@@ -69,15 +69,22 @@ PARAMS_MD = """## Parameters
 `PRESET = "auto"` runs the assignment (`full`: all of LFW, 50 epochs, batch 64, lr 0.01) on a
 CUDA GPU and quick `demo` settings on a CPU; a parameter left at `None` comes from the preset
 (both values are in its comment), any value you set wins. `python -m maskdet run --preset
-smoke|demo|full` sets these for every notebook (papermill)."""
+smoke|demo|full` sets these for every notebook (papermill). Chapter 01 notes its preset in
+`DATA_DIR/preset.json`, and `auto` in chapters 02-06 follows it (one line says so), so changing
+the runtime type between chapters keeps the data and runs of one preset."""
 
 
-def storage_code(params: str) -> str:
-    """Fill the parameters left to ``PRESET`` (papermill's values stay), then re-root every
-    ``*_DIR`` parameter on Google Drive when Drive is mounted (Colab)."""
+def storage_code(params: str, first: bool = False) -> str:
+    """Fill the parameters left to ``PRESET`` (papermill's values stay; ``auto`` follows the
+    preset stage 01 recorded, except in stage 01 itself, ``first``, which chooses by the
+    runtime), then re-root every ``*_DIR`` parameter on Google Drive when Drive is mounted."""
     names = re.findall(r"^([A-Z_]+_DIR)\s*=", params, flags=re.M)
     lines = ["from maskdet.pipeline import storage_path, use_preset", ""]
-    lines += ["PRESET = use_preset(PRESET, globals())  # fills the parameters left at None"]
+    if first:
+        lines += ["# stage 01 chooses by the runtime and records its choice for the later chapters"]
+        lines += ["PRESET = use_preset(PRESET, globals(), follow_stage01=False)"]
+    else:
+        lines += ["PRESET = use_preset(PRESET, globals())  # fills the parameters left at None"]
     lines += [f"{n} = storage_path({n}, IN_COLAB and USE_DRIVE)" for n in names]
     return "\n".join(lines)
 
@@ -112,7 +119,7 @@ def build(name: str, text: str) -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(imports.source, metadata={"tags": ["setup"]}),
         nbformat.v4.new_markdown_cell(PARAMS_MD),
         nbformat.v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(storage_code(params.source)),
+        nbformat.v4.new_code_cell(storage_code(params.source, first=name.startswith("01"))),
     ]
     for cell in chapter:
         make = (

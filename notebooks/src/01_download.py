@@ -20,10 +20,10 @@
 # %%
 import pandas as pd
 
-from maskdet import checks, data, download, figures
+from maskdet import checks, data, download, figures, pipeline
 
 # %% tags=["parameters"]
-PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
 SOURCE = "lfw"  # "lfw" | "celeba" | "gdrive:<id or url>" | a local .tgz/.zip/folder
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 LIMIT_IDENTITIES = None  # people to keep (0: all 5,749); demo: 1500, full: 0
@@ -54,6 +54,7 @@ pd.DataFrame(
 result = data.download_and_prepare(
     SOURCE, DATA_DIR, seed=SEED, limit_identities=LIMIT_IDENTITIES or None, workers=WORKERS
 )
+pipeline.record_preset(DATA_DIR, PRESET)  # chapters 02-06 with PRESET "auto" follow it
 pd.Series(result, dtype=object).to_frame("stage 01")
 
 # %% [markdown]

@@ -34,7 +34,7 @@ from IPython.display import display
 from maskdet import checks, data, figures, synthesis
 
 # %% tags=["parameters"]
-PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 SYNTH_BACKEND = ""  # empty: masktheface when its checkout is present, else builtin
 LOOK = "real"  # "real" (real-photo colours, shading, ear loops, size jitter) or "legacy"

@@ -22,12 +22,13 @@
 # %%
 from IPython.display import display
 
-from maskdet import checks, figures, loader
+from maskdet import augment, checks, figures, loader, walkthrough
 from maskdet.bench.loader import bench_loader
+from maskdet.constants import CLASS_NAMES
 from maskdet.system import resolve_device
 
 # %% tags=["parameters"]
-PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 BATCH_SIZE = None  # images per step; demo: 32, full: 64
 LOADER = "cached"  # "cached" (decode once, augment whole batches on the device) or "dataloader"
@@ -42,24 +43,71 @@ counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if 
 display(counts)
 
 # %% [markdown]
-# ## Datasets and batch shapes
+# ## The transforms
 #
-# `FaceDataset` lists the manifest's usable rows (status `ok`) of one split. A file that cannot be
-# read (missing, truncated, not an image) does not crash a batch: the dataset returns a `Skipped`
-# record, the collate function drops it, and the loader counts it with its reason (`loader.skips`).
-#
-# A batch is `images` of shape `(B, 3, 112, 112)` (float32, channels first: colour, height, width),
-# `labels` of shape `(B,)` (float 0/1, what `BCEWithLogitsLoss` wants) and the dataset `indices`
-# (so predictions can be traced back to files).
+# The two pipelines as `torchvision.transforms.v2` builds them from the `AUG` preset, printed from
+# the objects the loader uses (`maskdet.augment.train_transform` and `eval_transform`): random
+# rotation, a random resized crop to 112x112 (scaling and shifting the face), a horizontal flip,
+# colour jitter, then low resolution, blur and JPEG each with some probability, and the ImageNet
+# normalisation.
 
 # %%
+train_tf = augment.train_transform(AUG)
+eval_tf = augment.eval_transform()
+print("train:", train_tf)
+print("val/test:", eval_tf)
+
+# %% [markdown]
+# ## The `Dataset`
+#
+# `FaceDataset` (a `torch.utils.data.Dataset`) lists the manifest's usable rows (status `ok`) of
+# one split; indexing it reads one PNG and applies the transform. A file that cannot be read
+# (missing, truncated, not an image) does not crash a batch: the dataset returns a `Skipped`
+# record, the collate function drops it, and the loader counts it with its reason
+# (`loader.skips`). Its code, and one sample:
+
+# %%
+walkthrough.show_source(loader.FaceDataset.__getitem__)
+train_ds = loader.FaceDataset(DATA_DIR, "train", transform=train_tf, seed=SEED)
+image, label, index = train_ds[0]
+print(f"{len(train_ds)} train images; sample 0: {train_ds.items[index].path}")
+print("image", tuple(image.shape), image.dtype, "label", label, CLASS_NAMES[label])
+
+# %% [markdown]
+# ## The `DataLoader`
+#
+# `FaceLoader` wraps `torch.utils.data.DataLoader`: shuffled batches from `WORKERS` worker
+# processes, the skip-aware collate function, pinned memory and a non-blocking copy to the
+# device on a GPU. A batch is `images` of shape `(B, 3, 112, 112)` (float32, channels first:
+# colour, height, width), `labels` of shape `(B,)` (float 0/1, what `BCEWithLogitsLoss` wants)
+# and the dataset `indices` (so predictions can be traced back to files). This is
+# `LOADER = "dataloader"`.
+
+# %%
+walkthrough.show_source(loader.FaceLoader.__iter__)
 device = resolve_device()
+train_dl = loader.FaceLoader(
+    train_ds, BATCH_SIZE, shuffle=True, workers=WORKERS, device=device, seed=SEED
+)
+(batch,) = loader.first_batches(train_dl)
+print("images", tuple(batch.images.shape), batch.images.dtype, batch.images.device)
+print("labels", tuple(batch.labels.shape), batch.labels[:12].tolist())
+fig = walkthrough.batch_grid(batch, title="one DataLoader batch (train augmentation)")
+
+# %% [markdown]
+# ## The fast option beside it: the cached loader
+#
+# `LOADER = "cached"` (the default for training) yields batches of the same kind, augmented by
+# the same family of transforms, without decoding a PNG per image per epoch (see the section on
+# the two loaders below). `make_loaders` builds either kind for every split:
+
+# %%
 loaders = loader.make_loaders(
     DATA_DIR, BATCH_SIZE, mode=LOADER, aug=AUG, workers=WORKERS, device=device, seed=SEED
 )
 for split, ld in loaders.items():
     print(f"{split:5s}: {len(loader.loader_items(ld)):5d} images, {len(ld):4d} batches")
-batch = next(iter(loaders["train"]))
+(batch,) = loader.first_batches(loaders["train"])
 print("images", tuple(batch.images.shape), batch.images.dtype, batch.images.device)
 print("labels", tuple(batch.labels.shape), batch.labels[:12].tolist())
 low, high = round(batch.images.min().item(), 2), round(batch.images.max().item(), 2)

@@ -18,18 +18,19 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import checks, evalsets, figures, pipeline
+from maskdet import checks, evalsets, figures, pipeline, tbread, walkthrough
 from maskdet import model as mdl
 from maskdet.bench.train import bench_train
-from maskdet.checkpoint import load_checkpoint
+from maskdet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from maskdet.config import TrainConfig
 from maskdet.estimate import estimate_training_time
+from maskdet.loader import first_batches
 from maskdet.predict import epoch_predictions_path, read_predictions
 from maskdet.sinks import read_metrics
-from maskdet.train import train
+from maskdet.train import make_criterion, probe_run, save_epoch, train, train_step
 
 # %% tags=["parameters"]
-PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
 EPOCHS = None  # demo: 3, full: 50
@@ -55,6 +56,7 @@ REAL_VAL_LIMIT = None  # demo: 150, full: 0
 BENCH_BATCHES = None  # demo: 5, full: 20
 BENCH_COMPILE = False  # True adds the torch.compile settings on a GPU (minutes of compiling)
 DEVICE = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"; PRESET "auto" follows it
+FRESH = False  # True: train from the start (RUN_DIR's checkpoints removed); False: resume
 
 # %%
 counts = checks.check_stage02(DATA_DIR)  # stops with the stage to run first if data are missing
@@ -80,6 +82,15 @@ display(counts)
 net, _ = mdl.build_model(ARCH, pretrained=False, verbose=False)
 fig = mdl.draw_architecture(net, title=ARCH)  # at the 112x112 input
 print(mdl.format_table(mdl.architecture_table(net)))
+
+# %% [markdown]
+# The network is torchvision's own `resnet50`; `build_model` loads its ImageNet weights when it
+# can and replaces the 1000-class classifier `fc` by a new one-logit head. Its code, and the head
+# of the model built above:
+
+# %%
+walkthrough.show_source(mdl.build_model)
+print("head:", net.fc)
 
 # %% [markdown]
 # ## Training
@@ -140,15 +151,52 @@ cfg = TrainConfig(
     real_val=checks.real_set_or_none(REAL_DIR),
     real_val_limit=REAL_VAL_LIMIT or None,
     device=DEVICE,
+    resume=not FRESH,
 )
 print(f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {cfg.arch} on {DEVICE}")
+
+# %% [markdown]
+# ## The loss, the optimizer and one training step
+#
+# Before the run, one real step of the training loop on a real batch, with the run's settings on
+# a throw-away copy of the model (`probe_run`: random initialisation, nothing written to
+# `RUN_DIR`): the loss is `BCEWithLogitsLoss`, the optimizer SGD with the config's learning rate
+# (its `initial_lr`; the warm-up starts it lower), momentum and weight decay. `train_step` is the
+# function every step of `train` calls: the batch moves to the device, the forward pass gives one
+# logit per face, the loss is back-propagated and the optimizer steps.
+
+# %%
+probe = probe_run(cfg)
+crit = make_criterion()
+print("loss:", crit)
+print("optimizer:", probe.opt)
+walkthrough.show_source(train_step)
+
+# %%
+(batch,) = first_batches(probe.loaders["train"])
+head_before = probe.model.fc.weight.detach().clone()
+loss, logits = train_step(probe, batch, crit)
+print(f"one step on {len(batch.labels)} images ({tuple(batch.images.shape)}) on {probe.device}")
+print(f"loss {loss.item():.4f}; first logits {[round(v, 3) for v in logits[:4].tolist()]}")
+print(f"head weights moved by up to {(probe.model.fc.weight - head_before).abs().max().item():.2e}")
 
 # %% [markdown]
 # Before the run, a short timed warm-up (a few real training steps on a throw-away copy of the
 # model, after the images are cached) estimates how long it will take.
 
 # %%
-estimate = estimate_training_time(cfg)
+estimate = estimate_training_time(cfg, run=probe)
+del probe, batch, logits  # the throw-away run: its model and loaders go before training
+
+# %% [markdown]
+# Re-running this cell (or the notebook) resumes the run in `RUN_DIR` after its last finished
+# epoch and says so (which epoch of how many, from which checkpoint); `FRESH = True` in the
+# parameters trains it from the start instead.
+#
+# WandB logs online when it finds an API key: `WANDB_API_KEY` in the environment, `wandb login`,
+# or on Colab a Secret named `WANDB_API_KEY` (the key icon in the left bar, with this notebook
+# given access); it then prints the run's URL. Without a key it logs offline into
+# `RUN_DIR/wandb` and prints, once, the `wandb sync` command that uploads it later.
 
 # %%
 summary = train(cfg)
@@ -166,12 +214,37 @@ metrics = read_metrics(RUN_DIR)
 fig = figures.training_curves(metrics)
 pd.DataFrame(metrics).round(4).tail(10)
 
+# %% [markdown]
+# ## TensorBoard
+#
+# The same run as TensorBoard logged it: the scalars below are read back from the event files in
+# `RUN_DIR/tb` with TensorBoard's own reader (live in the notebook on Colab, with the cell above
+# the training).
+
+# %%
+fig = tbread.scalars_figure(f"{RUN_DIR}/tb")
+
 # %%
 last = metrics[-1]["epoch"]
 preds = read_predictions(epoch_predictions_path(RUN_DIR, last))
 fig = figures.roc_figure(preds["label"], preds["prob"], f"val ROC, epoch {last}")
 ckpt = load_checkpoint(f"{RUN_DIR}/best.pt")
 print({k: ckpt[k] for k in ("arch", "epoch", "image_size", "class_names", "threshold", "val_auc")})
+
+# %% [markdown]
+# ## Saving and loading
+#
+# As in PyTorch's tutorial on saving and loading: the checkpoint holds `model.state_dict()` (with
+# the optimizer's and the scheduler's in `last.pt`), written by `torch.save`, and a model is
+# rebuilt with `model.load_state_dict(torch.load(path, weights_only=True))`. These are the
+# functions `train` and stages 05-06 call:
+
+# %%
+walkthrough.show_source(save_epoch, save_checkpoint, load_model)
+best, meta = load_model(f"{RUN_DIR}/best.pt")
+print(
+    f"best.pt loaded: {type(best).__name__}, epoch {meta['epoch']}, threshold {meta['threshold']:.3f}"
+)
 
 # %% [markdown]
 # ## Several GPUs: the same training under `torchrun`

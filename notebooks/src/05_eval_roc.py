@@ -29,7 +29,7 @@ from IPython.display import display
 from maskdet import ablate, checks, evalsets, evaluate, figures
 
 # %% tags=["parameters"]
-PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
+PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
 DATA_DIR = None  # demo: "data/demo", full: "data/full"
 RUN_DIR = None  # demo: "runs/demo", full: "runs/full"
 SPLIT = "test"
