@@ -264,6 +264,7 @@ def _worn_part(run_dir: Path, real, clf: MaskClassifier, probs, thr: float, n_bo
         WORN_TABLE_COLUMNS,
     )
     worn["files"] = {"predictions": str(preds), "table": str(table)}
+    worn["root"] = str(real.root)  # the crops' paths are relative to it
     return worn
 
 
@@ -475,7 +476,7 @@ def evaluate_real(
     }
     if real.worn_paths:  # worn/: in neither class above, reported on its own
         result["worn_wrong"] = _worn_part(run_dir, real, clf, probs, thr, n_boot, seed)
-        figs["worn_examples"] = figures.worn_gallery(result["worn_wrong"], real.root)
+        figs["worn_examples"] = figures.worn_gallery(result["worn_wrong"])
     result["figures"] = {}
     for name, fig in figs.items():
         path = fig_dir / f"{name}.png"
