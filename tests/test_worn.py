@@ -212,3 +212,23 @@ def test_cli_prints_the_worn_table(real_sets, real_checkpoint, tmp_path, capsys)
     table = out[out.index("masks worn wrong") :].splitlines()
     assert [line.split()[0] for line in table[2:]] == ["all", *CATEGORIES]
     assert '"worn_wrong": 6' in out  # in the counts
+
+
+def test_a_built_real_set_reads_with_its_worn_part(tmp_path):
+    """Colab's real set (``realset``, built from the photos) has ``worn/labels.csv`` in
+    realdev's format: ``evaluate --real`` reads its categories as it reads ../shared/realdev's."""
+    from maskdet import evalsets
+
+    from .evalset_helpers import real_source
+
+    index = real_source(tmp_path / "src", per_class=2, worn=4)
+    evalsets.build_realdev(tmp_path / "rd", tmp_path / "src", index, progress=False)
+    built = (tmp_path / "rd" / "worn" / "labels.csv").read_bytes()
+    shared = (REALDEV / "worn" / "labels.csv").read_bytes()
+    assert built.splitlines(keepends=True)[0] == shared.splitlines(keepends=True)[0]
+    s = read_real_set(tmp_path / "rd", worn=True)
+    with open(REALDEV / "worn" / "labels.csv", newline="", encoding="utf-8") as fh:
+        first = list(csv.DictReader(fh))[:4]
+    assert s.worn_paths == sorted("worn/" + r["path"] for r in first)
+    category = {"worn/" + r["path"]: r["category"] for r in first}
+    assert s.worn_categories == [category[p] for p in s.worn_paths]
