@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--real",
         default=None,
         help="a folder of real crops (mask/ + nomask/, or labels.csv): evaluate on it instead "
-        "of a split (e.g. ../shared/realdev)",
+        "of a split (e.g. ../shared/realdev); its worn/ folder (masks worn wrong, "
+        "worn/labels.csv path,category) is kept out of the ROC and reported on its own",
     )
     e.add_argument(
         "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"
