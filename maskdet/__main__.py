@@ -25,7 +25,7 @@ from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .errors import UsageError, one_line
 from .evalsets import build_photos, build_realdev
-from .evaluate import evaluate_real, evaluate_run, headline
+from .evaluate import evaluate_real, evaluate_run, headline, worn_table
 from .export import export_model
 from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
@@ -132,6 +132,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
                 "json": str(Path(a.run) / "eval_real.json"),
             }
         )
+        if "worn_wrong" in r:
+            print(worn_table(r["worn_wrong"]))
         return
     r = evaluate_run(
         a.run,
@@ -376,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--real",
         default=None,
         help="a folder of real crops (mask/ + nomask/, or labels.csv): evaluate on it instead "
-        "of a split (e.g. ../shared/realdev)",
+        "of a split (e.g. ../shared/realdev); its worn/ folder (masks worn wrong, "
+        "worn/labels.csv path,category) is kept out of the ROC and reported on its own",
     )
     e.add_argument(
         "--data", default=None, help="DATA_DIR (default: the one the run was trained on)"

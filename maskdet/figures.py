@@ -411,6 +411,26 @@ def mistakes_gallery(
     return fig
 
 
+def worn_gallery(worn: dict, real_dir: str | os.PathLike | None = None, cols: int = 6):
+    """The example crops of :func:`maskdet.evaluate.worn_wrong_report` (masks worn wrong, the
+    highest p(mask) of each category) with their category and probability: red when the binary
+    model calls them wearing_mask at the val threshold (a door would let them in). ``real_dir``:
+    the real set's folder (default: the one the report was made from)."""
+    thr = worn["threshold"]
+    examples = worn["examples"]
+    fig = mistakes_gallery(
+        [{**e, "label": 1} for e in examples],
+        real_dir or worn["root"],
+        cols=cols,
+        title=f"masks worn wrong, highest p(mask) per category (red: called mask on at {thr:.3g})",
+    )
+    for ax, e in zip(fig.axes, examples):
+        colour = "tab:red" if e["prob"] >= thr else "tab:green"
+        ax.set_title(f"{e['category']}\np(mask)={e['prob']:.3f}", fontsize=7, color=colour)
+    fig.tight_layout()
+    return fig
+
+
 def real_panels(test: dict, real: dict):
     """The synthetic test split's ROC beside the real faces' ROC (one axes), and the real AUC per
     framing (tight kiosk crops to loose phone crops) against the synthetic test AUC."""

@@ -6,6 +6,11 @@ beside one measured on real crops such as ``../shared/realdev/``: ``mask/`` (lab
 rows. Unreadable files are recorded with the reason, never fatal; a set with one class missing
 is refused with a clear error (an AUC needs both).
 
+A ``worn/`` folder beside them (realdev's: masks worn under the nose, on the chin, or wrong in
+another way; ``worn/labels.csv`` gives each crop's ``category``) is read when asked for
+(``read_real_set(..., worn=True)``, as ``evaluate --real`` does): those faces are in neither class
+of the binary ROC and are reported on their own (:func:`maskdet.evaluate.worn_wrong_report`).
+
 Real crops come at one framing (realdev: a square of 1.5x the annotated face box);
 :func:`reframe` makes tighter and looser framings of the same faces, so that a model can be
 checked on both tight kiosk crops and loose phone crops. :func:`describe` gives what the error
@@ -37,24 +42,38 @@ NATIVE_FRAMING = 1.5
 FRAMINGS = {"tight": 1.0, "close": 1.25, "native": 1.5, "loose": 2.0}
 """Framings reported (multiples of the face box): tight kiosk crops to loose phone crops."""
 SIDE = 128
+WORN_DIR = "worn"
+"""The folder of a real set that holds masks worn wrong (in neither class of the binary ROC)."""
+UNCATEGORISED = "uncategorised"
+"""The category of a ``worn/`` crop when the folder has no ``labels.csv``."""
+SHOW_SKIPPED = 5
+"""Files of ``worn/`` named in the one line about what could not be read (the rest: counted)."""
 
 
 @dataclass
 class RealSet:
-    """Readable real crops with labels (1 = wearing_mask), and what could not be read."""
+    """Readable real crops with labels (1 = wearing_mask), and what could not be read; with
+    ``worn=True``, the readable crops of ``worn/`` (paths ``worn/<file>``) and their category."""
 
     root: Path
     paths: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    has_worn: bool = False
+    worn_paths: list[str] = field(default_factory=list)
+    worn_categories: list[str] = field(default_factory=list)
+    worn_images: list[np.ndarray] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {
+        out = {
             "wearing_mask": int(sum(self.labels)),
             "not_wearing_mask": len(self.labels) - int(sum(self.labels)),
             "skipped": len(self.skipped),
         }
+        if self.has_worn:
+            out["worn_wrong"] = len(self.worn_paths)
+        return out
 
 
 def _listing(root: Path) -> list[tuple[str, int]]:
@@ -88,33 +107,101 @@ def _listing(root: Path) -> list[tuple[str, int]]:
     ]
 
 
-def read_real_set(root: str | os.PathLike, limit: int | None = None) -> RealSet:
-    """Every image of a real set, as RGB arrays; unreadable or non-image files are recorded.
+def _worn_listing(base: Path, skipped: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(``worn/<file>``, category) for every crop of ``base/worn/``: the rows of
+    ``worn/labels.csv`` (columns path,category; paths relative to ``worn/``) when there is one,
+    else every file (category :data:`UNCATEGORISED`). Image files that the ``labels.csv`` does not
+    name are recorded in ``skipped`` (they have no category), never dropped in silence."""
+    folder = base / WORN_DIR
+    csv_path = folder / "labels.csv"
+    files = sorted(
+        f.relative_to(base).as_posix() for f in folder.rglob("*") if f.is_file() and f != csv_path
+    )
+    if not csv_path.is_file():
+        return [(rel, UNCATEGORISED) for rel in files]
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"path", "category"} <= set(reader.fieldnames):
+            raise ValueError(f"{csv_path}: needs the columns path,category (e.g. nose_out, chin)")
+        out = [
+            (f"{WORN_DIR}/{row['path']}", (row["category"] or "").strip() or UNCATEGORISED)
+            for row in reader
+        ]
+    listed = {rel for rel, _ in out}
+    skipped.extend(
+        {"path": rel, "reason": f"not in {WORN_DIR}/labels.csv (no category)"}
+        for rel in files
+        if rel not in listed and is_image_name(rel)
+    )
+    return out
 
-    ``limit`` keeps at most that many images per class (the first ones, sorted by path)."""
-    root = Path(root)
-    listing = _listing(root)
-    base = root.parent if root.suffix == ".csv" else root
-    real = RealSet(base)
-    per_class = {0: 0, 1: 0}
-    for rel, label in sorted(listing):
-        if limit is not None and per_class[label] >= limit:
+
+def _read_listed(
+    base: Path,
+    listing: list[tuple[str, int | str]],
+    limit: int | None,
+    skipped: list[dict[str, str]],
+) -> list[tuple[str, int | str, np.ndarray]]:
+    """(path, key, RGB) for every readable file of ``listing`` (sorted by path), at most
+    ``limit`` per key; what cannot be read is recorded in ``skipped`` with the reason."""
+    per_key: dict[int | str, int] = {}
+    out = []
+    for rel, key in sorted(listing):
+        if limit is not None and per_key.get(key, 0) >= limit:
             continue
         if not is_image_name(rel):
-            real.skipped.append({"path": rel, "reason": "not an image file name"})
+            skipped.append({"path": rel, "reason": "not an image file name"})
             continue
         try:
             rgb = read_rgb(base / rel)
         except BadImage as err:
-            real.skipped.append({"path": rel, "reason": str(err)})
+            skipped.append({"path": rel, "reason": str(err)})
             continue
         except OSError as err:
-            real.skipped.append({"path": rel, "reason": f"unreadable: {err.strerror or err}"})
+            skipped.append({"path": rel, "reason": f"unreadable: {err.strerror or err}"})
             continue
+        out.append((rel, key, rgb))
+        per_key[key] = per_key.get(key, 0) + 1
+    return out
+
+
+def _read_worn(real: RealSet, limit: int | None) -> None:
+    """The crops of ``real.root/worn/`` into ``real`` (at most ``limit`` per category), and one
+    printed line naming the files of ``worn/`` that could not be read (counted as skipped)."""
+    real.has_worn = True
+    worn_skipped: list[dict[str, str]] = []
+    listing = _worn_listing(real.root, worn_skipped)
+    for rel, category, rgb in _read_listed(real.root, listing, limit, worn_skipped):
+        real.worn_paths.append(rel)
+        real.worn_categories.append(str(category))
+        real.worn_images.append(rgb)
+    real.skipped.extend(worn_skipped)
+    if worn_skipped:
+        names = ", ".join(d["path"] for d in worn_skipped[:SHOW_SKIPPED])
+        more = len(worn_skipped) - SHOW_SKIPPED
+        print(
+            f"{real.root / WORN_DIR}: {len(worn_skipped)} files skipped (unreadable, not images "
+            f"or without a category): {names}"
+            + (f" and {more} more (the evaluation's skipped_images)" if more > 0 else "")
+        )
+
+
+def read_real_set(root: str | os.PathLike, limit: int | None = None, worn: bool = False) -> RealSet:
+    """Every image of a real set, as RGB arrays; unreadable or non-image files are recorded.
+
+    ``limit`` keeps at most that many images per class (the first ones, sorted by path).
+    ``worn``: also read the set's ``worn/`` folder when it has one (at most ``limit`` per
+    category); a set without it reads as with ``worn=False``."""
+    root = Path(root)
+    listing = _listing(root)
+    base = root.parent if root.suffix == ".csv" else root
+    real = RealSet(base)
+    for rel, label, rgb in _read_listed(base, listing, limit, real.skipped):
         real.paths.append(rel)
-        real.labels.append(label)
+        real.labels.append(int(label))
         real.images.append(rgb)
-        per_class[label] += 1
+    if worn and (base / WORN_DIR).is_dir():
+        _read_worn(real, limit)
     classes = (("wearing_mask (mask/)", 1), ("not_wearing_mask (nomask/)", 0))
     missing = [name for name, y in classes if y not in real.labels]
     if missing:
@@ -173,19 +260,32 @@ def describe(rgb: np.ndarray) -> dict[str, float | str]:
     }
 
 
-def clusters(real: RealSet) -> list[str]:
-    """What the bootstrap resamples together: the source photo of each crop when the set's
-    ``labels.csv`` names it (``source_path`` = ``<photo>#<box>``: faces of one photo are not
-    independent), else each crop alone."""
-    csv_path = real.root / "labels.csv"
+def _source_photos(csv_path: Path, prefix: str = "") -> dict[str, str]:
+    """``prefix + path`` -> ``<source_repo>:<photo>`` for the rows of a ``labels.csv`` that name
+    their source (``source_path`` = ``<photo>#<box>``); empty without the file."""
     photo: dict[str, str] = {}
     if csv_path.is_file():
         with open(csv_path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 src = (row.get("source_path") or "").split("#")[0]
                 if src:
-                    photo[row["path"]] = (row.get("source_repo") or "") + ":" + src
+                    photo[prefix + row["path"]] = (row.get("source_repo") or "") + ":" + src
+    return photo
+
+
+def clusters(real: RealSet) -> list[str]:
+    """What the bootstrap resamples together: the source photo of each crop when the set's
+    ``labels.csv`` names it (``source_path`` = ``<photo>#<box>``: faces of one photo are not
+    independent), else each crop alone."""
+    photo = _source_photos(real.root / "labels.csv")
     return [photo.get(p, p) for p in real.paths]
+
+
+def worn_clusters(real: RealSet) -> list[str]:
+    """:func:`clusters` for the ``worn/`` crops (from ``worn/labels.csv``): a worn-wrong face
+    and a proper mask of the same photo move together."""
+    photo = _source_photos(real.root / WORN_DIR / "labels.csv", f"{WORN_DIR}/")
+    return [photo.get(p, p) for p in real.worn_paths]
 
 
 def bucket(value: float, edges: tuple[float, ...], names: tuple[str, ...]) -> str:

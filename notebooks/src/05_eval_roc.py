@@ -173,6 +173,28 @@ if real:
     )
 
 # %% [markdown]
+# ## Masks worn wrong
+#
+# `REAL_DIR/worn/` holds real faces that wear a mask the wrong way, each looked at and given a
+# category (its `labels.csv`): `nose_out` (the mouth covered, the nose out), `chin` (the mask
+# below the mouth) and `other_wrong`. They count in neither class of the ROC above. **What is
+# measured here is the binary model on them**: per category, the share it calls wearing_mask at
+# the val threshold (at a door, those people walk in), and the AUC of its p(mask) separating the
+# proper masks of `mask/` from them (1.0: every proper mask above every worn-wrong face, 0.5: no
+# separation; 95% interval over source photos). **What is not measured yet**: a worn-wrong
+# answer. The model has no third class, so nothing here says how well it would *recognise* a mask
+# worn wrong. The gallery shows the crops of each category with the highest p(mask) (red: called
+# mask on). The numbers are in `RUN_DIR/eval_real_worn.csv` and `eval_real.json` (`worn_wrong`).
+
+# %%
+worn = real.get("worn_wrong") if real else None
+if worn:
+    print(evaluate.worn_table(worn))
+    fig = figures.worn_gallery(worn)
+else:
+    print("no readable worn/ crops in REAL_DIR: no worn-wrong numbers in this run")
+
+# %% [markdown]
 # The error analysis of the real misses (by mask colour, brightness, face size and framing) is in
 # chapter 06, next to the real photos.
 
