@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,14 +27,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from .appearance import Look
 from .errors import UsageError
 from .guard import clear_incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
-from .manifest import STAGE02, STAGE02_RECORD, new_row, read_manifest, write_manifest
+from .manifest import (
+    STAGE02,
+    STAGE02_RECORD,
+    STAGE02_SUMMARY,
+    new_row,
+    read_manifest,
+    write_manifest,
+)
+from .progress import bar as progress_bar
 from .renderers import make_renderer, resolve_backend
 from .stage02_record import Stage02Record, fingerprint
 from .system import default_workers, die_with_parent
@@ -171,7 +180,7 @@ def run_jobs(
 
     def collect(results) -> list[dict[str, str]]:
         out = []
-        for res in tqdm(results, **bar):
+        for res in progress_bar(results, **bar):
             if done is not None:
                 done(len(out), res)
             out.append(res)
@@ -296,13 +305,28 @@ def _synthesize(
     record.close()
     write_manifest(data_dir, rows)
     clear_incomplete(data_dir)
-    summary = summarize(results, backend, seconds)
-    return summary | {
+    summary = summarize(results, backend, seconds) | {
+        "synthesizer": synthesizer(backend, mdir),
         "seed": seed,
         "look": Look.parse(look).name,
         "hard_negatives": negatives,
         "kept_from_before": record.kept_count,
     }
+    (data_dir / STAGE02_SUMMARY).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def synthesizer(backend: str, checkout: str | os.PathLike | None) -> str:
+    """Who draws the masks, in words: ``MaskTheFace at commit caf4d6c`` (the checkout's git
+    commit), ``the builtin renderer``, or both for ``mixed``."""
+    if backend == "builtin" or checkout is None:
+        return "the builtin renderer"
+    commit = ""
+    if (Path(checkout) / ".git").exists():  # its own repository, not one it was copied into
+        git = ["git", "-C", str(checkout), "rev-parse", "--short=7", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+    mtf = f"MaskTheFace at commit {commit or 'unknown (not a git checkout)'}"
+    return f"{mtf} and the builtin renderer, per image" if backend == "mixed" else mtf
 
 
 def _derived_row(face: dict[str, str], dest: str, res: dict, label: str, **fields) -> dict:
@@ -380,6 +404,7 @@ def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     if not rows:
         raise RuntimeError(f"{src} has no faces yet: run 01_download first")
     (out / STAGE02_RECORD).unlink(missing_ok=True)  # its masks are made anew
+    (out / STAGE02_SUMMARY).unlink(missing_ok=True)
     for r in rows:
         if r["status"] == "excluded":  # excluded for its twin only: this copy gets a new twin
             r.update(status="ok", reason="")
