@@ -20,7 +20,7 @@ from IPython import get_ipython
 from .config import RUN_PRESETS
 from .constants import ROOT
 from .errors import UsageError
-from .report import headline_numbers, write_report
+from .report import headline_numbers, preset_statement, write_report
 
 PRESETS = RUN_PRESETS
 """Every notebook parameter per preset (defined once, in :mod:`maskdet.config`)."""
@@ -71,12 +71,14 @@ def resolve_preset(preset: str = "auto", device: str = "auto") -> str:
 def use_preset(preset: str, namespace: dict) -> str:
     """Fill a notebook's parameters left at ``None`` (``namespace``: its globals, after
     papermill's injected values) from ``preset`` (``auto`` resolved by :func:`resolve_preset`
-    on the notebook's ``DEVICE``). Values set in the cell or by papermill stay. Returns the
+    on the notebook's ``DEVICE``). Values set in the cell or by papermill stay. Prints how the
+    run differs from the assignment (:func:`maskdet.report.preset_statement`). Returns the
     preset used."""
     name = resolve_preset(preset, namespace.get("DEVICE", "auto"))
     for key, value in PRESETS[name].items():
         if key in namespace and namespace[key] is None:
             namespace[key] = value
+    print(preset_statement(name, namespace))
     return name
 
 
@@ -143,7 +145,8 @@ def run_notebooks(
     run_dir = Path(params["RUN_DIR"])
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
     numbers = headline_numbers(run_dir)
-    report = write_report(out, run_dir / "report.html", headline=numbers)
+    header = preset_statement(preset, params)
+    report = write_report(out, run_dir / "report.html", headline=numbers, header=header)
     return {
         "preset": preset,
         "executed": str(out),
