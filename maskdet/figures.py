@@ -9,6 +9,7 @@ faces (:func:`real_panels`) and the ablation summary.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .augment import (
@@ -111,7 +113,11 @@ def sample_grid(
         groups.setdefault(r[by] or "?", []).append(r)
     names = sorted(groups)
     fig, axes = plt.subplots(
-        len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False
+        len(names),
+        per_row,
+        figsize=(per_row * 1.3, len(names) * 1.45 + 0.3),
+        squeeze=False,
+        layout="constrained",  # room for the title above the first row's label
     )
     for i, name in enumerate(names):
         picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
@@ -121,8 +127,19 @@ def sample_grid(
                 ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
         axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
     fig.suptitle(f"{'masked' if label == 'wearing_mask' else label} samples by {by}", fontsize=10)
-    fig.tight_layout()
     return fig
+
+
+def show_jpeg(fig, quality: int = 80, dpi: float = 100) -> None:
+    """Show a figure of photos in the notebook as a JPEG, then close it: as a PNG (the inline
+    default) photos take several times the bytes, in the saved notebook and in report.html."""
+    from IPython.display import Image as Picture
+    from IPython.display import display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(Picture(data=buf.getvalue(), format="jpeg"))
 
 
 # ------------------------------------------------------ stage 03: what the network sees
@@ -237,9 +254,15 @@ def training_curves(metrics: list[dict]):
     for a in ax[:2]:
         a.legend()
     for a in ax:
-        a.set_xlabel("epoch")
+        epoch_axis(a)
     fig.tight_layout()
     return fig
+
+
+def epoch_axis(ax) -> None:
+    """Label ``ax``'s x axis ``epoch`` and tick it at whole epochs only."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # ----------------------------------------------------------------- stage 05: evaluation
@@ -350,7 +373,9 @@ def plot_epoch_rocs(epoch_preds: dict[int, dict], ax=None, max_curves: int = 60)
         )
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
-    fig.colorbar(sm, ax=ax, label="epoch")
+    bar = fig.colorbar(sm, ax=ax, label="epoch")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="val ROC, every epoch")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -364,7 +389,8 @@ def plot_auc_vs_epoch(aucs: dict[int, float], ax=None):
     ax.plot(ep, [aucs[e] for e in ep], "o-", ms=3)
     best = max(ep, key=lambda e: aucs[e])
     ax.plot(best, aucs[best], "r*", ms=12, label=f"best: epoch {best}, AUC {aucs[best]:.4f}")
-    ax.set(xlabel="epoch", ylabel="val AUC", title="val AUC per epoch")
+    ax.set(ylabel="val AUC", title="val AUC per epoch")
+    epoch_axis(ax)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -394,7 +420,9 @@ def mistakes_gallery(
     probability."""
     n = max(len(mistakes), 1)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.6 * cols, 2.0 * rows + 0.3), squeeze=False, layout="constrained"
+    )  # constrained: each row's titles get their own room, below the images above them
     for ax in axes.ravel():
         ax.axis("off")
     for ax, m in zip(axes.ravel(), mistakes):
@@ -407,7 +435,6 @@ def mistakes_gallery(
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

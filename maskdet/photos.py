@@ -86,19 +86,30 @@ def webcam_snapshot(folder: str | os.PathLike = "my_photos", quality: float = 0.
     return path
 
 
-def clip_gif(frames: Sequence[np.ndarray], fps: float = 15.0, width: int = 400) -> bytes:
-    """RGB frames as an animated GIF (``width`` px wide), to play in any notebook viewer."""
+def clip_gif(
+    frames: Sequence[np.ndarray],
+    fps: float = 15.0,
+    width: int = 320,
+    every: int = 2,
+    colours: int = 64,
+) -> bytes:
+    """RGB frames as an animated GIF (``width`` px wide), to play in any notebook viewer: every
+    ``every``-th frame, shown as long as the frames it stands for (same speed), in ``colours``
+    colours (one palette, from the middle frame), so the saved notebook stays small."""
     h, w = frames[0].shape[:2]
     size = (width, round(h * width / w))
-    images = [Image.fromarray(f).resize(size, Image.Resampling.BILINEAR) for f in frames]
+    kept = [Image.fromarray(f).resize(size, Image.Resampling.BILINEAR) for f in frames[::every]]
+    palette = kept[len(kept) // 2].quantize(colours, method=Image.Quantize.MEDIANCUT)
+    images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in kept]
     buf = io.BytesIO()
     images[0].save(
         buf,
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        duration=round(1000 / fps),
+        duration=round(1000 * every / fps),
         loop=0,
+        optimize=True,
     )
     return buf.getvalue()
 
@@ -177,7 +188,9 @@ def photo_grid(rows: list[dict], threshold: float, show: int = 20, cols: int = 5
     photos = sorted({r["path"] for r in rows})
     photos = photos[: show or len(photos)]
     n_rows = max(1, math.ceil(len(photos) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 3.2 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, cols, figsize=(3.4 * cols, 3.2 * n_rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, path in zip(axes.ravel(), photos):
@@ -191,7 +204,6 @@ def photo_grid(rows: list[dict], threshold: float, show: int = 20, cols: int = 5
         ]
         probs = [float(r["prob_mask"]) for r in faces]
         draw_faces(read_rgb(path), boxes, probs, threshold, ax=ax, title=Path(path).name)
-    fig.tight_layout()
     return fig
 
 
@@ -233,7 +245,9 @@ def failures(rows: list[dict], summary: list[dict], k: int = 12) -> list[dict]:
 def failure_grid(bad: list[dict], cols: int = 6):
     """The crops of :func:`failures` with the photo's name and the probability of a mask."""
     n_rows = max(1, math.ceil(len(bad) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(13, 2.6 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, cols, figsize=(13, 2.6 * n_rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), bad):

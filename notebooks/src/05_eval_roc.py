@@ -120,8 +120,10 @@ fig = figures.group_panels(result)
 # microphone over the mouth.
 
 # %%
-fig = figures.mistakes_gallery(
-    result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
+figures.show_jpeg(
+    figures.mistakes_gallery(
+        result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
+    )
 )
 
 # %% [markdown]
