@@ -254,15 +254,18 @@ def training_curves(metrics: list[dict]):
     for a in ax[:2]:
         a.legend()
     for a in ax:
-        epoch_axis(a)
+        epoch_axis(a, ep)
     fig.tight_layout()
     return fig
 
 
-def epoch_axis(ax) -> None:
-    """Label ``ax``'s x axis ``epoch`` and tick it at whole epochs only."""
+def epoch_axis(ax, epochs: list[int]) -> None:
+    """Label ``ax``'s x axis ``epoch`` and tick it at whole epochs only (each of a few epochs;
+    half an epoch of margin, so that a single epoch is not a fractional axis)."""
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
 
 
 # ----------------------------------------------------------------- stage 05: evaluation
@@ -372,9 +375,9 @@ def plot_epoch_rocs(epoch_preds: dict[int, dict], ax=None, max_curves: int = 60)
             label=f"epoch {e}: AUC {roc_auc(d['label'], d['prob']):.4f}" if e in (lo, hi) else None,
         )
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
-    bar = fig.colorbar(sm, ax=ax, label="epoch")
-    bar.locator = MaxNLocator(integer=True)
+    norm = plt.Normalize(lo, hi) if hi > lo else plt.Normalize(lo - 0.5, hi + 0.5)
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=ax, label="epoch")
+    bar.locator = MaxNLocator(integer=True, min_n_ticks=1)
     bar.update_ticks()
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="val ROC, every epoch")
     ax.legend(loc="lower right", fontsize=8)
@@ -390,7 +393,7 @@ def plot_auc_vs_epoch(aucs: dict[int, float], ax=None):
     best = max(ep, key=lambda e: aucs[e])
     ax.plot(best, aucs[best], "r*", ms=12, label=f"best: epoch {best}, AUC {aucs[best]:.4f}")
     ax.set(ylabel="val AUC", title="val AUC per epoch")
-    epoch_axis(ax)
+    epoch_axis(ax, ep)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
