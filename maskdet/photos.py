@@ -27,6 +27,8 @@ from PIL import Image
 from .constants import PREDS_DIRNAME
 from .detect import DetectedFace
 from .evaluate import confident_mistakes
+from .figures import show_jpeg
+from .gradcam import gallery
 from .imageio import read_rgb
 from .predict import read_predictions
 
@@ -255,6 +257,12 @@ def failure_grid(bad: list[dict], cols: int = 6):
         title = f"{Path(r['path']).stem}\np={float(r['prob_mask']):.2f}"
         ax.set_title(title, fontsize=8, color="tab:red")
     return fig
+
+
+def show_gradcam(classifier, crops: list[np.ndarray], titles: list[str], title: str) -> None:
+    """Show the Grad-CAM gallery (:func:`maskdet.gradcam.gallery`) of ``crops`` for the
+    classifier's predicted class, as a JPEG (:func:`maskdet.figures.show_jpeg`)."""
+    show_jpeg(gallery(classifier.model, crops, classifier.preprocess, titles, title=title))
 
 
 def gradcam_cases(run_dir: str | os.PathLike, right: int = 3, wrong: int = 6):

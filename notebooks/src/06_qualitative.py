@@ -38,7 +38,6 @@ from maskdet import (
     evalsets,
     evaluate,
     figures,
-    gradcam,
     kiosk,
     photos,
     predict,
@@ -196,29 +195,15 @@ else:
 cases = photos.gradcam_cases(RUN_DIR)  # right and wrong test answers (stage 05's files)
 if cases:
     crops, titles = cases
-    figures.show_jpeg(
-        gradcam.gallery(
-            classifier.model,
-            crops,
-            classifier.preprocess,
-            titles,
-            title="test faces: Grad-CAM of the predicted class",
-        )
-    )
+    photos.show_gradcam(classifier, crops, titles, "test faces: Grad-CAM of the predicted class")
 else:
     print("run notebook 05 first for the test-set Grad-CAM")
 
 # %%
 crops, titles = photos.top_faces(rows, 12)
 if crops:
-    figures.show_jpeg(
-        gradcam.gallery(
-            classifier.model,
-            crops,
-            classifier.preprocess,
-            titles,
-            title="faces from the photos: Grad-CAM of the predicted class",
-        )
+    photos.show_gradcam(
+        classifier, crops, titles, "faces from the photos: Grad-CAM of the predicted class"
     )
 
 # %% [markdown]
