@@ -9,7 +9,6 @@ faces (:func:`real_panels`) and the ablation summary.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -112,13 +111,8 @@ def sample_grid(
     for r in sorted(rows, key=lambda r: r["path"]):
         groups.setdefault(r[by] or "?", []).append(r)
     names = sorted(groups)
-    fig, axes = plt.subplots(
-        len(names),
-        per_row,
-        figsize=(per_row * 1.3, len(names) * 1.45 + 0.3),
-        squeeze=False,
-        layout="constrained",  # room for the title above the first row's label
-    )
+    size = (per_row * 1.3, len(names) * 1.45 + 0.3)  # constrained: the title above the labels
+    fig, axes = plt.subplots(len(names), per_row, figsize=size, squeeze=False, layout="constrained")
     for i, name in enumerate(names):
         picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
         for j, ax in enumerate(axes[i]):
@@ -128,18 +122,6 @@ def sample_grid(
         axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
     fig.suptitle(f"{'masked' if label == 'wearing_mask' else label} samples by {by}", fontsize=10)
     return fig
-
-
-def show_jpeg(fig, quality: int = 80, dpi: float = 100) -> None:
-    """Show a figure of photos in the notebook as a JPEG, then close it: as a PNG (the inline
-    default) photos take several times the bytes, in the saved notebook and in report.html."""
-    from IPython.display import Image as Picture
-    from IPython.display import display
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
-    plt.close(fig)
-    display(Picture(data=buf.getvalue(), format="jpeg"))
 
 
 # ------------------------------------------------------ stage 03: what the network sees
@@ -260,8 +242,7 @@ def training_curves(metrics: list[dict]):
 
 
 def epoch_axis(ax, epochs: list[int]) -> None:
-    """Label ``ax``'s x axis ``epoch`` and tick it at whole epochs only (each of a few epochs;
-    half an epoch of margin, so that a single epoch is not a fractional axis)."""
+    """``ax``'s x axis: ``epoch``, ticks at whole epochs, half an epoch of margin."""
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if epochs:

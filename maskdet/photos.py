@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Image as IPImage
 from IPython.display import Javascript, display
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -27,7 +28,6 @@ from PIL import Image
 from .constants import PREDS_DIRNAME
 from .detect import DetectedFace
 from .evaluate import confident_mistakes
-from .figures import show_jpeg
 from .gradcam import gallery
 from .imageio import read_rgb
 from .predict import read_predictions
@@ -257,6 +257,15 @@ def failure_grid(bad: list[dict], cols: int = 6):
         title = f"{Path(r['path']).stem}\np={float(r['prob_mask']):.2f}"
         ax.set_title(title, fontsize=8, color="tab:red")
     return fig
+
+
+def show_jpeg(fig, quality: int = 80, dpi: float = 100) -> None:
+    """Show a figure of photos in the notebook as a JPEG, then close it: as a PNG (the inline
+    default) photos take several times the bytes, in the saved notebook and in report.html."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(IPImage(data=buf.getvalue(), format="jpeg"))
 
 
 def show_gradcam(classifier, crops: list[np.ndarray], titles: list[str], title: str) -> None:

@@ -20,6 +20,8 @@ from nbconvert import HTMLExporter
 from .config import RUN_PRESETS
 from .constants import ROOT
 from .manifest import STAGE01_RECORD, STAGE02_SUMMARY
+from .renderers import resolve_backend
+from .synthesis import synthesizer
 
 ASSIGNMENT = RUN_PRESETS["full"]
 """The assignment's settings: 50 epochs, batch 64, lr 0.01, all of LFW, ImageNet weights."""
@@ -50,9 +52,6 @@ def _record(folder: str | os.PathLike | None, name: str) -> dict:
 
 def _synthesizer_now(backend: str | None) -> str:
     """Who stage 02 would draw the masks with here (before it has run)."""
-    from .renderers import resolve_backend
-    from .synthesis import synthesizer
-
     try:
         return synthesizer(*resolve_backend(backend or None, verbose=False))
     except (FileNotFoundError, ValueError) as err:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from maskdet import figures  # noqa: E402
+from maskdet import figures, photos  # noqa: E402
 from maskdet.manifest import read_manifest  # noqa: E402
 
 
@@ -90,6 +90,6 @@ def test_photo_figures_are_shown_as_jpeg(masked_mini, capsys):
     shown = []
     shell.display_pub.publish = lambda data, **kw: shown.append(data)
     fig = figures.sample_grid(masked_mini, by="mask_type")
-    figures.show_jpeg(fig)
+    photos.show_jpeg(fig)
     assert len(shown) == 1 and "image/jpeg" in shown[0] and "image/png" not in shown[0]
     assert not plt.fignum_exists(fig.number)  # closed: the inline backend shows no PNG of it

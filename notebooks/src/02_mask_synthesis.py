@@ -32,7 +32,7 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from maskdet import checks, data, figures, synthesis
+from maskdet import checks, data, figures, photos, synthesis
 
 # %% tags=["parameters"]
 PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
@@ -104,10 +104,10 @@ df[df.status != "ok"].groupby(["label", "status", "reason"]).size().to_frame("im
 # ## Masked samples, by mask type and by colour
 
 # %%
-figures.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_type"))
+photos.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_type"))
 
 # %%
-figures.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_color"))
+photos.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_color"))
 
 # %%
 masked = df[(df.label == "wearing_mask") & (df.status == "ok")]
@@ -127,7 +127,7 @@ pd.concat(
 
 # %%
 if summary.get("hard_negatives", {}).get("written"):
-    figures.show_jpeg(figures.sample_grid(DATA_DIR, by="occluder", label="not_wearing_mask"))
+    photos.show_jpeg(figures.sample_grid(DATA_DIR, by="occluder", label="not_wearing_mask"))
     display(pd.Series(summary["hard_negatives"]["kinds"]).to_frame("images"))
 
 # %% [markdown]

@@ -26,7 +26,7 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import ablate, checks, evalsets, evaluate, figures
+from maskdet import ablate, checks, evalsets, evaluate, figures, photos
 
 # %% tags=["parameters"]
 PRESET = "auto"  # "full" (the assignment) on a CUDA GPU, "demo" on a CPU; or "demo" | "full"
@@ -120,7 +120,7 @@ fig = figures.group_panels(result)
 # microphone over the mouth.
 
 # %%
-figures.show_jpeg(
+photos.show_jpeg(
     figures.mistakes_gallery(
         result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
     )

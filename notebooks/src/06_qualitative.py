@@ -111,7 +111,7 @@ if PHOTOS_DIR:
     rows = predict.predict_paths(
         classifier, [PHOTOS_DIR], photos=True, detector=detector, keep_crops=True
     )
-    figures.show_jpeg(photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS))
+    photos.show_jpeg(photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS))
     display(photos.faces_table(rows).drop(columns=["framing"]).head(12))
 
 # %% [markdown]
@@ -143,7 +143,7 @@ if summary:
 if WEBCAM and photos.in_colab():
     snap = photos.webcam_snapshot("my_photos")
     snap_rows = predict.predict_paths(classifier, [snap], photos=True, detector=detector)
-    figures.show_jpeg(photos.photo_grid(snap_rows, classifier.threshold, 1, cols=1))
+    photos.show_jpeg(photos.photo_grid(snap_rows, classifier.threshold, 1, cols=1))
     display(photos.faces_table(snap_rows))
 else:
     print("the webcam snapshot runs on Colab: set WEBCAM = True there")
@@ -216,7 +216,7 @@ if crops:
 bad = photos.failures(rows, summary, 12)
 print(f"{len(bad)} faces disagree with their photo's label (most confident shown)")
 if bad:
-    figures.show_jpeg(photos.failure_grid(bad))
+    photos.show_jpeg(photos.failure_grid(bad))
 
 # %% [markdown]
 # ## Real faces: where the misses are
@@ -239,7 +239,7 @@ if real:
 
 # %%
 if real:
-    figures.show_jpeg(
+    photos.show_jpeg(
         figures.mistakes_gallery(
             real["mistakes"], real["real_dir"], title="real faces: the most confident mistakes"
         )
