@@ -82,8 +82,10 @@ def test_saved_notebooks_are_clean_and_small(smoke_run):
 def test_stage_outputs_show_in_the_report(smoke_run):
     tmp, _ = smoke_run
     nb = nbformat.read(tmp / "executed" / "02_mask_synthesis.ipynb", as_version=4)
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the sample grids by mask type and by colour
+    images = [
+        o for c in nb.cells for o in c.get("outputs", []) if "image/jpeg" in o.get("data", {})
+    ]
+    assert len(images) >= 2  # the sample grids by mask type and by colour (photos: JPEG)
     manifest = (tmp / "data" / "manifest.csv").read_text()
     assert "wearing_mask" in manifest and ",ok," in manifest
 
