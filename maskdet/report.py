@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from .config import RUN_PRESETS
 from .constants import ROOT
@@ -178,6 +179,8 @@ def write_report(
             _gif_as_html(c)
             merged.cells.append(c)
     exporter = HTMLExporter(template_name="lab")
+    # a text bar's frames are "\r" redraws: folded into what a notebook viewer shows
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)
     exporter.exclude_input = not show_code
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True

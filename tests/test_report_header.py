@@ -1,12 +1,14 @@
 """The report's header and each notebook's parameters output: the preset against the assignment
 (epochs, batch, lr, people, ImageNet weights, synthesizer), from the run's own records; the kiosk
-GIF shown in report.html (issue 17, parts 3 and 6)."""
+GIF shown in report.html, a text bar's frames folded to its final line (issue 17, parts 3
+and 6)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import re
 
 import nbformat
 import numpy as np
@@ -70,11 +72,30 @@ def _gif() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _bar_frames() -> list:
+    """The stream outputs that a text bar (maskdet.progress) leaves in an executed notebook."""
+    from maskdet.progress import bar
+
+    class Frames(list):
+        def write(self, text: str) -> None:
+            self.append(nbformat.v4.new_output("stream", name="stderr", text=text))
+
+        def flush(self) -> None:
+            pass
+
+    frames = Frames()
+    for _ in bar(range(3), desc="crop faces", file=frames, mininterval=0):
+        pass
+    assert len(frames) > 3  # redraws, the clearing, the final line
+    return frames
+
+
 def test_report_has_the_header_and_shows_the_gif(tmp_path):
     gif = _gif()
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# 06 · Photos"),
+        nbformat.v4.new_code_cell("run()", outputs=_bar_frames()),
         nbformat.v4.new_code_cell(
             "display(clip)",
             outputs=[
@@ -92,3 +113,4 @@ def test_report_has_the_header_and_shows_the_gif(tmp_path):
     assert text.index("Preset smoke") < text.index("06 · Photos")
     assert f'src="data:image/gif;base64,{gif}"' in text
     assert "IPython.core.display.Image object" not in text
+    assert "0%|" not in text and re.search(r"crop faces: 3 done in \d\d:\d\d\n", text)  # folded
