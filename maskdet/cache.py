@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .constants import CACHE_DIRNAME, FACE_SIZE
 from .imageio import BadImage, read_rgb
 from .manifest import Item, read_manifest, select_rows
+from .progress import bar as progress_bar
 from .system import default_workers
 
 
@@ -180,7 +180,7 @@ def build_cache(
     )
     it = loader
     if progress:
-        it = tqdm(loader, desc=f"cache {split}", total=len(loader))
+        it = progress_bar(loader, desc=f"cache {split}", total=len(loader))
     for chunk in it:
         for i, arr, reason in chunk:
             if arr is None:

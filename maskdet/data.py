@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import download as dl
 from .constants import FACE_SIZE, SPLITS
@@ -39,11 +38,13 @@ from .manifest import (
     STAGE01,
     STAGE01_RECORD,
     STAGE02_RECORD,
+    STAGE02_SUMMARY,
     manifest_path,
     new_row,
     read_manifest,
     write_manifest,
 )
+from .progress import bar as progress_bar
 from .system import default_workers, die_with_parent
 
 CROP_FRACTION = 0.64
@@ -287,7 +288,7 @@ def _prepare(
             workers, initializer=die_with_parent, initargs=(os.getpid(),)
         ) as pool:
             reasons = list(
-                tqdm(
+                progress_bar(
                     pool.map(_process, jobs, chunksize=32),
                     total=len(jobs),
                     desc="crop faces",
@@ -295,7 +296,7 @@ def _prepare(
                 )
             )
     else:
-        reasons = [_process(j) for j in tqdm(jobs, desc="crop faces", disable=not progress)]
+        reasons = [_process(j) for j in progress_bar(jobs, desc="crop faces", disable=not progress)]
     for row, reason in zip(rows, reasons):
         if reason:
             row.update(path="", status="skipped", reason=reason)
@@ -323,7 +324,7 @@ def _swap_in(work: Path, out: Path) -> None:
     """Replace ``out``'s split folders and manifest by those in ``work`` (marked incomplete
     meanwhile); the records of the previous stage 01 and 02 runs go with them."""
     mark_incomplete(out, STAGE01.format(out))
-    for name in (STAGE01_RECORD, STAGE02_RECORD):
+    for name in (STAGE01_RECORD, STAGE02_RECORD, STAGE02_SUMMARY):
         (out / name).unlink(missing_ok=True)
     for split in SPLITS:
         shutil.rmtree(out / split, ignore_errors=True)

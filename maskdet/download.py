@@ -22,8 +22,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
-from tqdm import std as tqdm_text
-from tqdm.auto import tqdm
+
+from .progress import bar as progress_bar
 
 CHUNK = 1 << 20
 STREAM_CHUNK = 1 << 14
@@ -170,7 +170,7 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         mode = "ab" if have else "wb"
         with (
             open(part, mode) as fh,
-            tqdm(
+            progress_bar(
                 total=total,
                 initial=have,
                 unit="B",
@@ -335,7 +335,7 @@ def download_set(
     )
     lock = threading.Lock()
     failures = [0]  # files in a row that failed for want of an answer
-    bar = tqdm_text.tqdm(  # a text bar: in a saved notebook it ends cleared, never at 0%
+    bar = progress_bar(
         total=sum(n for *_, n in files),
         unit="B",
         unit_scale=True,

@@ -297,7 +297,7 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict:
     """Evaluate a training run's best checkpoint on ``split``: all numbers, JSON and PNGs
-    (``progress``: a ``tqdm.auto`` bar over the split's batches).
+    (``progress``: a text bar (:mod:`maskdet.progress`) over the split's batches).
 
     Writes ``RUN_DIR/eval_<split>.json``, ``RUN_DIR/preds/<split>_eval.csv`` and figures in
     ``RUN_DIR/eval_<split>/``; logs the scalars and figures to TensorBoard (``RUN_DIR/tb``, tags

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checkpoint import load_model
 from .imageio import read_rgb
 from .manifest import read_manifest, usable
 from .metrics import roc_auc
 from .predict import MaskClassifier, Preprocess
+from .progress import bar as progress_bar
 
 PARITY_TOL = 1e-4
 
@@ -215,7 +215,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.it = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
-            self.bar = tqdm(total=len(calibration), desc="int8 calibration", unit="face")
+            self.bar = progress_bar(total=len(calibration), desc="int8 calibration", unit="face")
 
         def get_next(self):
             item = next(self.it, None)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .augment import (
@@ -110,9 +111,8 @@ def sample_grid(
     for r in sorted(rows, key=lambda r: r["path"]):
         groups.setdefault(r[by] or "?", []).append(r)
     names = sorted(groups)
-    fig, axes = plt.subplots(
-        len(names), per_row, figsize=(per_row * 1.3, len(names) * 1.45), squeeze=False
-    )
+    size = (per_row * 1.3, len(names) * 1.45 + 0.3)  # constrained: the title above the labels
+    fig, axes = plt.subplots(len(names), per_row, figsize=size, squeeze=False, layout="constrained")
     for i, name in enumerate(names):
         picks = groups[name][:: max(1, len(groups[name]) // per_row)][:per_row]
         for j, ax in enumerate(axes[i]):
@@ -121,7 +121,6 @@ def sample_grid(
                 ax.imshow(read_rgb(Path(data_dir) / picks[j]["path"]))
         axes[i][0].set_title(f"{name} ({len(groups[name])})", fontsize=8, loc="left")
     fig.suptitle(f"{'masked' if label == 'wearing_mask' else label} samples by {by}", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -237,9 +236,17 @@ def training_curves(metrics: list[dict]):
     for a in ax[:2]:
         a.legend()
     for a in ax:
-        a.set_xlabel("epoch")
+        epoch_axis(a, ep)
     fig.tight_layout()
     return fig
+
+
+def epoch_axis(ax, epochs: list[int]) -> None:
+    """``ax``'s x axis: ``epoch``, ticks at whole epochs, half an epoch of margin."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
 
 
 # ----------------------------------------------------------------- stage 05: evaluation
@@ -349,8 +356,10 @@ def plot_epoch_rocs(epoch_preds: dict[int, dict], ax=None, max_curves: int = 60)
             label=f"epoch {e}: AUC {roc_auc(d['label'], d['prob']):.4f}" if e in (lo, hi) else None,
         )
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
-    fig.colorbar(sm, ax=ax, label="epoch")
+    norm = plt.Normalize(lo, hi) if hi > lo else plt.Normalize(lo - 0.5, hi + 0.5)
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=ax, label="epoch")
+    bar.locator = MaxNLocator(integer=True, min_n_ticks=1)
+    bar.update_ticks()
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="val ROC, every epoch")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -364,7 +373,8 @@ def plot_auc_vs_epoch(aucs: dict[int, float], ax=None):
     ax.plot(ep, [aucs[e] for e in ep], "o-", ms=3)
     best = max(ep, key=lambda e: aucs[e])
     ax.plot(best, aucs[best], "r*", ms=12, label=f"best: epoch {best}, AUC {aucs[best]:.4f}")
-    ax.set(xlabel="epoch", ylabel="val AUC", title="val AUC per epoch")
+    ax.set(ylabel="val AUC", title="val AUC per epoch")
+    epoch_axis(ax, ep)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -394,7 +404,9 @@ def mistakes_gallery(
     probability."""
     n = max(len(mistakes), 1)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.6 * cols, 2.0 * rows + 0.3), squeeze=False, layout="constrained"
+    )  # constrained: each row's titles get their own room, below the images above them
     for ax in axes.ravel():
         ax.axis("off")
     for ax, m in zip(axes.ravel(), mistakes):
@@ -407,7 +419,6 @@ def mistakes_gallery(
     if not mistakes:
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

@@ -105,7 +105,9 @@ def gallery(
     cams = grad_cam(model, x, target, layer)
     s = x.shape[-1]
     rows = math.ceil(len(crops) / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols, 4.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * rows, cols, figsize=(1.9 * cols, 4.0 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for i, (crop, cam) in enumerate(zip(crops, cams)):
@@ -118,5 +120,4 @@ def gallery(
         if titles:
             axes[r, c].set_title(titles[i], fontsize=7)
     fig.suptitle(title or f"Grad-CAM ({layer}, {target} class)", fontsize=9)
-    fig.tight_layout()
     return fig

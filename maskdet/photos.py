@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Image as IPImage
 from IPython.display import Javascript, display
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -27,6 +28,7 @@ from PIL import Image
 from .constants import PREDS_DIRNAME
 from .detect import DetectedFace
 from .evaluate import confident_mistakes
+from .gradcam import gallery
 from .imageio import read_rgb
 from .predict import read_predictions
 
@@ -86,19 +88,30 @@ def webcam_snapshot(folder: str | os.PathLike = "my_photos", quality: float = 0.
     return path
 
 
-def clip_gif(frames: Sequence[np.ndarray], fps: float = 15.0, width: int = 400) -> bytes:
-    """RGB frames as an animated GIF (``width`` px wide), to play in any notebook viewer."""
+def clip_gif(
+    frames: Sequence[np.ndarray],
+    fps: float = 15.0,
+    width: int = 320,
+    every: int = 2,
+    colours: int = 64,
+) -> bytes:
+    """RGB frames as an animated GIF (``width`` px wide), to play in any notebook viewer: every
+    ``every``-th frame, shown as long as the frames it stands for (same speed), in ``colours``
+    colours (one palette, from the middle frame), so the saved notebook stays small."""
     h, w = frames[0].shape[:2]
     size = (width, round(h * width / w))
-    images = [Image.fromarray(f).resize(size, Image.Resampling.BILINEAR) for f in frames]
+    kept = [Image.fromarray(f).resize(size, Image.Resampling.BILINEAR) for f in frames[::every]]
+    palette = kept[len(kept) // 2].quantize(colours, method=Image.Quantize.MEDIANCUT)
+    images = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in kept]
     buf = io.BytesIO()
     images[0].save(
         buf,
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        duration=round(1000 / fps),
+        duration=round(1000 * every / fps),
         loop=0,
+        optimize=True,
     )
     return buf.getvalue()
 
@@ -177,7 +190,9 @@ def photo_grid(rows: list[dict], threshold: float, show: int = 20, cols: int = 5
     photos = sorted({r["path"] for r in rows})
     photos = photos[: show or len(photos)]
     n_rows = max(1, math.ceil(len(photos) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 3.2 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, cols, figsize=(3.4 * cols, 3.2 * n_rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, path in zip(axes.ravel(), photos):
@@ -191,7 +206,6 @@ def photo_grid(rows: list[dict], threshold: float, show: int = 20, cols: int = 5
         ]
         probs = [float(r["prob_mask"]) for r in faces]
         draw_faces(read_rgb(path), boxes, probs, threshold, ax=ax, title=Path(path).name)
-    fig.tight_layout()
     return fig
 
 
@@ -233,7 +247,9 @@ def failures(rows: list[dict], summary: list[dict], k: int = 12) -> list[dict]:
 def failure_grid(bad: list[dict], cols: int = 6):
     """The crops of :func:`failures` with the photo's name and the probability of a mask."""
     n_rows = max(1, math.ceil(len(bad) / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(13, 2.6 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, cols, figsize=(13, 2.6 * n_rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), bad):
@@ -241,6 +257,21 @@ def failure_grid(bad: list[dict], cols: int = 6):
         title = f"{Path(r['path']).stem}\np={float(r['prob_mask']):.2f}"
         ax.set_title(title, fontsize=8, color="tab:red")
     return fig
+
+
+def show_jpeg(fig, quality: int = 80, dpi: float = 100) -> None:
+    """Show a figure of photos in the notebook as a JPEG, then close it: as a PNG (the inline
+    default) photos take several times the bytes, in the saved notebook and in report.html."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(IPImage(data=buf.getvalue(), format="jpeg"))
+
+
+def show_gradcam(classifier, crops: list[np.ndarray], titles: list[str], title: str) -> None:
+    """Show the Grad-CAM gallery (:func:`maskdet.gradcam.gallery`) of ``crops`` for the
+    classifier's predicted class, as a JPEG (:func:`maskdet.figures.show_jpeg`)."""
+    show_jpeg(gallery(classifier.model, crops, classifier.preprocess, titles, title=title))
 
 
 def gradcam_cases(run_dir: str | os.PathLike, right: int = 3, wrong: int = 6):

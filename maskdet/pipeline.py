@@ -20,7 +20,7 @@ from IPython import get_ipython
 from .config import RUN_PRESETS
 from .constants import ROOT
 from .errors import UsageError
-from .report import headline_numbers, write_report
+from .report import headline_numbers, preset_statement, write_report
 
 PRESETS = RUN_PRESETS
 """Every notebook parameter per preset (defined once, in :mod:`maskdet.config`)."""
@@ -119,7 +119,8 @@ def use_preset(preset: str, namespace: dict, follow_stage01: bool = True) -> str
     papermill's injected values) from ``preset``. ``auto`` follows the preset stage 01
     recorded (:func:`recorded_preset`; ``follow_stage01``, all chapters but 01), else the
     runtime (:func:`resolve_preset` on the notebook's ``DEVICE``). Values set in the cell or by
-    papermill stay. Returns the preset used."""
+    papermill stay. Prints how the run differs from the assignment
+    (:func:`maskdet.report.preset_statement`). Returns the preset used."""
     name = None
     if preset == "auto" and follow_stage01:
         on_drive = bool(namespace.get("IN_COLAB") and namespace.get("USE_DRIVE"))
@@ -128,6 +129,7 @@ def use_preset(preset: str, namespace: dict, follow_stage01: bool = True) -> str
     for key, value in PRESETS[name].items():
         if key in namespace and namespace[key] is None:
             namespace[key] = value
+    print(preset_statement(name, namespace))
     return name
 
 
@@ -194,7 +196,8 @@ def run_notebooks(
     run_dir = Path(params["RUN_DIR"])
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir
     numbers = headline_numbers(run_dir)
-    report = write_report(out, run_dir / "report.html", headline=numbers)
+    header = preset_statement(preset, params)
+    report = write_report(out, run_dir / "report.html", headline=numbers, header=header)
     return {
         "preset": preset,
         "executed": str(out),

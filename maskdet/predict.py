@@ -36,7 +36,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checkpoint import load_model
 from .constants import (
@@ -50,6 +49,7 @@ from .constants import (
 from .detect import DETECT_SIZE, DetectedFace, FaceDetector, crop_face
 from .imageio import BadImage, is_image_name, read_rgb
 from .loader import loader_items, make_loaders
+from .progress import bar as progress_bar
 from .system import autocast
 
 PAD_FRACTION = 0.5
@@ -86,14 +86,14 @@ def predict(
 ) -> dict:
     """Probabilities for every image a loader yields: ``paths``, ``labels``, ``probs``, ``loss``
     (mean per image), the loader's ``indices`` and image count ``n`` (``progress``: the
-    description of a ``tqdm.auto`` bar over the batches; None: no bar)."""
+    description of a text bar (:mod:`maskdet.progress`) over the batches; None: no bar)."""
     model.eval()
     crit = nn.BCEWithLogitsLoss(reduction="sum")
     items = loader_items(loader)
     labels, probs, idx = [], [], []
     loss = torch.zeros((), device=device)
     bar = dict(desc=progress, total=len(loader), unit="batch", disable=progress is None)
-    for batch in tqdm(loader, **bar):
+    for batch in progress_bar(loader, **bar):
         x = (
             batch.images.contiguous(memory_format=torch.channels_last)
             if channels_last
@@ -448,13 +448,13 @@ def iter_predictions(
     order, as soon as its batch is classified: faces are gathered across images into batches of
     ``batch_size``. The detector defaults to YuNet at its photo scale (``photos``) or at the
     crop's own scale. ``keep_crops``: each row also holds its 128x128 crop under ``"crop"``.
-    ``progress``: a bar over the images (``tqdm.auto``: a widget in notebooks)."""
+    ``progress``: a bar over the images (:mod:`maskdet.progress`)."""
     thr = classifier.threshold if threshold is None else threshold
     detector = detector or FaceDetector(detect_size=DETECT_SIZE["photo" if photos else "crop"])
     files = list(iter_images(paths))
     pending: list[tuple[dict, np.ndarray | None]] = []
     faces = 0
-    bar = tqdm(files, desc="predict", unit="image", disable=not progress)
+    bar = progress_bar(files, desc="predict", unit="image", disable=not progress)
     for n, path in enumerate(bar, 1):
         pending += _faces_of(path, photos, detector)
         if sum(c is not None for _, c in pending) >= batch_size or n == len(files):

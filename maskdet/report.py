@@ -16,6 +16,18 @@ from pathlib import Path
 
 import nbformat
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+from .config import RUN_PRESETS
+from .constants import ROOT
+from .manifest import STAGE01_RECORD, STAGE02_SUMMARY
+from .renderers import resolve_backend
+from .synthesis import synthesizer
+
+ASSIGNMENT = RUN_PRESETS["full"]
+"""The assignment's settings: 50 epochs, batch 64, lr 0.01, all of LFW, ImageNet weights."""
+LFW_PEOPLE = 5749
+"""People in LFW (what ``LIMIT_IDENTITIES = 0`` keeps)."""
 
 
 def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
@@ -25,6 +37,69 @@ def _title(nb: nbformat.NotebookNode, fallback: str) -> str:
             if m:
                 return m.group(1).strip()
     return fallback
+
+
+def _record(folder: str | os.PathLike | None, name: str) -> dict:
+    """A stage's JSON record in ``folder`` (relative: to the project root), or {} when absent."""
+    if not folder or str(folder) == "auto":
+        return {}
+    path = Path(folder)
+    path = (path if path.is_absolute() else ROOT / path) / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _synthesizer_now(backend: str | None) -> str:
+    """Who stage 02 would draw the masks with here (before it has run)."""
+    try:
+        return synthesizer(*resolve_backend(backend or None, verbose=False))
+    except (FileNotFoundError, ValueError) as err:
+        return f"{backend} (asked for, not usable: {err})"
+
+
+def preset_statement(preset: str, params: dict) -> str:
+    """One line: the preset and how its run differs from the assignment (epochs, batch, lr,
+    people, ImageNet weights, synthesizer). ``params``: the notebook parameters (a notebook's
+    globals, or ``run``'s); those not given come from the preset. People, ImageNet weights and
+    the synthesizer are what the run's records say (``DATA_DIR/stage01.json``,
+    ``DATA_DIR/stage02.json``, ``RUN_DIR/summary.json``) once the stage has run, else what the
+    parameters ask for."""
+    p = dict(RUN_PRESETS.get(preset, ASSIGNMENT))
+    p.update({k: v for k, v in params.items() if k in p and v is not None})
+    people = _record(p["DATA_DIR"], STAGE01_RECORD).get("result", {}).get("identities_used")
+    people = people or p["LIMIT_IDENTITIES"] or LFW_PEOPLE
+    imagenet = _record(p["RUN_DIR"], "summary.json").get("imagenet_weights")
+    weights = (
+        "random initialisation"
+        if imagenet is False or not p["PRETRAINED"]
+        else "ImageNet weights"
+        + ("" if imagenet else " (loaded in stage 04 when they can be downloaded)")
+    )
+    masks = _record(p["DATA_DIR"], STAGE02_SUMMARY).get("synthesizer")
+    masks = masks or _synthesizer_now(p["SYNTH_BACKEND"]) + " (the choice of stage 02 here)"
+    epochs = f"{p['EPOCHS']} epoch" + "s" * (p["EPOCHS"] != 1)
+    items = [  # (what this run has, what the assignment asks, or None where they agree)
+        (epochs, ASSIGNMENT["EPOCHS"], p["EPOCHS"]),
+        (f"batch {p['BATCH_SIZE']}", ASSIGNMENT["BATCH_SIZE"], p["BATCH_SIZE"]),
+        (f"lr {p['LR']}", ASSIGNMENT["LR"], p["LR"]),
+        (f"{people:,} people" if people < LFW_PEOPLE else f"all {LFW_PEOPLE:,} people", "all", None)
+        if people >= LFW_PEOPLE
+        else (f"{people:,} people", f"all {LFW_PEOPLE:,}", people),
+        (f"at most {p['LIMIT']:,} images per split", "all", p["LIMIT"] or None),
+        (weights, "ImageNet weights", None if weights.startswith("ImageNet") else weights),
+        (f"masks by {masks}", "MaskTheFace", None if masks.startswith("MaskTheFace") else masks),
+    ]
+    differ = [f"{have} instead of {want}" for have, want, got in items if got not in (None, want)]
+    same = [
+        have for have, want, got in items if got in (None, want) and not have.startswith("at most")
+    ]
+    if not differ:
+        return f"Preset {preset}: the assignment's settings ({', '.join(same)})."
+    return f"Preset {preset}, unlike the assignment: {', '.join(differ)}" + (
+        f"; as assigned: {', '.join(same)}." if same else "."
+    )
 
 
 def headline_numbers(run_dir: str | os.PathLike) -> dict[str, str]:
@@ -46,16 +121,31 @@ def headline_numbers(run_dir: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def _gif_as_html(cell: nbformat.NotebookNode) -> None:
+    """Give each GIF output of ``cell`` an HTML ``<img>`` in its place: nbconvert writes only the
+    text fallback of an ``image/gif`` output (``<IPython.core.display.Image object>``)."""
+    for out in cell.get("outputs", []):
+        gif = out.get("data", {}).get("image/gif")
+        if gif:
+            b64 = gif if isinstance(gif, str) else "".join(gif)
+            out["data"] = {
+                "text/html": f'<img alt="animation" src="data:image/gif;base64,{b64.strip()}">'
+            }
+
+
 def write_report(
     executed_dir: str | os.PathLike,
     out_html: str | os.PathLike,
     title: str = "Mask detection: report",
     show_code: bool = False,
     headline: dict[str, str] | None = None,
+    header: str = "",
 ) -> Path:
     """Join ``executed_dir/NN_*.ipynb`` into ``out_html``; returns its path.
 
-    Setup and parameters cells are left out; code is hidden unless ``show_code``. A notebook that
+    ``header``: a line under the title (the preset against the assignment:
+    :func:`preset_statement`). Setup and parameters cells are left out; code is hidden unless
+    ``show_code``; an animated GIF is shown as one. A notebook that
     failed keeps its error output, so a broken stage is visible in the report.
     """
     executed = sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb"))
@@ -86,8 +176,11 @@ def write_report(
                 c = nbformat.v4.new_markdown_cell(
                     re.sub(r"\[!\[Open In Colab\].*?\)\]\(.*?\)", "", c.source)
                 )
+            _gif_as_html(c)
             merged.cells.append(c)
     exporter = HTMLExporter(template_name="lab")
+    # a text bar's frames are "\r" redraws: folded into what a notebook viewer shows
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(), enabled=True)
     exporter.exclude_input = not show_code
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
@@ -97,6 +190,7 @@ def write_report(
     )
     nav = (
         f'<nav style="padding:1em 2em"><h1>{html.escape(title)}</h1>'
+        + (f'<p class="preset">{html.escape(header)}</p>' if header else "")
         + (f"<ul>{numbers}</ul>" if numbers else "")
         + f"<ol>{''.join(toc)}</ol></nav>"
     )

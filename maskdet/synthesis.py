@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,14 +27,21 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from .appearance import Look
 from .errors import UsageError
 from .guard import clear_incomplete, incomplete, locked, mark_incomplete
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
-from .manifest import STAGE02, STAGE02_RECORD, new_row, read_manifest, write_manifest
+from .manifest import (
+    STAGE02,
+    STAGE02_RECORD,
+    STAGE02_SUMMARY,
+    new_row,
+    read_manifest,
+    write_manifest,
+)
+from .progress import bar as progress_bar
 from .renderers import MASK_BACKENDS, make_renderer, resolve_backend
 from .shards import (
     SHARD_SETTING,
@@ -179,7 +188,7 @@ def run_jobs(
 
     def collect(results) -> list[dict[str, str]]:
         out = []
-        for res in tqdm(results, **bar):
+        for res in progress_bar(results, **bar):
             if done is not None:
                 done(len(out), res)
             out.append(res)
@@ -319,7 +328,8 @@ class _Stage02:
         record.remove_stale(set(r["path"] for r in self.rows if r["path"]))
         results, negatives, seconds = self.make(self.faces, backend, self.producer(record, mdir))
         record.close()
-        return self.finish(results, backend, seconds, negatives, record.kept_count)
+        made_by = synthesizer(backend, mdir)
+        return self.finish(results, backend, seconds, negatives, record.kept_count, made_by)
 
     def shard(self, backend: str | None, masktheface_dir, resume: bool, shard: Shard) -> dict:
         backend, mdir = resolve_backend(backend, masktheface_dir, verbose=self.progress)
@@ -333,6 +343,7 @@ class _Stage02:
         results, negatives, seconds = self.make(mine, backend, self.producer(record, mdir))
         summary = summarize(results, backend, seconds) | {
             "shard": str(shard),
+            "synthesizer": synthesizer(backend, mdir),
             "hard_negatives": negatives,
             "kept_from_before": record.kept_count,
         }
@@ -369,7 +380,10 @@ class _Stage02:
         record.close()
         seconds = sum(s.summary.get("seconds", 0.0) for s in shards)
         kept = sum(s.summary.get("kept_from_before", 0) for s in shards)
-        summary = self.finish(results, backend, seconds, negatives, kept)
+        made_by = {s.summary.get("synthesizer") or synthesizer(backend, None) for s in shards}
+        summary = self.finish(
+            results, backend, seconds, negatives, kept, "; ".join(sorted(made_by))
+        )
         shutil.rmtree(self.data_dir / SHARDS_DIR)
         return summary | {"shards": len(shards)}
 
@@ -415,17 +429,34 @@ class _Stage02:
         seconds: float,
         negatives: dict,
         kept: int,
+        made_by: str,
     ) -> dict:
-        """Write the manifest, clear the incomplete marker; the summary."""
+        """Write the manifest and ``DATA_DIR/stage02.json``, clear the incomplete marker; the
+        summary (``made_by``: :func:`synthesizer`'s words)."""
         write_manifest(self.data_dir, self.rows)
         clear_incomplete(self.data_dir)
-        summary = summarize(results, backend, seconds)
-        return summary | {
+        summary = summarize(results, backend, seconds) | {
+            "synthesizer": made_by,
             "seed": self.seed,
             "look": self.look,
             "hard_negatives": negatives,
             "kept_from_before": kept,
         }
+        (self.data_dir / STAGE02_SUMMARY).write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def synthesizer(backend: str, checkout: str | os.PathLike | None) -> str:
+    """Who draws the masks, in words: ``MaskTheFace at commit caf4d6c`` (the checkout's git
+    commit), ``the builtin renderer``, or both for ``mixed``."""
+    if backend == "builtin" or checkout is None:
+        return "the builtin renderer"
+    commit = ""
+    if (Path(checkout) / ".git").exists():  # its own repository, not one it was copied into
+        git = ["git", "-C", str(checkout), "rev-parse", "--short=7", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+    mtf = f"MaskTheFace at commit {commit or 'unknown (not a git checkout)'}"
+    return f"{mtf} and the builtin renderer, per image" if backend == "mixed" else mtf
 
 
 def _twin_dest(face: dict[str, str]) -> str:
@@ -507,6 +538,7 @@ def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     if not rows:
         raise RuntimeError(f"{src} has no faces yet: run 01_download first")
     (out / STAGE02_RECORD).unlink(missing_ok=True)  # its masks are made anew
+    (out / STAGE02_SUMMARY).unlink(missing_ok=True)
     for r in rows:
         if r["status"] == "excluded":  # excluded for its twin only: this copy gets a new twin
             r.update(status="ok", reason="")

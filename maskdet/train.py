@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import denormalize
@@ -67,6 +66,7 @@ from .predict import (
     predict,
     write_predictions,
 )
+from .progress import bar as progress_bar
 from .real import read_real_set, real_metrics
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
 from .system import autocast, cpu_has_fast_bf16, default_workers
@@ -322,8 +322,9 @@ for the GPU)."""
 
 def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.Tensor | None]:
     """One pass over the training loader in ``epoch`` (numbered from 1): the epoch's train
-    metrics and (epoch 1) a batch of augmented sample images for the sinks. A ``tqdm.auto`` bar
-    shows the steps with the running loss and images/s (``cfg.progress``)."""
+    metrics and (epoch 1) a batch of augmented sample images for the sinks. A text bar
+    (:mod:`maskdet.progress`) shows the steps with the running loss and images/s
+    (``cfg.progress``)."""
     loader, device = run.loaders["train"], run.device
     loader.set_epoch(epoch)
     run.model.train()
@@ -331,7 +332,8 @@ def train_one_epoch(run: Run, epoch: int, crit: nn.Module) -> tuple[dict, torch.
     correct = torch.zeros((), device=device)
     seen, wait = 0, 0.0
     samples = None
-    bar = tqdm(
+    bar = progress_bar(  # the epoch line follows it
+        final=False,
         total=len(loader),
         desc=f"epoch {epoch}/{run.cfg.epochs}",
         unit="step",

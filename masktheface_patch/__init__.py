@@ -108,13 +108,12 @@ def fit_line(x: list[float], y: list[float], image: np.ndarray) -> list[tuple[fl
 
 def find_masktheface_dir(masktheface_dir: str | os.PathLike | None = None) -> Path | None:
     """An upstream checkout: the argument, $MASKTHEFACE_DIR, <repo>/third_party/MaskTheFace or
-    /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does."""
-    cands = [
-        masktheface_dir,
-        os.environ.get("MASKTHEFACE_DIR"),
-        ROOT / "third_party" / "MaskTheFace",
-        "/content/MaskTheFace",
-    ]
+    /content/MaskTheFace (Colab), first that holds ``mask_the_face.py``; None when none does.
+    Where MASKTHEFACE_DIR is set, even empty, it alone is looked at after the argument
+    (``MASKTHEFACE_DIR=`` draws with the builtin renderer; the tests read only it)."""
+    env = os.environ.get("MASKTHEFACE_DIR")
+    places = [ROOT / "third_party" / "MaskTheFace", "/content/MaskTheFace"] if env is None else []
+    cands = [masktheface_dir, env, *places]
     for c in cands:
         if c and (Path(c).expanduser() / "mask_the_face.py").exists():
             return Path(c).expanduser().resolve()

@@ -13,6 +13,9 @@ LFW_MINI = SHARED / "data" / "lfw-mini.tgz"
 LFW_MINI_MD5 = "2599b9f3259c377c5faabec053f871a5"
 LFW_FULL = SHARED / "data" / "lfw-deepfunneled.tgz"
 QUALITATIVE = SHARED / "qualitative"
+os.environ.setdefault("MASKTHEFACE_DIR", "")
+"""The tests draw with MaskTheFace only where MASKTHEFACE_DIR names a checkout: never from a
+third_party/ clone that tools/setup_env.sh may have made (empty: the builtin renderer)."""
 
 
 def pytest_collection_modifyitems(items):

