@@ -27,10 +27,11 @@ from .errors import UsageError, one_line
 from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
+from .guard import check_output
 from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
 from .pipeline import run_notebooks
-from .predict import MaskClassifier, check_output, iter_predictions, write_rows
+from .predict import MaskClassifier, iter_predictions, write_rows
 from .renderers import MASK_BACKENDS
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
@@ -144,8 +145,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    inputs = [*a.paths, a.checkpoint]
     try:
-        check_output(a.out)
+        check_output(a.out, inputs, a.overwrite)
     except OSError as err:
         print(f"predict: cannot write --out {a.out}: {err.strerror or err}", file=sys.stderr)
         return 2
@@ -159,7 +161,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         progress=True,
     )
-    counts = write_rows(a.out, rows)
+    counts = write_rows(a.out, rows, inputs, a.overwrite)
     _print({"out": a.out, **{k: v for k, v in counts.items() if k != "rows"}})
     if not counts["images"]:
         print(f"predict: no input image found in {' '.join(a.paths)}", file=sys.stderr)
@@ -179,6 +181,7 @@ def cmd_kiosk(a: argparse.Namespace) -> int:
             classify_every=a.classify_every,
             max_frames=a.max_frames,
             show=a.show,
+            overwrite=a.overwrite,
         )
     except KioskError as err:
         print(f"kiosk: {err}", file=sys.stderr)
@@ -206,7 +209,7 @@ def cmd_ablate(a: argparse.Namespace) -> None:
         a.preset,
         a.other_data,
         tuple(a.experiments.split(",")),
-        [int(s) for s in a.seeds.split(",")] if a.seeds else None,
+        a.seeds,
         a.held_out_type,
         a.workers,
         a.device,
@@ -254,6 +257,27 @@ def _bench_parsers(command, common: argparse.ArgumentParser) -> None:
         t = targets.add_parser(name, help=what, parents=[common])
         add_options(t, fn, help=BENCH_HELP, choices={"arch": ARCHS})
         t.set_defaults(func=lambda a, fn=fn: fn(**options_of(fn, a)))
+
+
+OVERWRITE_HELP = "replace an existing output that maskdet did not write (never an input)"
+
+
+def probability(text: str) -> float:
+    """An argparse type for a probability: a number from 0 to 1 (``nan``, ``7``, ``-1`` are
+    refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse type for comma-separated seeds (whole numbers of 0 or more)."""
+    parse = count()
+    return [parse(part.strip()) for part in text.split(",")]
 
 
 DEBUG_HELP = "show the traceback of a failure (also MASKDET_DEBUG=1)"
@@ -375,10 +399,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
     )
-    pr.add_argument("--out", default="preds.csv")
+    pr.add_argument(
+        "--out",
+        default="preds.csv",
+        help="the CSV to write (never an input; an existing file only when maskdet wrote it, or "
+        "with --overwrite)",
+    )
+    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.add_argument("--photos", action="store_true", help="detect every face in each photo first")
     pr.add_argument(
-        "--threshold", type=float, default=None, help="default: chosen on val (in the checkpoint)"
+        "--threshold",
+        type=probability,
+        default=None,
+        help="0 to 1 (default: chosen on val, in the checkpoint)",
     )
     pr.add_argument(
         "--detector",
@@ -398,18 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--out", default=None, help="annotated video (.mp4 or .avi)")
     k.add_argument("--log", default="kiosk.jsonl", help="JSON lines: decisions, tracks, summary")
+    k.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     k.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
     k.add_argument(
-        "--detect-size", type=int, default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
+        "--detect-size", type=count(1), default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
     )
-    k.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    k.add_argument("--threads", type=count(1), default=2, help="ONNX Runtime threads")
     k.add_argument(
         "--classify-every",
-        type=int,
+        type=count(1),
         default=1,
         help="1: every face of every frame; N: a tracked face every N frames (faster)",
     )
-    k.add_argument("--max-frames", type=int, default=None)
+    k.add_argument("--max-frames", type=count(1), default=None)
     k.add_argument("--show", action="store_true", help="a live window, where there is a display")
     k.set_defaults(func=cmd_kiosk)
 
@@ -453,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         "table is read by real AUC",
     )
     ab.add_argument("--masktheface-dir", default=None, help="for the synthesis experiment")
-    ab.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
+    ab.add_argument(
+        "--seeds", type=seed_list, default=None, help="e.g. 0,1,2 (default: the preset's)"
+    )
     ab.add_argument(
         "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
     )

@@ -17,10 +17,12 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -32,8 +34,16 @@ from tqdm.auto import tqdm
 from . import download as dl
 from .constants import FACE_SIZE, SPLITS
 from .errors import UsageError
-from .guard import clear_incomplete, locked, mark_incomplete
-from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
+from .guard import (
+    DATA_DIR_MARK,
+    check_regular,
+    claim_folder,
+    clear_incomplete,
+    locked,
+    mark_incomplete,
+    printable,
+)
+from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .layout import EXPECTED_LAYOUT, SourceTree, scan_tree, unique_stem
 from .manifest import (
     STAGE01,
@@ -85,31 +95,123 @@ def resolve_source(
     return path.resolve(), "local"
 
 
+MAX_MEMBER_BYTES = 512 << 20
+"""Largest archive member extracted (a face photo is well under 1 MB; CelebA's largest file,
+its identity list, 3 MB)."""
+MAX_EXTRACT_BYTES = 32 << 30
+"""Most bytes an archive may extract in all (LFW deep-funneled: 250 MB, CelebA aligned: 1.4 GB)."""
+DAMAGED = "delete it and run again to download it anew, or give a whole copy"
+UNSAFE = "an unsafe archive member"
+
+
+class ArchiveError(ValueError):
+    """An archive that cannot be extracted: damaged, unsafe or too large (nothing extracted)."""
+
+
+def _archive_kind(path: Path) -> str:
+    """``zip``, ``tar`` (plain or compressed) or ``""``, from the file's first bytes, so that a
+    cut .zip (its index lost at the end) is still known as one."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+        return "tar"
+    if head[257:262] == b"ustar" or tarfile.is_tarfile(path):
+        return "tar"
+    return ""
+
+
+def _check_members(path: Path, members: Iterable[tuple[str, int, str]]) -> None:
+    """Refuse an archive from its members alone (name, size, kind), before anything is
+    extracted: a path that leaves the folder, a link, device or FIFO, a member larger than
+    :data:`MAX_MEMBER_BYTES`, or more than :data:`MAX_EXTRACT_BYTES` in all."""
+    total = 0
+    for name, size, kind in members:
+        shown = printable(name)
+        if name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts:
+            raise ArchiveError(f"{path}: {UNSAFE} ({shown}: a path outside the archive's folder)")
+        if kind not in ("file", "folder"):
+            raise ArchiveError(
+                f"{path}: {UNSAFE} ({shown}: a {kind}): only files and folders are extracted; "
+                "give an archive of the images alone"
+            )
+        if size > MAX_MEMBER_BYTES:
+            raise ArchiveError(
+                f"{path}: member {shown} would extract to {size >> 20} MB (limit "
+                f"{MAX_MEMBER_BYTES >> 20} MB per file): not an archive of face images"
+            )
+        total += size
+        if total > MAX_EXTRACT_BYTES:
+            raise ArchiveError(
+                f"{path}: its members would extract to over {MAX_EXTRACT_BYTES >> 30} GB: "
+                "not extracted"
+            )
+
+
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    if m.isreg():
+        return "file"
+    if m.isdir():
+        return "folder"
+    kinds = [
+        (m.islnk(), f"hard link to {m.linkname}"),
+        (m.issym(), f"symbolic link to {m.linkname}"),
+        (m.ischr() or m.isblk(), "device"),
+        (m.isfifo(), "FIFO"),
+    ]
+    return next((k for test, k in kinds if test), "special file")
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    mode = info.external_attr >> 16
+    if info.is_dir():
+        return "folder"
+    if mode and not stat.S_ISREG(mode):
+        return "symbolic link" if stat.S_ISLNK(mode) else "special file"
+    return "file"
+
+
 def _safe_extract(path: Path, dest: Path) -> Path:
-    """Extract a .tgz/.tar/.zip once into ``dest`` (refusing paths that escape it)."""
+    """Extract a .tgz/.tar/.zip once into ``dest``, after checking every member
+    (:func:`_check_members`); a damaged archive and an unsafe one are told apart."""
     marker = dest / ".extracted"
     if marker.exists() and marker.read_text() == f"{path}:{path.stat().st_size}":
         return dest
+    check_regular(path)
+    kind = _archive_kind(path)
+    if not kind:
+        raise ArchiveError(f"{path} is not a .tgz, .tar or .zip archive")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     try:
-        if zipfile.is_zipfile(path):
+        if kind == "zip":
             with zipfile.ZipFile(path) as zf:
-                for name in zf.namelist():
-                    if name.startswith("/") or ".." in PurePosixPath(name).parts:
-                        raise ValueError(f"unsafe path in archive: {name}")
+                infos = zf.infolist()
+                _check_members(path, [(i.filename, i.file_size, _zip_kind(i)) for i in infos])
                 zf.extractall(dest)
-        elif tarfile.is_tarfile(path):
-            with tarfile.open(path) as tf:
-                tf.extractall(dest, filter="data")
         else:
-            raise ValueError(f"{path} is not a .tgz, .tar or .zip archive")
-    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(
-            f"{path} is damaged or incomplete ({type(err).__name__}: {err}): delete it and run "
-            "again to download it anew, or give a whole copy"
-        ) from err
+            with tarfile.open(path) as tf:
+                members: list[tarfile.TarInfo] = []
+
+                def headers() -> Iterator[tuple[str, int, str]]:
+                    for m in tf:  # one by one: a huge member is refused before it is read
+                        members.append(m)
+                        yield m.name, m.size, _tar_kind(m)
+
+                _check_members(path, headers())
+                tf.extractall(dest, members=members, filter="data")
+    except ArchiveError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except tarfile.FilterError as err:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise ArchiveError(f"{path}: {UNSAFE} ({err})") from None
+    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError) as err:
+        shutil.rmtree(dest, ignore_errors=True)
+        what = "a .zip cut short or damaged" if kind == "zip" else "damaged or incomplete"
+        raise ArchiveError(f"{path} is {what} ({type(err).__name__}: {err}): {DAMAGED}") from None
     marker.write_text(f"{path}:{path.stat().st_size}")
     return dest
 
@@ -210,11 +312,9 @@ def _process(job: tuple[str, str, float]) -> str:
     """Worker: read, crop and write one face; returns '' or the reason it was skipped."""
     src, dest, center_y = job
     try:
-        rgb = decode_rgb(Path(src).read_bytes(), src)
+        rgb = read_rgb(src)
     except BadImage as err:
         return str(err)
-    except OSError as err:
-        return f"unreadable file: {err}"
     write_face(dest, crop_aligned(rgb, center_y=center_y))
     return ""
 
@@ -395,13 +495,16 @@ def download_and_prepare(
     """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write.
 
     A DATA_DIR that a finished stage 01 made from the same source and settings is kept as it is
-    (``force`` redoes it): re-running the notebook after a stopped runtime costs nothing."""
+    (``force`` redoes it): re-running the notebook after a stopped runtime costs nothing. A
+    folder that holds files but no record of stage 01 (another dataset, a project folder) is
+    refused before anything is written (:func:`maskdet.guard.claim_folder`)."""
     out = Path(out)
     if limit_identities is not None and limit_identities < 0:
         raise UsageError(f"limit_identities must be 0 or more (0: all), got {limit_identities}")
     settings = _settings(source, seed, limit_identities)
     if Path(source).expanduser().exists():  # before anything is written
         check_no_overlap(Path(source).expanduser(), out)
+    claim_folder(out, (STAGE01_RECORD, STAGING, DATA_DIR_MARK), "stage 01")
     with locked(out, "stage 01"):
         kept = None if force else finished_stage01(out, settings)
         if kept is not None:
