@@ -522,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A failure prints one line that names the file and the fix (the
     traceback only with ``--debug``): exit 2 for a usage error, 1 for any other failure."""
+    for stream in (sys.stdout, sys.stderr):  # a file name no terminal can show is escaped
+        if getattr(stream, "errors", "") == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
     debug = args.debug or os.environ.get("MASKDET_DEBUG", "") not in ("", "0")

@@ -19,8 +19,11 @@ import json
 import math
 import netrc
 import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -169,11 +172,36 @@ def wandb_mode(requested: str = "auto") -> str:
     return "offline"
 
 
+WANDB_PROBE_S = 3.0
+"""Seconds given to reach the WandB server before an online run goes offline instead."""
+
+
+def wandb_reachable(timeout: float = WANDB_PROBE_S) -> bool:
+    """True when the WandB server (``WANDB_BASE_URL``, default api.wandb.ai) accepts a
+    connection within ``timeout`` seconds (name lookup included: it runs in a thread)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname or "api.wandb.ai", port), timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
+
+
 class WandbSink(Sink):
     """Weights & Biases: the same metrics dict each epoch, an ROC plot, the config.
 
-    Runs are written under ``RUN_DIR/wandb``. Online mode falls back to offline when the server
-    cannot be reached in time (``init_timeout``); it never asks for a key.
+    Runs are written under ``RUN_DIR/wandb``. Online mode falls back to offline, with one line,
+    when the server cannot be reached within :data:`WANDB_PROBE_S` seconds or does not answer
+    in time (``init_timeout``); it never asks for a key.
     """
 
     def __init__(
@@ -195,6 +223,12 @@ class WandbSink(Sink):
                 f"WandB: no API key (WANDB_API_KEY or `wandb login`), so it logs offline to "
                 f"{run_dir / 'wandb'}; upload later with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
             )
+        if self.mode == "online" and not wandb_reachable():
+            print(
+                "WandB: the server cannot be reached (no network?), so it logs offline to "
+                f"{run_dir / 'wandb'}; upload later with `wandb sync`"
+            )
+            self.mode = "offline"
         import wandb  # heavy; only when this sink is on
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -208,7 +242,7 @@ class WandbSink(Sink):
             resume="allow" if resume_id else None,
             reinit="finish_previous",
             settings=wandb.Settings(
-                init_timeout=60, silent=True, console="off", x_disable_stats=True
+                init_timeout=30, silent=True, console="off", x_disable_stats=True
             ),
         )
         try:
