@@ -172,11 +172,25 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     return "file"
 
 
+def _cp437(info: zipfile.ZipInfo) -> bytes | None:
+    try:
+        return info.filename.encode("cp437")
+    except UnicodeEncodeError:
+        return None
+
+
+def _local_name(name: str, raw: bytes | None = None) -> str:
+    """A member name as this system spells the same bytes (``raw``: the bytes stored, else the
+    name's UTF-8), so that a name extracts unchanged whatever its bytes and the locale."""
+    return os.fsdecode(raw if raw is not None else name.encode("utf-8", "surrogateescape"))
+
+
 def _safe_extract(path: Path, dest: Path) -> Path:
     """Extract a .tgz/.tar/.zip once into ``dest``, after checking every member
     (:func:`_check_members`); a damaged archive and an unsafe one are told apart."""
     marker = dest / ".extracted"
-    if marker.exists() and marker.read_text() == f"{path}:{path.stat().st_size}":
+    stamp = f"{printable(path)}:{path.stat().st_size}"
+    if marker.exists() and marker.read_text(encoding="utf-8") == stamp:
         return dest
     check_regular(path)
     kind = _archive_kind(path)
@@ -190,14 +204,18 @@ def _safe_extract(path: Path, dest: Path) -> Path:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()
                 _check_members(path, [(i.filename, i.file_size, _zip_kind(i)) for i in infos])
-                zf.extractall(dest)
+                for info in infos:  # a name not flagged UTF-8 is the bytes stored (cp437)
+                    utf8 = info.flag_bits & 0x800
+                    info.filename = _local_name(info.filename, None if utf8 else _cp437(info))
+                zf.extractall(dest, members=infos)
         else:
-            with tarfile.open(path) as tf:
+            with tarfile.open(path, encoding="utf-8", errors="surrogateescape") as tf:
                 members: list[tarfile.TarInfo] = []
 
                 def headers() -> Iterator[tuple[str, int, str]]:
                     for m in tf:  # one by one: a huge member is refused before it is read
                         members.append(m)
+                        m.name = _local_name(m.name)
                         yield m.name, m.size, _tar_kind(m)
 
                 _check_members(path, headers())
@@ -212,7 +230,7 @@ def _safe_extract(path: Path, dest: Path) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         what = "a .zip cut short or damaged" if kind == "zip" else "damaged or incomplete"
         raise ArchiveError(f"{path} is {what} ({type(err).__name__}: {err}): {DAMAGED}") from None
-    marker.write_text(f"{path}:{path.stat().st_size}")
+    marker.write_text(stamp, encoding="utf-8")
     return dest
 
 

@@ -245,8 +245,12 @@ def _remember(path: Path) -> None:
     """Add ``path`` (just written) to its folder's record of outputs, atomically."""
     record = _record_path(path)
     try:
-        with open(record.with_name(record.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # two runs recording outputs in one folder take turns
+        try:
             entries = _recorded(path)
             st = path.stat()
             entries[printable(path.name)] = [st.st_size, st.st_mtime_ns]
@@ -254,8 +258,10 @@ def _remember(path: Path) -> None:
             tmp = record.with_name(f"{record.name}.{os.getpid()}.part")
             tmp.write_text(json.dumps(entries, indent=0, sort_keys=True), encoding="utf-8")
             os.replace(tmp, record)
-    except OSError:
-        pass  # a folder that cannot hold the record: the next run asks for --overwrite
+        except OSError:
+            pass  # a folder that cannot hold the record: the next run asks for --overwrite
+    finally:
+        os.close(folder)
 
 
 def check_output(
