@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import config
 from .ablate import EXPERIMENTS, run_ablations, summarize
 from .bench.infer import bench_infer
 from .bench.kiosk import bench_kiosk
@@ -23,7 +24,7 @@ from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, cou
 from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
-from .errors import UsageError, one_line
+from .errors import UsageError, escape_unwritable, one_line
 from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
@@ -262,24 +263,6 @@ def _bench_parsers(command, common: argparse.ArgumentParser) -> None:
 OVERWRITE_HELP = "replace an existing output that maskdet did not write (never an input)"
 
 
-def probability(text: str) -> float:
-    """An argparse type for a probability: a number from 0 to 1 (``nan``, ``7``, ``-1`` are
-    refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
-    return value
-
-
-def seed_list(text: str) -> list[int]:
-    """An argparse type for comma-separated seeds (whole numbers of 0 or more)."""
-    parse = count()
-    return [parse(part.strip()) for part in text.split(",")]
-
-
 DEBUG_HELP = "show the traceback of a failure (also MASKDET_DEBUG=1)"
 
 
@@ -399,19 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
     )
-    pr.add_argument(
-        "--out",
-        default="preds.csv",
-        help="the CSV to write (never an input; an existing file only when maskdet wrote it, or "
-        "with --overwrite)",
-    )
+    pr.add_argument("--out", default="preds.csv", help="the CSV to write (never an input)")
     pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.add_argument("--photos", action="store_true", help="detect every face in each photo first")
     pr.add_argument(
-        "--threshold",
-        type=probability,
-        default=None,
-        help="0 to 1 (default: chosen on val, in the checkpoint)",
+        "--threshold", type=config.probability, default=None, help="0-1 (default: the checkpoint's)"
     )
     pr.add_argument(
         "--detector",
@@ -487,9 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
         "table is read by real AUC",
     )
     ab.add_argument("--masktheface-dir", default=None, help="for the synthesis experiment")
-    ab.add_argument(
-        "--seeds", type=seed_list, default=None, help="e.g. 0,1,2 (default: the preset's)"
-    )
+    ab.add_argument("--seeds", type=config.seed_list, help="e.g. 0,1,2 (default: the preset's)")
     ab.add_argument(
         "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
     )
@@ -522,9 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A failure prints one line that names the file and the fix (the
     traceback only with ``--debug``): exit 2 for a usage error, 1 for any other failure."""
-    for stream in (sys.stdout, sys.stderr):  # a file name no terminal can show is escaped
-        if getattr(stream, "errors", "") == "strict" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    escape_unwritable()  # a file name no terminal can show is escaped, never fatal
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
     debug = args.debug or os.environ.get("MASKDET_DEBUG", "") not in ("", "0")

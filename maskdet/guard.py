@@ -288,7 +288,7 @@ def check_output(
     if os.path.lexists(path):
         if not os.path.exists(path) or not os.path.isfile(path):
             kind = "a dangling link" if not os.path.exists(path) else _kind(os.stat(path).st_mode)
-            raise OutputRefused(f"{what} {path} is {kind}, not a file to write")
+            raise OutputRefused(f"cannot write {what} {path}: it is {kind}, not a file")
         if not overwrite and not made_here(path):
             raise OutputRefused(
                 f"{what} {path} already exists and was not written by maskdet: {OVERWRITE_HINT}"

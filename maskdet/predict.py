@@ -19,7 +19,8 @@ and read here: every epoch's val split (:func:`epoch_predictions_path`) and the 
     batch. ``--out`` is checked before any work: never an input or inside an input folder, never
     a file maskdet did not write (``--overwrite`` replaces one); faces are classified in batches
     across images, and each row is written (flushed) to a temporary file as soon as its batch is
-    done, renamed to ``--out`` at the end (or at Ctrl-C, keeping the rows so far); a progress bar
+    done, renamed to ``--out`` at the end or at Ctrl-C (after ``kill -9`` the rows so far are in
+    ``.NAME.part.csv`` beside it, and ``--out`` is as it was); a progress bar
     counts the images. The exit status is 1 when no input image was found.
 """
 
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_model
+from .checkpoint import MAX_CHECKPOINT_BYTES, load_model
 from .constants import (
     CLASS_NAMES,
     FACE_SIZE,
@@ -50,7 +51,7 @@ from .constants import (
     PREDS_DIRNAME,
 )
 from .detect import DETECT_SIZE, DetectedFace, FaceDetector, crop_face
-from .guard import printable, writing
+from .guard import UnsafeFile, check_regular, printable, writing
 from .imageio import BadImage, is_image_name, read_rgb
 from .loader import loader_items, make_loaders
 from .system import autocast
@@ -273,6 +274,11 @@ class MaskClassifier:
     ) -> None:
         path = Path(model_path)
         self.path, self.kind = path, path.suffix.lstrip(".")
+        if self.kind != "pt" and path.exists():  # a .pt is checked by load_checkpoint
+            try:
+                check_regular(path, MAX_CHECKPOINT_BYTES, "model")
+            except UnsafeFile as err:
+                raise ValueError(f"{path}: {err}") from None
         if self.kind == "pt":
             self.model, meta = load_model(path, device)
             self.device = device
@@ -488,13 +494,10 @@ def write_rows(
     inputs: Iterable[str | os.PathLike] = (),
     overwrite: bool = False,
 ) -> dict[str, int]:
-    """Rows (of :func:`iter_predictions`) to a CSV with :data:`CSV_COLUMNS`, each flushed as it
-    comes. The output is checked before the first row is asked for (:func:`maskdet.guard.writing`:
-    never one of ``inputs`` or inside an input folder, never a file maskdet did not write unless
-    ``overwrite``); rows go to a temporary file that replaces ``path`` when the run ends (Ctrl-C
-    keeps the faces classified so far). A name that is not UTF-8 is written escaped
-    (:func:`maskdet.guard.printable`). Returns the counts: rows, images (files that exist), ok
-    faces, no_face, errors, masked."""
+    """Rows (of :func:`iter_predictions`) to a CSV with :data:`CSV_COLUMNS`, through
+    :func:`maskdet.guard.writing` (checked before the first row is asked for; rows flushed one by
+    one to a temporary file renamed at the end or at Ctrl-C); names not UTF-8 escaped. Returns
+    the counts: rows, images (files that exist), ok faces, no_face, errors, masked."""
     counts = dict.fromkeys(("rows", "images", "faces", "no_face", "errors", "masked"), 0)
     seen: set[str] = set()
     with (

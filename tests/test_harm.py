@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maskdet import clips, data, guard
+from maskdet import archive, clips, data, guard
 from maskdet.__main__ import main
 from maskdet.checkpoint import (
     DIGEST_KEY,
@@ -409,8 +409,8 @@ def test_unsafe_archive_members_are_refused_as_unsafe_before_extraction(
 ):
     archive = tar_with(tmp_path, "bad.tgz", member(name, kind, linkname=link))
     dest = tmp_path / "raw" / "bad_extracted"
-    with pytest.raises(data.ArchiveError) as err:
-        data._safe_extract(archive, dest)
+    with pytest.raises(archive.ArchiveError) as err:
+        archive.extract(archive, dest)
     assert "unsafe archive member" in str(err.value) and words in str(err.value), err.value
     assert "anew" not in str(err.value)
     assert not dest.exists() and not (tmp_path / "escape.jpg").exists()
@@ -435,8 +435,8 @@ def test_a_cut_zip_is_called_a_cut_zip(tmp_path, lfw_tree):
             zf.write(face, f"lfw/{face.parent.name}/{face.name}")
     cut = tmp_path / "cut.zip"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(data.ArchiveError, match="a .zip cut short or damaged.*anew"):
-        data._safe_extract(cut, tmp_path / "raw" / "cut_extracted")
+    with pytest.raises(archive.ArchiveError, match="a .zip cut short or damaged.*anew"):
+        archive.extract(cut, tmp_path / "raw" / "cut_extracted")
     assert not (tmp_path / "raw" / "cut_extracted").exists()
 
 
