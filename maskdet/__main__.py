@@ -196,11 +196,8 @@ def cmd_kiosk(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    _print(
-        export_model(
-            a.checkpoint, a.out, tuple(a.format or ("onnx", "torchscript")), int8_data=a.int8
-        )
-    )
+    formats = tuple(a.format or ("onnx", "torchscript"))
+    _print(export_model(a.checkpoint, a.out, formats, int8_data=a.int8, overwrite=a.overwrite))
 
 
 def cmd_ablate(a: argparse.Namespace) -> None:
@@ -432,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="repeatable; default both",
     )
+    x.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     x.add_argument(
         "--int8",
         metavar="DATA_DIR",

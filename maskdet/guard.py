@@ -241,8 +241,9 @@ def made_here(path: str | os.PathLike) -> bool:
     return bool(entry) and entry == [st.st_size, st.st_mtime_ns]
 
 
-def _remember(path: Path) -> None:
+def remember(path: str | os.PathLike) -> None:
     """Add ``path`` (just written) to its folder's record of outputs, atomically."""
+    path = Path(path)
     record = _record_path(path)
     try:
         folder = os.open(path.parent, os.O_RDONLY)
@@ -332,14 +333,14 @@ def writing(
         except KeyboardInterrupt:
             if keep_on_interrupt and part.exists():
                 os.replace(part, path)
-                _remember(path)
+                remember(path)
             raise
         except BaseException:
             part.unlink(missing_ok=True)
             raise
         if part.exists():
             os.replace(part, path)
-            _remember(path)
+            remember(path)
     finally:
         os.close(fd)
 

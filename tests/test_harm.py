@@ -210,6 +210,17 @@ def test_kiosk_refuses_a_fifo_as_video_without_hanging(tmp_path, real_checkpoint
     assert rc == 1 and "not a regular file (a FIFO)" in error_line(capsys)
 
 
+def test_export_refuses_a_folder_holding_a_model_it_did_not_make(tmp_path, real_checkpoint, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"my own model, made elsewhere")
+    before = snapshot(tmp_path)
+    assert main(["export", "--checkpoint", str(real_checkpoint), "--out", str(out)]) == 2
+    line = error_line(capsys)
+    assert "model.onnx already exists and was not written by maskdet" in line, line
+    assert "--overwrite" in line and snapshot(tmp_path) == before
+
+
 # ---------------------------------------------------------- stage 01 owns its folder
 
 
@@ -453,6 +464,18 @@ def test_predict_keeps_every_row_whatever_the_names(tmp_path, photos, real_check
     text = out.read_text(encoding="utf-8")  # valid UTF-8, the odd byte escaped
     names = [line.split(",")[0].rsplit("/", 1)[-1] for line in text.splitlines()[1:]]
     assert len(names) == 7 and ACCENTED in names and "caf\\xe9_0001.jpg" in names
+    # the same in a plain ASCII locale (cron, some containers): the same rows, byte for byte
+    ascii_out = tmp_path / "ascii.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "maskdet", "predict", "--checkpoint", str(real_checkpoint)]
+        + ["--out", str(ascii_out), str(photos)],
+        cwd=ROOT,
+        capture_output=True,
+        env=ascii_locale(),
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")[-2000:]
+    assert ascii_out.read_text(encoding="utf-8") == text
 
 
 STAGE01_ASCII = [sys.executable, "-m", "maskdet", "download", "--workers", "1"]
