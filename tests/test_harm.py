@@ -418,21 +418,21 @@ def member(name: str, kind: bytes, size: int = 0, linkname: str = "") -> tarfile
 def test_unsafe_archive_members_are_refused_as_unsafe_before_extraction(
     tmp_path, name, kind, link, words
 ):
-    archive = tar_with(tmp_path, "bad.tgz", member(name, kind, linkname=link))
+    bad = tar_with(tmp_path, "bad.tgz", member(name, kind, linkname=link))
     dest = tmp_path / "raw" / "bad_extracted"
     with pytest.raises(archive.ArchiveError) as err:
-        archive.extract(archive, dest)
+        archive.extract(bad, dest)
     assert "unsafe archive member" in str(err.value) and words in str(err.value), err.value
     assert "anew" not in str(err.value)
     assert not dest.exists() and not (tmp_path / "escape.jpg").exists()
 
 
 def test_a_member_of_2_gib_is_refused_from_its_header(tmp_path, capsys):
-    archive = tar_with(tmp_path, "bomb.tgz", member("lfw/A/A_0001.jpg", tarfile.REGTYPE, 2 << 30))
-    assert archive.stat().st_size < 100_000
+    bomb = tar_with(tmp_path, "bomb.tgz", member("lfw/A/A_0001.jpg", tarfile.REGTYPE, 2 << 30))
+    assert bomb.stat().st_size < 100_000
     out = tmp_path / "data"
     with deadline(60):
-        rc = main(["download", "--source", str(archive), "--out", str(out)])
+        rc = main(["download", "--source", str(bomb), "--out", str(out)])
     assert rc == 1
     line = error_line(capsys)
     assert "2048 MB" in line and "limit" in line, line
@@ -495,10 +495,10 @@ def test_stage01_from_a_folder_and_a_tar_with_odd_names_in_an_ascii_locale(tmp_p
     for folder, face in zip(odd, faces(lfw_tree, 2)):
         os.mkdir(folder)
         shutil.copyfile(face, folder + b"/" + os.path.basename(folder) + b"_0001.jpg")
-    archive = tmp_path / "odd.tar"
-    with tarfile.open(archive, "w") as tf:
+    tar = tmp_path / "odd.tar"
+    with tarfile.open(tar, "w") as tf:
         tf.add(src, "lfw")
-    for source, out in ((src, tmp_path / "from_folder"), (archive, tmp_path / "from_tar")):
+    for source, out in ((src, tmp_path / "from_folder"), (tar, tmp_path / "from_tar")):
         run = subprocess.run(
             [*STAGE01_ASCII, "--source", str(source), "--out", str(out)],
             cwd=ROOT,
