@@ -19,8 +19,6 @@ import json
 import math
 import netrc
 import os
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +29,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from .figures import roc_figure
+from .system import can_reach
 
 
 @dataclass
@@ -181,19 +180,7 @@ def wandb_reachable(timeout: float = WANDB_PROBE_S) -> bool:
     connection within ``timeout`` seconds (name lookup included: it runs in a thread)."""
     url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
     port = url.port or (80 if url.scheme == "http" else 443)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((url.hostname or "api.wandb.ai", port), timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
+    return can_reach((url.hostname or "api.wandb.ai", port), timeout)
 
 
 class WandbSink(Sink):
