@@ -13,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import config
 from .ablate import EXPERIMENTS, run_ablations, summarize
 from .bench.infer import bench_infer
 from .bench.kiosk import bench_kiosk
@@ -23,14 +24,15 @@ from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, cou
 from .constants import SPLITS
 from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
-from .errors import UsageError, one_line
+from .errors import UsageError, escape_unwritable, one_line
 from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline, worn_table
 from .export import export_model
+from .guard import check_output
 from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
 from .pipeline import run_notebooks
-from .predict import MaskClassifier, check_output, iter_predictions, write_rows
+from .predict import MaskClassifier, iter_predictions, write_rows
 from .renderers import MASK_BACKENDS
 from .shards import Shard
 from .sinks import WANDB_MODES
@@ -158,8 +160,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    inputs = [*a.paths, a.checkpoint]
     try:
-        check_output(a.out)
+        check_output(a.out, inputs, a.overwrite)
     except OSError as err:
         print(f"predict: cannot write --out {a.out}: {err.strerror or err}", file=sys.stderr)
         return 2
@@ -173,7 +176,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         progress=True,
     )
-    counts = write_rows(a.out, rows)
+    counts = write_rows(a.out, rows, inputs, a.overwrite)
     _print({"out": a.out, **{k: v for k, v in counts.items() if k != "rows"}})
     if not counts["images"]:
         print(f"predict: no input image found in {' '.join(a.paths)}", file=sys.stderr)
@@ -193,6 +196,7 @@ def cmd_kiosk(a: argparse.Namespace) -> int:
             classify_every=a.classify_every,
             max_frames=a.max_frames,
             show=a.show,
+            overwrite=a.overwrite,
         )
     except KioskError as err:
         print(f"kiosk: {err}", file=sys.stderr)
@@ -206,11 +210,8 @@ def cmd_kiosk(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    _print(
-        export_model(
-            a.checkpoint, a.out, tuple(a.format or ("onnx", "torchscript")), int8_data=a.int8
-        )
-    )
+    formats = tuple(a.format or ("onnx", "torchscript"))
+    _print(export_model(a.checkpoint, a.out, formats, int8_data=a.int8, overwrite=a.overwrite))
 
 
 def cmd_ablate(a: argparse.Namespace) -> None:
@@ -220,7 +221,7 @@ def cmd_ablate(a: argparse.Namespace) -> None:
         a.preset,
         a.other_data,
         tuple(a.experiments.split(",")),
-        [int(s) for s in a.seeds.split(",")] if a.seeds else None,
+        a.seeds,
         a.held_out_type,
         a.workers,
         a.device,
@@ -268,6 +269,9 @@ def _bench_parsers(command, common: argparse.ArgumentParser) -> None:
         t = targets.add_parser(name, help=what, parents=[common])
         add_options(t, fn, help=BENCH_HELP, choices={"arch": ARCHS})
         t.set_defaults(func=lambda a, fn=fn: fn(**options_of(fn, a)))
+
+
+OVERWRITE_HELP = "replace an existing output that maskdet did not write (never an input)"
 
 
 DEBUG_HELP = "show the traceback of a failure (also MASKDET_DEBUG=1)"
@@ -404,10 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
     )
-    pr.add_argument("--out", default="preds.csv")
+    pr.add_argument("--out", default="preds.csv", help="the CSV to write (never an input)")
+    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.add_argument("--photos", action="store_true", help="detect every face in each photo first")
     pr.add_argument(
-        "--threshold", type=float, default=None, help="default: chosen on val (in the checkpoint)"
+        "--threshold", type=config.probability, default=None, help="0-1 (default: the checkpoint's)"
     )
     pr.add_argument(
         "--detector",
@@ -427,18 +432,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--out", default=None, help="annotated video (.mp4 or .avi)")
     k.add_argument("--log", default="kiosk.jsonl", help="JSON lines: decisions, tracks, summary")
+    k.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     k.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
     k.add_argument(
-        "--detect-size", type=int, default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
+        "--detect-size", type=count(1), default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
     )
-    k.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    k.add_argument("--threads", type=count(1), default=2, help="ONNX Runtime threads")
     k.add_argument(
         "--classify-every",
-        type=int,
+        type=count(1),
         default=1,
         help="1: every face of every frame; N: a tracked face every N frames (faster)",
     )
-    k.add_argument("--max-frames", type=int, default=None)
+    k.add_argument("--max-frames", type=count(1), default=None)
     k.add_argument("--show", action="store_true", help="a live window, where there is a display")
     k.set_defaults(func=cmd_kiosk)
 
@@ -452,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="repeatable; default both",
     )
+    x.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     x.add_argument(
         "--int8",
         metavar="DATA_DIR",
@@ -482,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         "table is read by real AUC",
     )
     ab.add_argument("--masktheface-dir", default=None, help="for the synthesis experiment")
-    ab.add_argument("--seeds", default=None, help="e.g. 0,1,2 (default: the preset's)")
+    ab.add_argument("--seeds", type=config.seed_list, help="e.g. 0,1,2 (default: the preset's)")
     ab.add_argument(
         "--held-out-type", default=None, help="mask type to hold out (default: the most common)"
     )
@@ -515,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. A failure prints one line that names the file and the fix (the
     traceback only with ``--debug``): exit 2 for a usage error, 1 for any other failure."""
+    escape_unwritable()  # a file name no terminal can show is escaped, never fatal
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on its own usage errors
     debug = args.debug or os.environ.get("MASKDET_DEBUG", "") not in ("", "0")

@@ -7,7 +7,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .constants import SPLITS
+from .constants import LABELS, SPLITS
 from .manifest import read_manifest, usable
 
 
@@ -29,6 +29,24 @@ def check_stage02(data_dir: str | os.PathLike) -> dict[str, Counter]:
             "(notebook 02_mask_synthesis or `python -m maskdet synthesize`)"
         )
     return {split: Counter(r["label"] for r in ok if r["split"] == split) for split in SPLITS}
+
+
+def check_both_classes(
+    counts: dict[str, Counter], splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, Counter]:
+    """Training's input check: each of ``splits`` holds usable faces of both classes (a model
+    trained or chosen on one class learns nothing and its AUC means nothing), else a one-line
+    error naming the split and its counts. ``counts``: those of :func:`check_stage02`."""
+    for split in splits:
+        have = counts.get(split, Counter())
+        if not all(have[label] for label in LABELS):
+            found = ", ".join(f"{have[label]} {label}" for label in LABELS)
+            raise RuntimeError(
+                f"the {split} split has {found} faces: training needs both classes in train "
+                "and val; run stage 02 again (notebook 02_mask_synthesis or `python -m maskdet "
+                "synthesize`), or stage 01 with more people"
+            )
+    return counts
 
 
 def check_stage04(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Path:

@@ -56,6 +56,24 @@ def count(minimum: int = 0) -> Callable[[str], int]:
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse type for a probability: a number from 0 to 1 (``nan``, ``7``, ``-1`` are
+    refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse type for comma-separated seeds (whole numbers of 0 or more)."""
+    parse = count()
+    return [parse(part.strip()) for part in text.split(",")]
+
+
 def check_counts(target: Any) -> None:
     """Raise :class:`UsageError` for an int field of a dataclass below its ``minimum``."""
     for f in dataclasses.fields(target):

@@ -17,9 +17,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
-import zipfile
-import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -29,10 +26,17 @@ import numpy as np
 import pandas as pd
 
 from . import download as dl
+from .archive import extract
 from .constants import FACE_SIZE, SPLITS
 from .errors import UsageError
-from .guard import clear_incomplete, locked, mark_incomplete
-from .imageio import FACE_SUFFIX, BadImage, decode_rgb, is_image_name, write_face
+from .guard import (
+    DATA_DIR_MARK,
+    claim_folder,
+    clear_incomplete,
+    locked,
+    mark_incomplete,
+)
+from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .layout import EXPECTED_LAYOUT, SourceTree, scan_tree, unique_stem
 from .manifest import (
     STAGE01,
@@ -84,35 +88,6 @@ def resolve_source(
             "file or folder"
         )
     return path.resolve(), "local"
-
-
-def _safe_extract(path: Path, dest: Path) -> Path:
-    """Extract a .tgz/.tar/.zip once into ``dest`` (refusing paths that escape it)."""
-    marker = dest / ".extracted"
-    if marker.exists() and marker.read_text() == f"{path}:{path.stat().st_size}":
-        return dest
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for name in zf.namelist():
-                    if name.startswith("/") or ".." in PurePosixPath(name).parts:
-                        raise ValueError(f"unsafe path in archive: {name}")
-                zf.extractall(dest)
-        elif tarfile.is_tarfile(path):
-            with tarfile.open(path) as tf:
-                tf.extractall(dest, filter="data")
-        else:
-            raise ValueError(f"{path} is not a .tgz, .tar or .zip archive")
-    except (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error) as err:
-        raise ValueError(
-            f"{path} is damaged or incomplete ({type(err).__name__}: {err}): delete it and run "
-            "again to download it anew, or give a whole copy"
-        ) from err
-    marker.write_text(f"{path}:{path.stat().st_size}")
-    return dest
 
 
 def _celeba_identities(folder: Path) -> dict[str, str]:
@@ -211,11 +186,9 @@ def _process(job: tuple[str, str, float]) -> str:
     """Worker: read, crop and write one face; returns '' or the reason it was skipped."""
     src, dest, center_y = job
     try:
-        rgb = decode_rgb(Path(src).read_bytes(), src)
+        rgb = read_rgb(src)
     except BadImage as err:
         return str(err)
-    except OSError as err:
-        return f"unreadable file: {err}"
     write_face(dest, crop_aligned(rgb, center_y=center_y))
     return ""
 
@@ -396,13 +369,16 @@ def download_and_prepare(
     """Stage 01 end to end: fetch (or take) the source, extract it, crop, split, write.
 
     A DATA_DIR that a finished stage 01 made from the same source and settings is kept as it is
-    (``force`` redoes it): re-running the notebook after a stopped runtime costs nothing."""
+    (``force`` redoes it): re-running the notebook after a stopped runtime costs nothing. A
+    folder that holds files but no record of stage 01 (another dataset, a project folder) is
+    refused before anything is written (:func:`maskdet.guard.claim_folder`)."""
     out = Path(out)
     if limit_identities is not None and limit_identities < 0:
         raise UsageError(f"limit_identities must be 0 or more (0: all), got {limit_identities}")
     settings = _settings(source, seed, limit_identities)
     if Path(source).expanduser().exists():  # before anything is written
         check_no_overlap(Path(source).expanduser(), out)
+    claim_folder(out, (STAGE01_RECORD, STAGING, DATA_DIR_MARK), "stage 01")
     with locked(out, "stage 01"):
         kept = None if force else finished_stage01(out, settings)
         if kept is not None:
@@ -414,7 +390,7 @@ def download_and_prepare(
         cache_dir = Path(cache_dir) if cache_dir else out / "raw"
         path, kind = resolve_source(source, cache_dir, progress)
         if path.is_file():
-            path = _safe_extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
+            path = extract(path, cache_dir / (path.name.split(".")[0] + "_extracted"))
         result = prepare(
             path, out, kind, seed, limit_identities, workers=workers, progress=progress
         )

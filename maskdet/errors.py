@@ -8,6 +8,8 @@ every other failure exits 1.
 
 from __future__ import annotations
 
+import sys
+
 
 class UsageError(ValueError):
     """An option value or combination that cannot work; the command line exits 2."""
@@ -26,3 +28,11 @@ def one_line(err: BaseException) -> str:
             text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines)[:600]
+
+
+def escape_unwritable() -> None:
+    """Let stdout and stderr write any text: what their encoding cannot take (a file name that is
+    not UTF-8, an accent in an ASCII locale) is written as ``\\xNN`` escapes, never an error."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", "") == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_model
+from .guard import check_output, remember
 from .imageio import read_rgb
 from .manifest import read_manifest, usable
 from .metrics import roc_auc
@@ -48,6 +49,7 @@ def export_model(
     formats: Sequence[str] = ("onnx", "torchscript"),
     parity_images: np.ndarray | None = None,
     int8_data: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Export ``checkpoint`` to ONNX and/or TorchScript in ``out_dir`` and check parity.
 
@@ -55,8 +57,14 @@ def export_model(
     (preprocessed batch; default: 16 random normalised inputs plus a constant one); an exported
     model further than :data:`PARITY_TOL` is an error. With ``int8_data`` (a DATA_DIR) an int8
     ONNX model is also written, calibrated on val faces and compared with the float model on
-    test faces (:func:`export_int8`).
+    test faces (:func:`export_int8`). The files it writes are checked first
+    (:func:`maskdet.guard.check_output`): never an input, never a file maskdet did not write (unless
+    ``overwrite``).
     """
+    written = [Path(out_dir) / name for name in export_names(formats, bool(int8_data))]
+    reads = [checkpoint, *([int8_data] if int8_data else [])]
+    for path in written:  # before any work: no input, no file maskdet did not write
+        check_output(path, reads, overwrite)
     model, meta = load_model(checkpoint, "cpu")
     result = export_module(model, meta, out_dir, formats, parity_images)
     result["checkpoint"] = str(checkpoint)
@@ -65,7 +73,16 @@ def export_model(
             raise ValueError("the int8 model is made from the ONNX export: include format onnx")
         result["int8"] = export_int8(Path(out_dir) / "model.onnx", int8_data)
     (Path(out_dir) / "export.json").write_text(json.dumps(result, indent=2))
+    for path in written:
+        remember(path)
     return result
+
+
+def export_names(formats: Sequence[str], int8: bool) -> list[str]:
+    """The files :func:`export_model` writes in its folder."""
+    names = ["model.json", "export.json"]
+    names += ["model.onnx"] * ("onnx" in formats) + ["model.ts"] * ("torchscript" in formats)
+    return names + ["model.int8.onnx", "model.int8.json"] * int8
 
 
 def export_module(

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .guard import UnsafeFile, read_limited
+
 IMAGE_EXTENSIONS = {
     ".jpg",
     ".jpeg",
@@ -48,11 +50,16 @@ MIN_SIDE = 32
 MAX_PIXELS = 80_000_000
 """Larger images are refused instead of exhausting memory (6000x6000 = 36 MP is fine)."""
 MAX_DECODE_BYTES = 500_000_000
-"""Memory a decode may take (the decoded pixels, the RGB copy and, for 16-bit or float images,
-one 32-bit intermediate), checked from the header before decoding: an 8900x8900 RGB photo
-(475 MB) is read, an 8900x8900 16-bit PNG (713 MB, 154 KB on disk) is refused at once."""
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3}
+"""Memory a decode may take at its peak (the decoded pixels and every copy made on the way to
+RGB: :func:`decode_cost`), checked from the header before decoding: a 48 MP RGB photo
+(8000x6000: 480 MB) is read; an 8900x8900 16-bit PNG (1.1 GB, 154 KB on disk), an 8900x8900
+palette PNG with transparency (870 MB, 78 KB) and RGBA PNG are refused at once."""
+MAX_FILE_BYTES = 256 << 20
+"""Largest image file read (a 80 MP JPEG is about 40 MB)."""
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+ORIENTATION = 0x0112
+"""The EXIF orientation tag."""
 FACE_FORMAT = "PNG"
 FACE_SUFFIX = ".png"
 
@@ -70,11 +77,25 @@ def is_image_name(path: str | os.PathLike, unsupported: bool = False) -> bool:
     return not name.startswith(".") and known
 
 
-def decode_cost(mode: str, width: int, height: int) -> int:
-    """Bytes a decode of an image of this mode and size takes (see :data:`MAX_DECODE_BYTES`)."""
-    deep = mode in _DEEP_MODES
-    per_pixel = 2 if mode.startswith("I;16") else _BYTES_PER_PIXEL.get(mode, 4)
-    return width * height * (per_pixel + 3 + (4 if deep else 0))
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
+
+
+def decode_cost(mode: str, width: int, height: int, alpha: bool = False, turn: bool = False) -> int:
+    """Bytes a decode of an image of this mode and size takes at its peak (see
+    :data:`MAX_DECODE_BYTES`), as measured on Pillow 13 (which stores RGB and two-band images
+    with 4 bytes a pixel): the decoded pixels (twice when an EXIF orientation turns them:
+    ``turn``), then what :func:`_to_uint8_rgb` adds: 6 bytes a pixel to give an RGB image as an
+    array, 10 for other modes and for transparency (``alpha``: an RGB copy composited on white
+    first), 12 for 16-bit and float images (32-bit intermediates)."""
+    stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    if mode in _DEEP_MODES:
+        extra = 12
+    elif alpha or mode != "RGB":
+        extra = 10
+    else:
+        extra = 6
+    return width * height * (stored * (2 if turn else 1) + extra)
 
 
 def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
@@ -88,11 +109,13 @@ def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo or 1.0) * 255.0
         return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if _has_alpha(im):  # onto white, with no more copies than decode_cost counts
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+        rgb = Image.new("RGB", im.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
+        del rgba
+        return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
 
 def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -103,14 +126,16 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BadImage(f"too large ({im.width}x{im.height})")
-            cost = decode_cost(im.mode, im.width, im.height)
+            turn = im.getexif().get(ORIENTATION, 1) not in (0, 1)
+            cost = decode_cost(im.mode, im.width, im.height, _has_alpha(im), turn)
             if cost > MAX_DECODE_BYTES:
                 raise BadImage(
                     f"too large to decode ({im.width}x{im.height} {im.mode}: {cost >> 20} MB, "
                     f"limit {MAX_DECODE_BYTES >> 20} MB): resize it first"
                 )
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if turn:
+                im = ImageOps.exif_transpose(im)
             arr = _to_uint8_rgb(im)
     except BadImage:
         raise
@@ -127,12 +152,16 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read any image file as RGB uint8 (H, W, 3); raise :class:`BadImage` with a reason."""
+    """Read any image file as RGB uint8 (H, W, 3); raise :class:`BadImage` with a reason. The
+    file is checked with ``stat`` first: a FIFO, a device (a link to ``/dev/zero``) or a file
+    over :data:`MAX_FILE_BYTES` is refused unread."""
     try:
-        data = Path(path).read_bytes()
+        data = read_limited(path, MAX_FILE_BYTES, "image file")
+    except UnsafeFile as err:
+        raise BadImage(str(err)) from None
     except OSError as err:
         raise BadImage(f"unreadable file: {err.strerror or err}") from None
-    return decode_rgb(data, str(path))
+    return decode_rgb(data, os.fsdecode(path))
 
 
 def write_face(path: str | os.PathLike, rgb: np.ndarray) -> None:

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 from .detect import DETECT_SIZE, FaceDetector, box_iou, crop_face
+from .guard import OutputRefused, UnsafeFile, check_output, check_regular, writing
 from .predict import MaskClassifier
 
 DECISIONS = ("mask", "no mask", "unsure")
@@ -234,8 +236,12 @@ def open_video(source: str | os.PathLike | int) -> cv2.VideoCapture:
             raise KioskError(f"camera {source} cannot be opened (no such camera, or it is in use)")
         return cap
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise KioskError(f"no such video file: {path}")
+    try:
+        check_regular(path)  # a FIFO or a device would block the reader, or never end
+    except UnsafeFile as err:
+        raise KioskError(f"{path}: {err}") from None
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise KioskError(
@@ -288,15 +294,25 @@ def read_frames(
             return
 
 
-def video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """A writer for ``.mp4`` (MPEG-4 part 2) or ``.avi`` (Motion JPEG) files."""
+def video_writer(
+    path: str | os.PathLike,
+    fps: float,
+    size: tuple[int, int],
+    named: str | os.PathLike | None = None,
+) -> cv2.VideoWriter:
+    """A writer for ``.mp4`` (MPEG-4 part 2) or ``.avi`` (Motion JPEG) files (``named``: the
+    output's final name, for the message, when ``path`` is its temporary file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
-        raise KioskError(f"cannot write a video to {path} (use .mp4 or .avi)")
+        raise KioskError(f"cannot write a video to {named or path} (use .mp4 or .avi)")
     return writer
+
+
+def _same_output(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -350,21 +366,35 @@ def run_kiosk(
     max_frames: int | None = None,
     show: bool = False,
     keep_frames: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Run the kiosk on a video file or a camera index (see the module docstring).
 
     Returns the summary (also the log's last line) with, in addition, ``ms``: the milliseconds
     of every frame end to end (decode, detect, crop, classify, track, draw, write), and with
-    ``keep_frames`` the annotated RGB frames under ``frames_rgb`` (for a notebook)."""
+    ``keep_frames`` the annotated RGB frames under ``frames_rgb`` (for a notebook).
+
+    ``out`` and ``log`` are checked first (:func:`maskdet.guard.check_output`): neither may be
+    the video, the model or each other, nor a file maskdet did not write (unless ``overwrite``);
+    each is written under a temporary name and renamed at the end."""
+    reads = [] if isinstance(source, int) else [source]
+    if not isinstance(model, MaskClassifier):
+        reads.append(model)
+    if out is not None and log and _same_output(out, log):
+        raise OutputRefused(f"--out {out} and --log {log} name the same file")
+    for path, what in ((out, "--out"), (log, "--log")):
+        if path:
+            check_output(path, reads, overwrite, what)
     cap = open_video(source)  # before the model loads: a missing camera fails at once
     clf = model if isinstance(model, MaskClassifier) else MaskClassifier(model, threads=threads)
     kiosk = Kiosk(clf, detector, classify_every=classify_every)
     tracker = kiosk.tracker
     fps = cap.get(cv2.CAP_PROP_FPS) or 15.0
     stats, writer, shown, log_fh = ReadStats(), None, show, None
+    outputs = ExitStack()
     if log:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        log_fh = open(log, "w", encoding="utf-8")
+        log_part = outputs.enter_context(writing(log, reads, overwrite, "--log"))
+        log_fh = outputs.enter_context(open(log_part, "w", encoding="utf-8"))
 
     def emit(line: dict) -> None:
         if log_fh:
@@ -387,7 +417,8 @@ def run_kiosk(
             draw(bgr, seen)
             if out is not None:
                 if writer is None:
-                    writer = video_writer(out, fps, (bgr.shape[1], bgr.shape[0]))
+                    video = outputs.enter_context(writing(out, reads, overwrite))
+                    writer = video_writer(video, fps, (bgr.shape[1], bgr.shape[0]), out)
                 writer.write(bgr)
             ms.append((time.perf_counter() - t0) * 1e3)
             if shown and not _show(bgr):
@@ -406,14 +437,15 @@ def run_kiosk(
             ended = len(tracker.ended)
     except KeyboardInterrupt:  # a camera is stopped with Ctrl-C: keep what was done
         stopped = True
-    except BaseException:
-        if log_fh:
-            log_fh.close()
-        raise
-    finally:
+    except BaseException as err:
         cap.release()
         if writer is not None:
             writer.release()
+        outputs.__exit__(type(err), err, err.__traceback__)
+        raise
+    cap.release()
+    if writer is not None:
+        writer.release()
     tracks = tracker.finish()
     for t in tracker.ended[ended:]:
         emit(_track_end_line(t))
@@ -434,8 +466,7 @@ def run_kiosk(
         "log": str(log) if log else "",
     }
     emit(summary)
-    if log_fh:
-        log_fh.close()
+    outputs.close()  # the log and the video take their names
     summary["ms"] = ms
     if keep_frames:
         summary["frames_rgb"] = kept

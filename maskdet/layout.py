@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .guard import printable
 from .imageio import is_image_name
 
 SPLIT_FOLDERS = {"train", "training", "val", "valid", "validation", "test", "testing"}
@@ -32,8 +33,8 @@ EXPECTED_LAYOUT = (
 class InputImage:
     """One input image: where it is, who it is, a unique name for the output file."""
 
-    source: str  # archive member or relative path, as recorded in the manifest
-    identity: str
+    source: str  # archive member or relative path, as recorded (names not UTF-8 escaped)
+    identity: str  # escaped as the source
     loc: str  # absolute path on disk (after extraction)
 
 
@@ -96,7 +97,13 @@ def scan_tree(top: Path, identities: dict[str, str] | None = None) -> SourceTree
             identity = person_of_file(name)
         kinds["folder" if people else "file"] += 1
         rel = "/".join((*below, name))
-        items.append(InputImage(f"{root.name}/{rel}", identity, str(root.joinpath(*below, name))))
+        items.append(
+            InputImage(
+                printable(f"{root.name}/{rel}"),
+                printable(identity),
+                str(root.joinpath(*below, name)),
+            )
+        )
     layout = (
         "identities from a list"
         if identities is not None

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .constants import LABELS
-from .guard import incomplete
+from .constants import LABELS, SPLITS
+from .guard import check_regular, incomplete
 
 COLUMNS = [
     "path",  # relative to DATA_DIR (empty when nothing was written)
@@ -71,12 +72,70 @@ def new_row(**values: str) -> dict[str, str]:
     return row
 
 
+MAX_MANIFEST_BYTES = 1 << 30
+"""Largest manifest read (CelebA's 200,000 faces and their twins: about 60 MB)."""
+
+
+class ManifestError(ValueError):
+    """A manifest row or column that cannot be used: the message names the file, the row (its
+    line in the file), the column, what is wrong, and the fix."""
+
+
+def check_row(row: dict[str, str]) -> tuple[str, str] | None:
+    """The first problem of one manifest row as (column, what is wrong), or None. The split,
+    label and status must be known ones, the identity given, an ok row must have a path and a
+    pair, and a path must be relative, inside ``split/label/`` of its own split and label, with
+    no ``..`` (a path is joined to DATA_DIR to read, write and delete files)."""
+    for column, known in (("split", SPLITS), ("label", tuple(LABELS)), ("status", STATUSES)):
+        if row[column] not in known:
+            return column, f"{row[column]!r} is not one of {', '.join(known)}"
+    if not row["identity"].strip():
+        return "identity", "empty (every face belongs to a person)"
+    path = row["path"]
+    if not path:
+        if row["status"] == "ok":
+            return "path", "empty, but the status is ok"
+        return None
+    if row["status"] == "ok" and not row["pair_id"].strip():
+        return "pair_id", "empty (a face and its twin share one)"
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or (len(parts[0]) > 1 and parts[0][1] == ":"):
+        return "path", f"{path!r} is not relative to DATA_DIR"
+    if any(part in ("", ".", "..") for part in parts) or "\0" in path:
+        return "path", f"{path!r} has an empty, '.' or '..' part"
+    if len(parts) < 3 or parts[:2] != [row["split"], row["label"]]:
+        return "path", f"{path!r} is not under {row['split']}/{row['label']}/ (its split and label)"
+    return None
+
+
+def _rows(path: Path) -> tuple[list[dict[str, str]], list[int], list[str]]:
+    """The rows of a manifest file, the line each starts on, and the header."""
+    check_regular(path, MAX_MANIFEST_BYTES, "manifest")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{path} row {line}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows, lines, line = [], [], 1
+    try:
+        for row in reader:
+            rows.append(row)
+            lines.append(line + 1)
+            line = reader.line_num
+    except csv.Error as err:
+        raise ManifestError(f"{path} row {reader.line_num}: {err}") from None
+    return rows, lines, list(reader.fieldnames or [])
+
+
 def read_manifest(
     data_dir: str | os.PathLike, rewriting: str | None = None
 ) -> list[dict[str, str]]:
-    """Read the manifest; a clear error names the stage to run when it is missing, or when a
-    stage was stopped while rewriting DATA_DIR (``rewriting``: the stage that may read it
-    then, to finish its own work)."""
+    """Read the manifest and check every row (:func:`check_row`); a clear error names the stage
+    to run when it is missing, or when a stage was stopped while rewriting DATA_DIR
+    (``rewriting``: the stage that may read it then, to finish its own work), and the row and
+    column of a value that cannot be used (:class:`ManifestError`)."""
     stage = incomplete(data_dir)
     if stage is not None and not (rewriting and stage.startswith(rewriting)):
         raise RuntimeError(
@@ -88,20 +147,23 @@ def read_manifest(
             f"{path} not found: run stage 01 first (notebook 01_download or "
             f"`python -m maskdet download --out {data_dir}`)"
         )
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    again = (
+        f"run stage 01 again (notebook 01_download or `python -m maskdet download --out "
+        f"{data_dir} --force`)"
+    )
+    rows, lines, header = _rows(path)
+    missing = [c for c in REQUIRED if c not in header]
     cut = next((i for i, r in enumerate(rows) if None in r.values() or None in r), None)
     if missing or cut is not None:
-        what = f"no {', '.join(missing)} column" if missing else f"row {cut + 2} is cut short"
-        raise ValueError(
-            f"{path} is damaged ({what}): run stage 01 again (notebook 01_download or "
-            f"`python -m maskdet download --out {data_dir} --force`)"
-        )
-    for row in rows:
+        what = f"no {', '.join(missing)} column" if missing else f"row {lines[cut]} is cut short"
+        raise ManifestError(f"{path} is damaged ({what}): {again}")
+    for row, line in zip(rows, lines):
         for c in COLUMNS:
             row.setdefault(c, "")
+        problem = check_row(row)
+        if problem is not None:
+            column, what = problem
+            raise ManifestError(f"{path} row {line}, column {column}: {what}: fix it, or {again}")
     return rows
 
 

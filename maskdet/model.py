@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
 import warnings
 from pathlib import Path
 
@@ -22,34 +21,18 @@ from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from .constants import IMAGE_SIZE
+from .system import can_reach
 
 ARCHS = ("resnet50", "resnet18")
 WEIGHTS = {"resnet50": "ResNet50_Weights", "resnet18": "ResNet18_Weights"}
 WEIGHTS_HOST = ("download.pytorch.org", 443)
 
 
-def _can_reach(host: tuple[str, int], timeout: float = 4.0) -> bool:
-    """True when a TCP connection opens within ``timeout`` seconds (DNS included)."""
-    ok: list[bool] = []
-
-    def probe():
-        try:
-            socket.create_connection(host, timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
-
-
 def load_imagenet_weights(arch: str, progress: bool = False) -> dict | None:
     """ImageNet ``state_dict`` from torch's hub cache or download.pytorch.org; ``None`` if neither."""
     weights = getattr(tvm, WEIGHTS[arch]).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.exists() and not _can_reach(WEIGHTS_HOST):
+    if not cached.exists() and not can_reach(WEIGHTS_HOST):
         return None
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)

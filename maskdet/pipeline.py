@@ -146,12 +146,44 @@ def storage_path(
 
 
 def notebooks(stages: str | None = None) -> list[Path]:
-    """The stage notebooks present, in order (optionally only ``stages`` like '01,02')."""
+    """The stage notebooks present, in order (optionally only ``stages`` like '01,02'); a stage
+    with no notebook is a :class:`UsageError` naming those there are."""
     found = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if stages:
         wanted = {s.strip().zfill(2) for s in stages.split(",")}
+        unknown = sorted(wanted - {p.name[:2] for p in found})
+        if unknown:
+            raise UsageError(
+                f"--stages {stages}: no notebook for stage {', '.join(unknown)}; the stages are "
+                f"{', '.join(p.name[:2] for p in found)} ({', '.join(p.stem for p in found)})"
+            )
         found = [p for p in found if p.name[:2] in wanted]
     return found
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error; the message is the notebook's own, in one line."""
+
+
+def _execute(nb: Path, out: Path, parameters: dict) -> None:
+    """Execute one notebook with papermill; its error is raised as the notebook's own words
+    (:class:`NotebookFailed`), not papermill's traceback."""
+    try:
+        pm.execute_notebook(
+            str(nb),
+            str(out / nb.name),
+            parameters=parameters,
+            cwd=str(ROOT),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
+    except pm.PapermillExecutionError as err:
+        said = " ".join(str(err.evalue).split()) or err.ename
+        raise NotebookFailed(
+            f"{nb.stem} stopped: {said} (the executed notebook, with its traceback: "
+            f"{out / nb.name})"
+        ) from None
 
 
 def run_notebooks(
@@ -164,6 +196,7 @@ def run_notebooks(
 ) -> dict:
     """Execute the notebooks in order with papermill, saving executed copies in ``out_dir``."""
 
+    chosen = notebooks(stages)  # an unknown stage is refused before anything runs
     params = dict(RUN_PRESETS[preset], PRESET=preset)
     if source:
         params["SOURCE"] = source
@@ -179,19 +212,11 @@ def run_notebooks(
         out = ROOT / out
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
-    for nb in notebooks(stages):
+    for nb in chosen:
         t0 = time.time()
         print(f"== {nb.name}", flush=True)
         declared = pm.inspect_notebook(str(nb))  # pass each notebook only its own parameters
-        pm.execute_notebook(
-            str(nb),
-            str(out / nb.name),
-            parameters={k: v for k, v in params.items() if k in declared},
-            cwd=str(ROOT),
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-        )
+        _execute(nb, out, {k: v for k, v in params.items() if k in declared})
         timings[nb.name] = round(time.time() - t0, 1)
     run_dir = Path(params["RUN_DIR"])
     run_dir = run_dir if run_dir.is_absolute() else ROOT / run_dir

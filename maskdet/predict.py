@@ -16,9 +16,12 @@ and read here: every epoch's val split (:func:`epoch_predictions_path`) and the 
     detector score, probability of a mask, label (threshold chosen on val, stored in the
     checkpoint), framing, status, error. An unreadable file gets a row with ``status=error`` and
     the reason; a photo with no face gets a row with ``status=no_face``. Nothing aborts the
-    batch. ``--out`` is checked before any work; faces are classified in batches across images,
-    and each row is written (flushed) as soon as its batch is done, so an interrupted run keeps
-    them; a progress bar counts the images. The exit status is 1 when no input image was found.
+    batch. ``--out`` is checked before any work: never an input or inside an input folder, never
+    a file maskdet did not write (``--overwrite`` replaces one); faces are classified in batches
+    across images, and each row is written (flushed) to a temporary file as soon as its batch is
+    done, renamed to ``--out`` at the end or at Ctrl-C (after ``kill -9`` the rows so far are in
+    ``.NAME.part.csv`` beside it, and ``--out`` is as it was); a progress bar
+    counts the images. The exit status is 1 when no input image was found.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_model
+from .checkpoint import MAX_CHECKPOINT_BYTES, load_model
 from .constants import (
     CLASS_NAMES,
     FACE_SIZE,
@@ -47,6 +50,7 @@ from .constants import (
     PREDS_DIRNAME,
 )
 from .detect import DETECT_SIZE, DetectedFace, FaceDetector, crop_face
+from .guard import UnsafeFile, check_regular, printable, writing
 from .imageio import BadImage, is_image_name, read_rgb
 from .loader import loader_items, make_loaders
 from .progress import bar as progress_bar
@@ -270,6 +274,11 @@ class MaskClassifier:
     ) -> None:
         path = Path(model_path)
         self.path, self.kind = path, path.suffix.lstrip(".")
+        if self.kind != "pt" and path.exists():  # a .pt is checked by load_checkpoint
+            try:
+                check_regular(path, MAX_CHECKPOINT_BYTES, "model")
+            except UnsafeFile as err:
+                raise ValueError(f"{path}: {err}") from None
         if self.kind == "pt":
             self.model, meta = load_model(path, device)
             self.device = device
@@ -479,31 +488,27 @@ def predict_paths(
     return list(iter_predictions(classifier, paths, **options))
 
 
-def check_output(path: str | os.PathLike) -> Path:
-    """Make sure a CSV can be written at ``path`` (its folder made), before any work; raises
-    ``OSError`` with the reason. An existing file is left as it is until it is rewritten."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8"):
-        pass
-    return path
-
-
-def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> dict[str, int]:
-    """Rows (of :func:`iter_predictions`) to a CSV with :data:`CSV_COLUMNS`, each flushed as it
-    comes, so that an interrupted run keeps the faces classified so far. The file is opened
-    before the first row is asked for: a path that cannot be written fails before any work.
-    Returns the counts: rows, images (files that exist), ok faces, no_face, errors, masked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_rows(
+    path: str | os.PathLike,
+    rows: Iterable[dict],
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Rows (of :func:`iter_predictions`) to a CSV with :data:`CSV_COLUMNS`, through
+    :func:`maskdet.guard.writing` (checked before the first row is asked for; rows flushed one by
+    one to a temporary file renamed at the end or at Ctrl-C); names not UTF-8 escaped. Returns
+    the counts: rows, images (files that exist), ok faces, no_face, errors, masked."""
     counts = dict.fromkeys(("rows", "images", "faces", "no_face", "errors", "masked"), 0)
     seen: set[str] = set()
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with (
+        writing(path, inputs, overwrite) as part,
+        open(part, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh,
+    ):
         w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         fh.flush()
         for row in rows:
-            w.writerow(row)
+            w.writerow(row | {"path": printable(row["path"])})
             fh.flush()
             counts["rows"] += 1
             if row["path"] not in seen:

@@ -26,6 +26,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from .figures import roc_figure
+from .system import can_reach
 
 
 @dataclass
@@ -204,11 +206,24 @@ def _say_once(key: str | os.PathLike, text: str) -> None:
         print(text)
 
 
+WANDB_PROBE_S = 3.0
+"""Seconds given to reach the WandB server before an online run goes offline instead."""
+
+
+def wandb_reachable(timeout: float = WANDB_PROBE_S) -> bool:
+    """True when the WandB server (``WANDB_BASE_URL``, default api.wandb.ai) accepts a
+    connection within ``timeout`` seconds (name lookup included: it runs in a thread)."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    return can_reach((url.hostname or "api.wandb.ai", port), timeout)
+
+
 class WandbSink(Sink):
     """Weights & Biases: the same metrics dict each epoch, an ROC plot, the config.
 
-    Runs are written under ``RUN_DIR/wandb``. Online mode falls back to offline when the server
-    cannot be reached in time (``init_timeout``); it never asks for a key.
+    Runs are written under ``RUN_DIR/wandb``. Online mode falls back to offline, with one line,
+    when the server cannot be reached within :data:`WANDB_PROBE_S` seconds or does not answer
+    in time (``init_timeout``); it never asks for a key.
     """
 
     def __init__(
@@ -233,6 +248,13 @@ class WandbSink(Sink):
                 f"logs offline to {wandb_dir}; upload later with "
                 f"`wandb sync {wandb_dir}/offline-run-*`",
             )
+        if self.mode == "online" and not wandb_reachable():
+            _say_once(
+                wandb_dir,
+                "WandB: the server cannot be reached (no network?), so it logs offline to "
+                f"{wandb_dir}; upload later with `wandb sync {wandb_dir}/offline-run-*`",
+            )
+            self.mode = "offline"
         import wandb  # heavy; only when this sink is on
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -246,7 +268,7 @@ class WandbSink(Sink):
             resume="allow" if resume_id else None,
             reinit="finish_previous",
             settings=wandb.Settings(
-                init_timeout=60, silent=True, console="off", x_disable_stats=True
+                init_timeout=30, silent=True, console="off", x_disable_stats=True
             ),
         )
         try:

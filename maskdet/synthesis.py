@@ -30,10 +30,18 @@ import numpy as np
 
 from .appearance import Look
 from .errors import UsageError
-from .guard import clear_incomplete, incomplete, locked, mark_incomplete
+from .guard import (
+    DATA_DIR_MARK,
+    claim_folder,
+    clear_incomplete,
+    incomplete,
+    locked,
+    mark_incomplete,
+)
 from .imageio import FACE_SUFFIX, BadImage, is_image_name, read_rgb, write_face
 from .landmarks import Face, FaceFinder, eye_line_y, landmark_model_path
 from .manifest import (
+    STAGE01_RECORD,
     STAGE02,
     STAGE02_RECORD,
     STAGE02_SUMMARY,
@@ -530,13 +538,15 @@ def _hard_negatives(
 def copy_faces(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """A new DATA_DIR holding the same stage-01 faces, splits and manifest rows as ``data_dir``
     but no masks yet: synthesize it with the other backend for the cross-synthesizer ablation.
-    Files are hard-linked where the file system allows (else copied)."""
+    Files are hard-linked where the file system allows (else copied). ``out_dir`` must be new,
+    empty or a DATA_DIR of this project (:func:`maskdet.guard.claim_folder`)."""
     src, out = Path(data_dir), Path(out_dir)
     if src.resolve() == out.resolve():
         raise ValueError("copy_faces: out_dir must differ from data_dir")
     rows = [r for r in read_manifest(src) if r["label"] == "not_wearing_mask"]
     if not rows:
         raise RuntimeError(f"{src} has no faces yet: run 01_download first")
+    claim_folder(out, (STAGE01_RECORD, STAGE02_RECORD, DATA_DIR_MARK), "synthesize --out")
     (out / STAGE02_RECORD).unlink(missing_ok=True)  # its masks are made anew
     (out / STAGE02_SUMMARY).unlink(missing_ok=True)
     for r in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -90,3 +91,20 @@ def device_constant(values: tuple, device: torch.device) -> torch.Tensor:
     if entry is None or entry[0] is not values:
         entry = _CONSTS[key] = (values, torch.tensor(values, dtype=torch.float32, device=device))
     return entry[1]
+
+
+def can_reach(host: tuple[str, int], timeout: float = 4.0) -> bool:
+    """True when a TCP connection opens within ``timeout`` seconds (DNS included)."""
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)

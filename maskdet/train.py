@@ -51,7 +51,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .checks import check_stage02
+from .checks import check_both_classes, check_stage02
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .guard import locked
@@ -459,7 +459,7 @@ def _run_ranks(cfg: TrainConfig, sinks: list[Sink] | None) -> dict:
 
 
 def _fit(cfg: TrainConfig, sinks: list[Sink] | None, dist: distributed.DistEnv, device) -> dict:
-    check_stage02(cfg.data)  # both classes there, or the stage to run first
+    check_both_classes(check_stage02(cfg.data))  # both classes in train and val, or the fix
     out, main = Path(cfg.out), dist.is_main
     if main:
         out.mkdir(parents=True, exist_ok=True)

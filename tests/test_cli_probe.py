@@ -135,7 +135,7 @@ def test_an_output_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
     refused(
         ["download", "--source", LFW_MINI, "--out", tmp_path / "afile"],
         capsys,
-        1,
+        2,  # refused before any work, as a bad option value (issue 22)
         str(tmp_path / "afile"),
     )
     assert (tmp_path / "afile").read_text() == "x"
