@@ -18,7 +18,7 @@ nodding head seen by a planar face; ``perspective``: a random keystone), detecto
 (``box_jitter``: the crop drawn as a face detector's box varies), ``inside`` (each crop shrunk
 until it lies in the image: no reflected border), and no colour shortcut (``grey_p``: random
 grayscale; strong ``hue``/``saturation`` ranges). :data:`LEVERS` names them; the presets
-``default+<lever>`` and ``levers`` (all of them) select them by name (``--aug``).
+``default+<lever>`` and ``levers`` (all but ``inside``) select them by name (``--aug``).
 """
 
 from __future__ import annotations
@@ -65,12 +65,18 @@ class AugmentConfig:
     box_jitter: float = 0.0  # detector-like box: side x exp(N(0, j)), centre moved N(0, j/2) sides
     inside: bool = False  # shrink a crop until its four corners lie in the image
     grey_p: float = 0.0  # probability of a grayscale image
+    keep_face: bool = False  # move a crop that would cut the nose or mouth (:data:`FACE_REGION`)
 
     @property
     def projective(self) -> bool:
         """Whether the crop is a homography (the pose, framing or inside levers), not affine."""
         return bool(
-            self.yaw_deg or self.pitch_deg or self.perspective or self.box_jitter or self.inside
+            self.yaw_deg
+            or self.pitch_deg
+            or self.perspective
+            or self.box_jitter
+            or self.inside
+            or self.keep_face
         )
 
     @property
@@ -80,17 +86,20 @@ class AugmentConfig:
 
 
 LEVERS: dict[str, dict] = {
-    "rotate": {"rotate_deg": 20.0, "inside": True},
-    "yaw": {"yaw_deg": 30.0, "pitch_deg": 10.0, "inside": True},
-    "perspective": {"perspective": 0.12, "inside": True},
-    "box": {"box_jitter": 0.12, "inside": True},
+    "rotate": {"rotate_deg": 20.0, "keep_face": True},
+    "yaw": {"yaw_deg": 30.0, "pitch_deg": 10.0, "keep_face": True},
+    "perspective": {"perspective": 0.12, "keep_face": True},
+    "box": {"box_jitter": 0.12, "keep_face": True},
     "grey": {"grey_p": 0.2},
     "hue": {"hue": 0.5, "saturation": 0.8},
+    "inside": {"inside": True, "keep_face": True},
 }
 """Issue 18's augmentation levers as changes to ``default``: ``rotate`` (up to 20 degrees),
 ``yaw`` (turned and nodding heads), ``perspective`` (keystone), ``box`` (framing as a detector's
-box varies), ``grey`` (one image in five grayscale), ``hue`` (any hue, saturation 0.2-1.8). The
-geometric ones keep every crop inside the image. Not measured on 60-minute runs yet: opt-in."""
+box varies), ``grey`` (one image in five grayscale), ``hue`` (any hue, saturation 0.2-1.8),
+``inside`` (no pixel read from outside the image: no reflected border, at the price of tighter
+crops). The geometric ones keep the nose and mouth in view (the label's evidence). ``levers``:
+all but ``inside``. Not measured on 60-minute runs yet: opt-in."""
 
 
 def _with_levers(base: AugmentConfig, *names: str) -> AugmentConfig:
@@ -118,10 +127,14 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
         jpeg_p=0.0,
     ),
 }
+BASE_AUGMENTS = tuple(AUGMENT_PRESETS)
+"""The presets before issue 18's levers (the ones the notebooks list)."""
 AUGMENT_PRESETS |= {f"default+{k}": _with_levers(AUGMENT_PRESETS["default"], k) for k in LEVERS}
-AUGMENT_PRESETS["levers"] = _with_levers(AUGMENT_PRESETS["default"], *LEVERS)
+AUGMENT_PRESETS["levers"] = _with_levers(
+    AUGMENT_PRESETS["default"], *(k for k in LEVERS if k != "inside")
+)
 """``none`` is the val/test view (centre 112 of 128) without randomness; ``default+<lever>``
-adds one of :data:`LEVERS`, ``levers`` all of them."""
+adds one of :data:`LEVERS`, ``levers`` all of them but ``inside``."""
 
 
 def get_augment(aug: str | AugmentConfig) -> AugmentConfig:
@@ -279,6 +292,28 @@ def corners_in_input(warp: np.ndarray, k: np.ndarray | float = 1.0) -> np.ndarra
     return np.where(w > 1e-9, pts[..., :2] / np.where(w > 1e-9, w, 1), np.inf)
 
 
+FACE_REGION = (-0.36, -0.1, 0.36, 0.8)
+"""Where the nose and mouth lie in stage 01's framing (normalised x0, y0, x1, y1 of the 128-pixel
+face; lfw-mini: dlib's points 30-66 of 149 HOG-found faces lie in x -0.27..0.35, y -0.07..0.77):
+``keep_face`` keeps this box in view (a crop that cuts it moves half-way, then all the way to
+its centre; one still cut takes the val view)."""
+
+
+def face_centre(region: tuple[float, ...] = FACE_REGION) -> tuple[float, float]:
+    """The centre of ``region`` (normalised input coordinates)."""
+    return (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
+
+
+def face_in_view(warp: np.ndarray, region: tuple[float, ...] = FACE_REGION) -> np.ndarray:
+    """Per image (B,) bool: whether ``region``'s corners (input) fall inside the output."""
+    x0, y0, x1, y1 = region
+    box = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]])
+    seen = box[None] @ np.linalg.inv(warp).transpose(0, 2, 1)
+    w = seen[..., 2]
+    xy = seen[..., :2] / np.where(np.abs(w) > 1e-9, w, 1e-9)[..., None]
+    return ((w > 0) & (np.abs(xy) <= 1).all(2)).all(1)
+
+
 def fit_inside(warp: np.ndarray, steps: int = 24, smallest: float = 0.2) -> np.ndarray:
     """``warp`` (B, 3, 3, output -> input) with each output shrunk about its centre (zoomed in)
     by the largest factor that puts its four corners inside the input, so that no pixel is read
@@ -376,18 +411,34 @@ class BatchAugment:
                     # the centre moves N(0, j/2) crop sides (a side is 2 * sw normalised units)
                     shift = np.clip(c.box_jitter * n[1:], -0.5, 0.5)
                     tx, ty = shift[0] * sw, shift[1] * sh
-                affine = np.zeros((b, 3, 3))
-                affine[:, 0] = np.stack([sw * cos * flip, -sh * sin, tx], 1)
-                affine[:, 1] = np.stack([sw * sin * flip, sh * cos, ty], 1)
-                affine[:, 2, 2] = 1
                 pose = _camera_rotation(
                     (2 * v[1] - 1) * math.radians(c.yaw_deg),
                     (2 * v[2] - 1) * math.radians(c.pitch_deg),
                 )
-                corners = (2 * v[3:11].T.reshape(b, 4, 2) - 1) * c.perspective
-                warp = pose @ _keystone(corners) @ affine
-                if c.inside:
-                    warp = fit_inside(warp)
+                lens = pose @ _keystone((2 * v[3:11].T.reshape(b, 4, 2) - 1) * c.perspective)
+
+                def crop(drawn: float) -> np.ndarray:  # centre: drawn, else the face region's
+                    cx, cy = face_centre()
+                    mx, my = drawn * tx + (1 - drawn) * cx, drawn * ty + (1 - drawn) * cy
+                    affine = np.zeros((b, 3, 3))
+                    affine[:, 0] = np.stack([sw * cos * flip, -sh * sin, mx], 1)
+                    affine[:, 1] = np.stack([sw * sin * flip, sh * cos, my], 1)
+                    affine[:, 2, 2] = 1
+                    return fit_inside(lens @ affine) if c.inside else lens @ affine
+
+                warp = crop(1.0)
+                if c.keep_face:  # move a crop that cuts the nose or mouth towards them
+                    for moved in (0.5, 0.0, None):
+                        cut = ~face_in_view(warp)
+                        if not cut.any():
+                            break
+                        if moved is None:  # still cut (rare): the val view, flipped as drawn
+                            view = np.diag([self.size / FACE_SIZE] * 2 + [1.0])[None]
+                            warp[cut] = (
+                                view * np.stack([flip, np.ones(b), np.ones(b)], 1)[:, None][cut]
+                            )
+                        else:
+                            warp[cut] = crop(moved)[cut]
                 levers["warp"] = warp
 
         def f32(a: np.ndarray) -> torch.Tensor:
