@@ -3,10 +3,10 @@
 Shapes are drawn from the 68 dlib landmarks in a face frame (eye line = x axis): surgical (with
 pleats), N95 (cup), KN95 (folded, pointed, centre seam) and cloth (rounded, seam), in many colours
 and textures (solid, stripes, checks, dots, noise; with the look's opt-in ``prints`` lever also
-plaid, florals, camouflage and logos, and with ``skin`` masks near the face's own skin tone). Edges are anti-aliased (4x supersampled
-polygon) and the colour is shaded (cylinder across the face, pleat folds, edge darkening, scene
-brightness) so the mask does not look flat. Only the region around the mask is touched: pixels
-where alpha is 0 keep their exact values.
+plaid, florals, camouflage and logos, and with ``skin`` masks near the face's own skin tone).
+Edges are anti-aliased (4x supersampled polygon) and the colour is shaded (cylinder across the
+face, pleat folds, edge darkening, scene brightness) so the mask does not look flat. Only the
+region around the mask is touched: pixels where alpha is 0 keep their exact values.
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ def _plaid(
     period: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Tartan: wide bands of ``c1`` both ways (half strength where they cross each other's
-    gaps) and thin lines of a dark or light third colour."""
+    """Tartan: wide bands of ``c1`` both ways (half strength alone, full where two cross) and
+    thin lines of a dark or light third colour between them."""
     p = period * float(rng.uniform(1.2, 2.0))
     wide = 0.5 * (_band(u, p, 0.4) + _band(v, p, 0.4))
     third = np.clip(c0 * float(rng.choice([0.35, 1.6])), 0, 255)
