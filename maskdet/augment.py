@@ -329,7 +329,7 @@ def fit_inside(warp: np.ndarray, steps: int = 24, smallest: float = 0.2) -> np.n
         ok = inside(mid)
         lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
     k = np.where(done, 1.0, lo)
-    return warp @ np.stack([np.diag([s, s, 1.0]) for s in k]) if len(k) else warp
+    return warp * np.stack([k, k, np.ones_like(k)], 1)[:, None, :]  # warp @ diag(k, k, 1)
 
 
 _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -365,7 +365,9 @@ class BatchAugment:
     def sample(self, b: int, g: torch.Generator | None = None) -> dict:
         """Per-image parameters (CPU tensors): affine ``theta`` (B,2,3, normalised coordinates),
         the colour map ``colour`` (B,3,3) and ``grey_gain`` (B,), and the subsets (boolean) with
-        the batch's low-resolution side, blur sigmas and JPEG qualities.
+        the batch's low-resolution side, blur sigmas and JPEG qualities. With a pose or framing
+        lever also ``warp`` (B,3,3, output -> input homographies; the kernels use it instead of
+        ``theta``); the levers' draws come after the default family's, from the same generator.
 
         One draw of uniforms from ``generator``, then NumPy on these small arrays (a tenth of
         the time of the same maths as tensor operations)."""
@@ -405,41 +407,8 @@ class BatchAugment:
                 colour = np.where((v[0] < c.grey_p)[:, None, None], _GREY @ colour, colour)
             if c.projective:
                 n = torch.randn(3, b, generator=g, dtype=torch.float64).numpy()
-                if c.box_jitter:  # replaces the uniform crop: a detector's box around the face
-                    box = self.size / FACE_SIZE * np.exp(c.box_jitter * n[0])
-                    sw, sh = box * np.sqrt(ar), box / np.sqrt(ar)
-                    # the centre moves N(0, j/2) crop sides (a side is 2 * sw normalised units)
-                    shift = np.clip(c.box_jitter * n[1:], -0.5, 0.5)
-                    tx, ty = shift[0] * sw, shift[1] * sh
-                pose = _camera_rotation(
-                    (2 * v[1] - 1) * math.radians(c.yaw_deg),
-                    (2 * v[2] - 1) * math.radians(c.pitch_deg),
-                )
-                lens = pose @ _keystone((2 * v[3:11].T.reshape(b, 4, 2) - 1) * c.perspective)
-
-                def crop(drawn: float) -> np.ndarray:  # centre: drawn, else the face region's
-                    cx, cy = face_centre()
-                    mx, my = drawn * tx + (1 - drawn) * cx, drawn * ty + (1 - drawn) * cy
-                    affine = np.zeros((b, 3, 3))
-                    affine[:, 0] = np.stack([sw * cos * flip, -sh * sin, mx], 1)
-                    affine[:, 1] = np.stack([sw * sin * flip, sh * cos, my], 1)
-                    affine[:, 2, 2] = 1
-                    return fit_inside(lens @ affine) if c.inside else lens @ affine
-
-                warp = crop(1.0)
-                if c.keep_face:  # move a crop that cuts the nose or mouth towards them
-                    for moved in (0.5, 0.0, None):
-                        cut = ~face_in_view(warp)
-                        if not cut.any():
-                            break
-                        if moved is None:  # still cut (rare): the val view, flipped as drawn
-                            view = np.diag([self.size / FACE_SIZE] * 2 + [1.0])[None]
-                            warp[cut] = (
-                                view * np.stack([flip, np.ones(b), np.ones(b)], 1)[:, None][cut]
-                            )
-                        else:
-                            warp[cut] = crop(moved)[cut]
-                levers["warp"] = warp
+                crop = np.stack([sw, sh, tx, ty, ang, flip, ar], 1)
+                levers["warp"] = self._lever_warps(crop, v[1:11], n)
 
         def f32(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -455,6 +424,50 @@ class BatchAugment:
             "jpeg": torch.from_numpy(u[14] < c.jpeg_p),
             "quality": torch.from_numpy(quality.astype(np.int32)),
         }
+
+    def _lever_warps(self, crop: np.ndarray, v: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """The crops (B, 3, 3 homographies, output -> input) of the pose and framing levers.
+
+        ``crop``: the default family's draws per image (crop width and height, centre, angle,
+        flip, aspect ratio); ``v``: 10 uniforms (yaw, pitch, 8 corner moves) and ``n``: 3
+        normals (box side, box centre) per image. The crop (or, with ``box_jitter``, a
+        detector-like box) seen through the pose and keystone; then shrunk into the image
+        (``inside``) and moved to keep the nose and mouth in view (``keep_face``)."""
+        c, b = self.cfg, len(crop)
+        sw, sh, tx, ty, ang, flip, ar = crop.T
+        if c.box_jitter:  # replaces the uniform crop: a detector's box around the face
+            box = self.size / FACE_SIZE * np.exp(c.box_jitter * n[0])
+            sw, sh = box * np.sqrt(ar), box / np.sqrt(ar)
+            # the centre moves N(0, j/2) crop sides (a side is 2 * sw normalised units)
+            shift = np.clip(c.box_jitter * n[1:], -0.5, 0.5)
+            tx, ty = shift[0] * sw, shift[1] * sh
+        pose = _camera_rotation(
+            (2 * v[0] - 1) * math.radians(c.yaw_deg), (2 * v[1] - 1) * math.radians(c.pitch_deg)
+        )
+        lens = pose @ _keystone((2 * v[2:10].T.reshape(b, 4, 2) - 1) * c.perspective)
+        cos, sin = np.cos(ang), np.sin(ang)
+        cx, cy = face_centre()
+
+        def framed(drawn: float) -> np.ndarray:  # the crop's centre: as drawn, else the face's
+            affine = np.zeros((b, 3, 3))
+            affine[:, 0] = np.stack([sw * cos * flip, -sh * sin, drawn * tx + (1 - drawn) * cx], 1)
+            affine[:, 1] = np.stack([sw * sin * flip, sh * cos, drawn * ty + (1 - drawn) * cy], 1)
+            affine[:, 2, 2] = 1
+            return fit_inside(lens @ affine) if c.inside else lens @ affine
+
+        warp = framed(1.0)
+        if not c.keep_face:
+            return warp
+        for drawn in (0.5, 0.0):  # a crop that cuts the nose or mouth moves towards them
+            cut = ~face_in_view(warp)
+            if cut.any():
+                warp[cut] = framed(drawn)[cut]
+        cut = ~face_in_view(warp)  # still cut (rare): the val view, flipped as drawn
+        side = self.size / FACE_SIZE
+        warp[cut] = (
+            np.diag([side, side, 1.0]) * np.stack([flip, np.ones(b), np.ones(b)], 1)[:, None][cut]
+        )
+        return warp
 
     @staticmethod
     def merge(params: list[dict]) -> dict:
