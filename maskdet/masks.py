@@ -12,6 +12,7 @@ region around the mask is touched: pixels where alpha is 0 keep their exact valu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -210,10 +211,21 @@ def _pattern(
         field = cv2.resize(grid, (u.shape[1], u.shape[0]), interpolation=cv2.INTER_CUBIC)
         t = np.clip((field - 0.3) * 1.6, 0, 1)
     elif kind in PRINTS:
-        return PRINTS[kind](u, v, c0, c1, period, rng)
+        return PRINTS[kind](Cloth(u, v, c0, c1, period), rng)
     else:
         raise ValueError(f"unknown texture {kind!r}")
     return c0 * (1 - t[..., None]) + c1 * t[..., None]
+
+
+class Cloth(NamedTuple):
+    """What a printed texture is drawn from: face-frame coordinates ``u``, ``v`` (face widths),
+    the two colours and the pattern's base period (face widths)."""
+
+    u: np.ndarray
+    v: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    period: float
 
 
 def _mix(c0: np.ndarray, *layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -230,16 +242,10 @@ def _band(x: np.ndarray, period: float, width: float) -> np.ndarray:
     return np.clip((width / 2 - dist) * 40 + 0.5, 0, 1).astype(np.float32)
 
 
-def _plaid(
-    u: np.ndarray,
-    v: np.ndarray,
-    c0: np.ndarray,
-    c1: np.ndarray,
-    period: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _plaid(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
     """Tartan: wide bands of ``c1`` both ways (half strength alone, full where two cross) and
     thin lines of a dark or light third colour between them."""
+    u, v, c0, c1, period = cloth
     p = period * float(rng.uniform(1.2, 2.0))
     wide = 0.5 * (_band(u, p, 0.4) + _band(v, p, 0.4))
     third = np.clip(c0 * float(rng.choice([0.35, 1.6])), 0, 255)
@@ -247,16 +253,10 @@ def _plaid(
     return _mix(c0, (wide, c1), (thin * 0.8, third))
 
 
-def _flowers(
-    u: np.ndarray,
-    v: np.ndarray,
-    c0: np.ndarray,
-    c1: np.ndarray,
-    period: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _flowers(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
     """Florals: a flower with 4-6 petals in ``c1`` on a jittered grid of cells (each turned at
     random), with a light centre."""
+    u, v, c0, c1, period = cloth
     p = period * float(rng.uniform(1.3, 2.2))
     n = 16
     jitter, turn = rng.uniform(0.25, 0.75, (n, n, 2)), rng.uniform(0, 2 * np.pi, (n, n))
@@ -272,16 +272,10 @@ def _flowers(
     return _mix(c0, (flower, c1), (centre, light))
 
 
-def _camo(
-    u: np.ndarray,
-    v: np.ndarray,
-    c0: np.ndarray,
-    c1: np.ndarray,
-    period: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _camo(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
     """Camouflage: blobs of three tones from two scales of smooth noise (``c0``, ``c1`` and a
     darker mix of the two)."""
+    u, _, c0, c1, _ = cloth
     h, w = u.shape
     fields = []
     for cells in (4, 9):
@@ -295,16 +289,10 @@ def _camo(
     return _mix(c0, (mid, c1), (top, dark))
 
 
-def _logo(
-    u: np.ndarray,
-    v: np.ndarray,
-    c0: np.ndarray,
-    c1: np.ndarray,
-    period: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _logo(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
     """A plain mask with a small printed logo in ``c1`` on one cheek: a ring, a star or a
     dot-and-line wordmark, a seventh to a quarter of the face wide."""
+    u, v, c0, c1, _ = cloth
     cu = float(rng.choice([-0.22, 0.22])) + float(rng.uniform(-0.04, 0.04))
     du, dv = u - cu, v - float(rng.uniform(0.6, 0.8))
     r, ang = np.hypot(du, dv), np.arctan2(dv, du)
