@@ -193,7 +193,11 @@ class Look:
     Opt-in (issue 18; builtin renderer only, off in both bases): ``skin``: a share
     (:data:`SKIN_P`) of masks in cream, beige or the face's own skin tone; ``prints``: patterned
     and printed cloth (plaid, florals, camouflage, logos besides stripes, checks and dots), on
-    cloth masks and some surgical ones (:data:`maskdet.masks.PRINT_TEXTURES`)."""
+    cloth masks and some surgical ones (:data:`maskdet.masks.PRINT_TEXTURES`). One screening
+    (2026-12-03, shared 2-core CPU; ResNet-18, random init, 3 epochs, 1,000 train images,
+    default augmentation): ``../shared/realdev`` AUC 0.954 with ``real,+skin,+prints`` against
+    0.966 with ``real``; cream/skin masks found 0.86 against 0.75 and other colours 0.73
+    against 0.52, at a lower specificity (0.63 against 0.84)."""
 
     palette: str = "real"
     shading: bool = True
