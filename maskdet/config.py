@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .augment import AUGMENT_PRESETS
+from .augment import AUGMENT_PRESETS, BASE_AUGMENTS
 from .constants import LFW_MINI
 from .errors import UsageError
 from .model import ARCHS
@@ -253,7 +253,7 @@ PARAM_NOTES = {
     "WORKERS": "worker processes (default in code: the machine's cores)",
     "BATCH_SIZE": "images per step",
     "LOADER": '"cached" (decode once, augment whole batches on the device) or "dataloader"',
-    "AUG": "augmentation preset: " + " | ".join(AUGMENT_PRESETS),
+    "AUG": "augmentation preset: " + " | ".join(BASE_AUGMENTS),
     "OPTIMIZER": "sgd or adamw (AdamW usually wants a learning rate near 1e-3)",
     "ARCH": "resnet18 for quick ablations",
     "PRETRAINED": "ImageNet weights when they can be downloaded (Colab); random init otherwise",

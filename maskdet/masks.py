@@ -2,15 +2,17 @@
 
 Shapes are drawn from the 68 dlib landmarks in a face frame (eye line = x axis): surgical (with
 pleats), N95 (cup), KN95 (folded, pointed, centre seam) and cloth (rounded, seam), in many colours
-and textures (solid, stripes, checks, dots, noise). Edges are anti-aliased (4x supersampled
-polygon) and the colour is shaded (cylinder across the face, pleat folds, edge darkening, scene
-brightness) so the mask does not look flat. Only the region around the mask is touched: pixels
-where alpha is 0 keep their exact values.
+and textures (solid, stripes, checks, dots, noise; with the look's opt-in ``prints`` lever also
+plaid, florals, camouflage and logos, and with ``skin`` masks near the face's own skin tone).
+Edges are anti-aliased (4x supersampled polygon) and the colour is shaded (cylinder across the
+face, pleat folds, edge darkening, scene brightness) so the mask does not look flat. Only the
+region around the mask is touched: pixels where alpha is 0 keep their exact values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -54,6 +56,22 @@ REAL_TYPE_COLORS = {
     "cloth": list(appearance.PALETTE),
 }
 REAL_CLOTH_TEXTURES = {"solid": 0.45, "stripes": 0.1, "checks": 0.15, "dots": 0.1, "noise": 0.2}
+PRINT_TEXTURES = {
+    "solid": 0.2,
+    "stripes": 0.1,
+    "checks": 0.05,
+    "dots": 0.1,
+    "noise": 0.05,
+    "plaid": 0.15,
+    "floral": 0.15,
+    "camo": 0.1,
+    "logo": 0.1,
+}
+"""With the ``prints`` lever: the textures of cloth masks (and of :data:`PRINTED_SURGICAL` of
+the surgical ones): patterned and printed cloth, which real-mask sets show often and a model
+trained on plain masks misses."""
+PRINTED_SURGICAL = 0.25
+"""With the ``prints`` lever: the share of surgical masks that are printed."""
 
 
 @dataclass
@@ -192,9 +210,107 @@ def _pattern(
         grid = rng.random((6, 6)).astype(np.float32)
         field = cv2.resize(grid, (u.shape[1], u.shape[0]), interpolation=cv2.INTER_CUBIC)
         t = np.clip((field - 0.3) * 1.6, 0, 1)
+    elif kind in PRINTS:
+        return PRINTS[kind](Cloth(u, v, c0, c1, period), rng)
     else:
         raise ValueError(f"unknown texture {kind!r}")
     return c0 * (1 - t[..., None]) + c1 * t[..., None]
+
+
+class Cloth(NamedTuple):
+    """What a printed texture is drawn from: face-frame coordinates ``u``, ``v`` (face widths),
+    the two colours and the pattern's base period (face widths)."""
+
+    u: np.ndarray
+    v: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    period: float
+
+
+def _mix(c0: np.ndarray, *layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``c0`` with each ``(weight field, colour)`` laid over it in turn (fields h x w, 0..1)."""
+    out = np.broadcast_to(c0, layers[0][0].shape + (3,)).astype(np.float32)
+    for field, colour in layers:
+        out = out * (1 - field[..., None]) + colour * field[..., None]
+    return out
+
+
+def _band(x: np.ndarray, period: float, width: float) -> np.ndarray:
+    """Anti-aliased bands across ``x``, ``width`` of each ``period`` wide (float32, 0..1)."""
+    dist = np.abs((x / period + 0.5) % 1.0 - 0.5)  # 0 at a band's centre, 0.5 between two
+    return np.clip((width / 2 - dist) * 40 + 0.5, 0, 1).astype(np.float32)
+
+
+def _plaid(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
+    """Tartan: wide bands of ``c1`` both ways (half strength alone, full where two cross) and
+    thin lines of a dark or light third colour between them."""
+    u, v, c0, c1, period = cloth
+    p = period * float(rng.uniform(1.2, 2.0))
+    wide = 0.5 * (_band(u, p, 0.4) + _band(v, p, 0.4))
+    third = np.clip(c0 * float(rng.choice([0.35, 1.6])), 0, 255)
+    thin = np.maximum(_band(u + p / 2, p, 0.08), _band(v + p / 2, p, 0.08))
+    return _mix(c0, (wide, c1), (thin * 0.8, third))
+
+
+def _flowers(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
+    """Florals: a flower with 4-6 petals in ``c1`` on a jittered grid of cells (each turned at
+    random), with a light centre."""
+    u, v, c0, c1, period = cloth
+    p = period * float(rng.uniform(1.3, 2.2))
+    n = 16
+    jitter, turn = rng.uniform(0.25, 0.75, (n, n, 2)), rng.uniform(0, 2 * np.pi, (n, n))
+    petals = int(rng.integers(4, 7))
+    iu, iv = np.floor(u / p).astype(int) % n, np.floor(v / p).astype(int) % n
+    du = (u / p) % 1.0 - jitter[iu, iv, 0]
+    dv = (v / p) % 1.0 - jitter[iu, iv, 1]
+    r, ang = np.hypot(du, dv), np.arctan2(dv, du) + turn[iu, iv]
+    radius = 0.3 * (0.45 + 0.55 * np.abs(np.cos(petals / 2 * ang)))
+    flower = np.clip((radius - r) * 30 + 0.5, 0, 1).astype(np.float32)
+    centre = np.clip((0.07 - r) * 30 + 0.5, 0, 1).astype(np.float32)
+    light = np.array([245.0, 225.0, 120.0], np.float32)
+    return _mix(c0, (flower, c1), (centre, light))
+
+
+def _camo(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
+    """Camouflage: blobs of three tones from two scales of smooth noise (``c0``, ``c1`` and a
+    darker mix of the two)."""
+    u, _, c0, c1, _ = cloth
+    h, w = u.shape
+    fields = []
+    for cells in (4, 9):
+        grid = rng.random((cells, cells)).astype(np.float32)
+        fields.append(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC))
+    f = 0.65 * fields[0] + 0.35 * fields[1]
+    lo, hi = np.percentile(f, [35, 70]) if f.size else (0.4, 0.6)
+    dark = 0.55 * (c0 + c1) / 2
+    mid = np.clip((f - lo) * 25 + 0.5, 0, 1).astype(np.float32)
+    top = np.clip((f - hi) * 25 + 0.5, 0, 1).astype(np.float32)
+    return _mix(c0, (mid, c1), (top, dark))
+
+
+def _logo(cloth: Cloth, rng: np.random.Generator) -> np.ndarray:
+    """A plain mask with a small printed logo in ``c1`` on one cheek: a ring, a star or a
+    dot-and-line wordmark, a seventh to a quarter of the face wide."""
+    u, v, c0, c1, _ = cloth
+    cu = float(rng.choice([-0.22, 0.22])) + float(rng.uniform(-0.04, 0.04))
+    du, dv = u - cu, v - float(rng.uniform(0.6, 0.8))
+    r, ang = np.hypot(du, dv), np.arctan2(dv, du)
+    size = float(rng.uniform(0.07, 0.12))
+    shape = str(rng.choice(["ring", "star", "wordmark"]))
+    if shape == "ring":
+        d = np.abs(r - size) - 0.25 * size
+    elif shape == "star":
+        d = r - size * (0.6 + 0.4 * np.cos(5 * ang))
+    else:  # a line of "text" and a dot before it
+        line = np.maximum(np.abs(du - 0.6 * size) - 1.4 * size, np.abs(dv) - 0.3 * size)
+        d = np.minimum(line, np.hypot(du + 1.4 * size, dv) - 0.35 * size)
+    mark = np.clip(-d * 300 + 0.5, 0, 1).astype(np.float32)
+    return _mix(c0, (mark, c1))
+
+
+PRINTS = {"plaid": _plaid, "floral": _flowers, "camo": _camo, "logo": _logo}
+"""The ``prints`` lever's textures beyond the plain ones (:func:`_pattern`)."""
 
 
 class BuiltinRenderer:
@@ -227,18 +343,30 @@ class BuiltinRenderer:
         types = list(REAL_MASK_TYPES)
         p = np.array(list(REAL_MASK_TYPES.values()))
         mask_type = str(rng.choice(types, p=p / p.sum()))
-        color = appearance.draw_color(rng, REAL_TYPE_COLORS[mask_type])
+        if self.look.skin and rng.random() < appearance.SKIN_P:
+            color = "skin"  # near the face's own skin (appearance.low_contrast_rgb)
+        else:
+            color = appearance.draw_color(rng, REAL_TYPE_COLORS[mask_type])
         texture = "solid"
+        textures = PRINT_TEXTURES if self.look.prints else REAL_CLOTH_TEXTURES
         if mask_type == "cloth":
-            kinds = list(REAL_CLOTH_TEXTURES)
-            texture = str(rng.choice(kinds, p=list(REAL_CLOTH_TEXTURES.values())))
+            texture = str(rng.choice(list(textures), p=list(textures.values())))
+        elif self.look.prints and mask_type == "surgical" and rng.random() < PRINTED_SURGICAL:
+            printed = {k: w for k, w in PRINT_TEXTURES.items() if k != "solid"}
+            p = np.array(list(printed.values()))
+            texture = str(rng.choice(list(printed), p=p / p.sum()))
         if texture != "solid":
             texture += "/" + appearance.draw_color(
                 rng, [c for c in appearance.PALETTE if c != color]
             )
         return mask_type, color, texture
 
-    def _rgb(self, name: str, rng: np.random.Generator) -> np.ndarray:
+    def _rgb(
+        self, name: str, rng: np.random.Generator, skin: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A colour's RGB; ``skin`` (the face's own tone) for the ``skin`` lever's masks."""
+        if name == "skin" and skin is not None:
+            return appearance.low_contrast_rgb(skin, rng)
         if self.look.palette == "real":
             return appearance.color_rgb(name, rng)
         return rgb_of(COLORS[name])
@@ -271,8 +399,9 @@ class BuiltinRenderer:
         u = (dx * ex[0] + dy * ex[1]) / fw  # across the face, 0 at the nose
         v = (dx * ey[0] + dy * ey[1]) / fw  # down the face, 0 at the eyes
         kind, _, second = texture.partition("/")
-        c0 = self._rgb(color, rng)
-        col = _pattern(kind, u, v, c0, self._rgb(second or color, rng), rng)
+        skin = appearance.skin_tone(rgb, face.landmarks) if color == "skin" else None
+        c0 = self._rgb(color, rng, skin)
+        col = _pattern(kind, u, v, c0, self._rgb(second or color, rng, skin), rng)
 
         # shading: cylinder across the face, light from above, folds, edge darkening, scene light
         shade = 1.0 - 0.55 * np.clip(np.abs(u) / 0.55, 0, 1) ** 2.2 - 0.08 * (v - 0.6)

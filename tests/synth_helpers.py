@@ -59,11 +59,15 @@ def check_manifest(data: Path, summary: dict, backend: str) -> None:
 
 
 def check_geometry(
-    data: Path, backend: str, masktheface_dir: str | None = None, seed: int = 0
+    data: Path,
+    backend: str,
+    masktheface_dir: str | None = None,
+    seed: int = 0,
+    look: str | None = None,
 ) -> int:
     """Re-render every kept pair: same pixels as the file; the mask covers nose and mouth, stays
     below the eyes, and every pixel outside it equals the unmasked twin. Returns pairs checked."""
-    finder, renderer = FaceFinder(), make_renderer(backend, masktheface_dir)
+    finder, renderer = FaceFinder(), make_renderer(backend, masktheface_dir, look)
     rows = read_manifest(data)
     faces = {r["pair_id"]: r for r in rows if r["label"] == "not_wearing_mask"}
     n = 0
@@ -92,10 +96,12 @@ def check_geometry(
     return n
 
 
-def check_no_halo(data: Path, backend: str, masktheface_dir: str | None = None) -> None:
+def check_no_halo(
+    data: Path, backend: str, masktheface_dir: str | None = None, look: str | None = None
+) -> None:
     """Edge pixels are a proper blend out = face*(1-a) + c*a: the implied mask colour c stays in
     0..255. Upstream's bitwise blend gives out = face + c (saturating), i.e. c > 255: a halo."""
-    finder, renderer = FaceFinder(), make_renderer(backend, masktheface_dir)
+    finder, renderer = FaceFinder(), make_renderer(backend, masktheface_dir, look)
     for p in sorted(data.glob("*/not_wearing_mask/*.png"))[:20]:
         rgb = read_rgb(p)
         out = renderer.render(rgb, finder.find(rgb), rng_for(0, p.stem))
