@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 TB_PANELS: dict[str, tuple[str, ...]] = {
     "loss": ("train/loss", "val/loss"),
@@ -25,8 +26,6 @@ TB_PANELS: dict[str, tuple[str, ...]] = {
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """Every scalar tag in the event files of ``log_dir`` (not its subfolders, such as the
     ``hparams`` run) as ``(step, value)`` pairs in step order; ``{}`` when there are none."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         return {}
