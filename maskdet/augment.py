@@ -1,24 +1,18 @@
-"""The train augmentation family, its presets, and the two ways of applying it.
+"""The train augmentation family applied per image and per batch, and the val/test view.
 
-:class:`AugmentConfig` holds the settings both loaders read. Per image (the ``dataloader`` path):
-:func:`train_transform` with ``torchvision.transforms.v2``. Per batch (the ``cached`` path):
-:class:`BatchAugment` draws every random parameter of a batch on the CPU, then applies them with
-tensor operations on the batch's device (one ``grid_sample`` for crop + flip + rotation, a batched
-colour matrix, down-up resampling, grouped-conv blur, :func:`maskdet.jpeg.jpeg_with_tables`) or,
-on a CPU, with OpenCV's ``uint8`` kernels in two threads.
+Settings and presets: :mod:`maskdet.augment_presets` (:class:`AugmentConfig`, both loaders read
+it). Per image (the ``dataloader`` path): :func:`train_transform` with
+``torchvision.transforms.v2``. Per batch (the ``cached`` path): :class:`BatchAugment` draws every
+random parameter of a batch on the CPU, then applies them with tensor operations on the batch's
+device (one ``grid_sample`` for crop + flip + rotation, a batched colour matrix, down-up
+resampling, grouped-conv blur, :func:`maskdet.jpeg.jpeg_with_tables`) or, on a CPU, with OpenCV's
+``uint8`` kernels in two threads. The pose and framing levers' homographies:
+:mod:`maskdet.augment_warps`.
 
 Train augmentations aim at real masks on real photos, not MaskTheFace's artefacts: random resized
 crop (scale range) to 112, horizontal flip, small rotations, mild colour jitter, blur, low
 resolution and JPEG quality. Val/test: deterministic resize to 128 and centre crop to 112.
 Both use ImageNet normalisation.
-
-Opt-in levers against real misses (issue 18; every one off in ``default``, so its draws and
-bytes are unchanged): pose (``yaw_deg``/``pitch_deg``: a camera-rotation homography, a turned or
-nodding head seen by a planar face; ``perspective``: a random keystone), detector-like framing
-(``box_jitter``: the crop drawn as a face detector's box varies), ``inside`` (each crop shrunk
-until it lies in the image: no reflected border), and no colour shortcut (``grey_p``: random
-grayscale; strong ``hue``/``saturation`` ranges). :data:`LEVERS` names them; the presets
-``default+<lever>`` and ``levers`` (all but ``inside``) select them by name (``--aug``).
 """
 
 from __future__ import annotations
@@ -26,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -35,120 +28,11 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .augment_presets import AugmentConfig, get_augment
+from .augment_warps import lever_warps, pixel_homography
 from .constants import FACE_SIZE, IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from .jpeg import jpeg_tables, jpeg_with_tables
 from .system import device_constant, usable_cores
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The train augmentation family; both loaders read the same settings."""
-
-    scale: tuple[float, float] = (0.55, 1.0)  # area fraction kept by the random resized crop
-    ratio: tuple[float, float] = (0.85, 1.18)  # aspect ratio range of the crop
-    hflip: float = 0.5
-    rotate_deg: float = 10.0  # uniform in [-rotate_deg, rotate_deg]
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
-    hue: float = 0.03
-    blur_p: float = 0.25
-    blur_sigma: tuple[float, float] = (0.3, 1.6)
-    lowres_p: float = 0.2
-    lowres_side: tuple[int, int] = (28, 72)  # downsample to this side, then back up
-    jpeg_p: float = 0.3
-    jpeg_quality: tuple[int, int] = (30, 90)
-    # issue 18's levers, each off by default (the default family's draws are unchanged)
-    yaw_deg: float = 0.0  # head turned: camera rotation about the vertical axis, uniform +-
-    pitch_deg: float = 0.0  # head nodding: camera rotation about the horizontal axis, uniform +-
-    perspective: float = 0.0  # each corner moved by up to this fraction of the half-side
-    box_jitter: float = 0.0  # detector-like box: side x exp(N(0, j)), centre moved N(0, j/2) sides
-    inside: bool = False  # shrink a crop until its four corners lie in the image
-    grey_p: float = 0.0  # probability of a grayscale image
-    keep_face: bool = False  # move a crop that would cut the nose or mouth (:data:`FACE_REGION`)
-
-    @property
-    def projective(self) -> bool:
-        """Whether the crop is a homography (the pose, framing or inside levers), not affine."""
-        return bool(
-            self.yaw_deg
-            or self.pitch_deg
-            or self.perspective
-            or self.box_jitter
-            or self.inside
-            or self.keep_face
-        )
-
-    @property
-    def extra_draws(self) -> bool:
-        """Whether a batch draws the levers' parameters (after the default family's)."""
-        return self.projective or bool(self.grey_p)
-
-
-LEVERS: dict[str, dict] = {
-    "rotate": {"rotate_deg": 20.0, "keep_face": True},
-    "yaw": {"yaw_deg": 30.0, "pitch_deg": 10.0, "keep_face": True},
-    "perspective": {"perspective": 0.12, "keep_face": True},
-    "box": {"box_jitter": 0.12, "keep_face": True},
-    "grey": {"grey_p": 0.2},
-    "hue": {"hue": 0.5, "saturation": 0.8},
-    "inside": {"inside": True, "keep_face": True},
-}
-"""Issue 18's augmentation levers as changes to ``default``: ``rotate`` (up to 20 degrees),
-``yaw`` (turned and nodding heads), ``perspective`` (keystone), ``box`` (framing as a detector's
-box varies), ``grey`` (one image in five grayscale), ``hue`` (any hue, saturation 0.2-1.8),
-``inside`` (no pixel read from outside the image: no reflected border, at the price of tighter
-crops). The geometric ones keep the nose and mouth in view (the label's evidence). ``levers``:
-all but ``inside``. Opt-in: not measured on 60-minute runs. One screening (2026-12-03, the shared
-2-core CPU, load 6-9; ResNet-18, random init, 3 epochs, 1,000 train images of 700 LFW people,
-builtin masks, ``train --aug levers``): ``../shared/realdev`` AUC 0.808 with ``levers`` and the
-``real,+skin,+prints`` look, 0.966 with ``default`` and ``real`` (train loss 0.67 against 0.23:
-3 epochs do not learn the harder task)."""
-
-
-def _with_levers(base: AugmentConfig, *names: str) -> AugmentConfig:
-    """``base`` with the changes of the levers ``names`` (:data:`LEVERS`)."""
-    changes: dict = {}
-    for name in names:
-        changes |= LEVERS[name]
-    return replace(base, **changes)
-
-
-AUGMENT_PRESETS: dict[str, AugmentConfig] = {
-    "default": AugmentConfig(),
-    "light": AugmentConfig(scale=(0.7, 1.0), rotate_deg=5.0, blur_p=0.0, lowres_p=0.0, jpeg_p=0.0),
-    "none": AugmentConfig(
-        scale=(0.766, 0.766),
-        ratio=(1.0, 1.0),
-        hflip=0.0,
-        rotate_deg=0.0,
-        brightness=0.0,
-        contrast=0.0,
-        saturation=0.0,
-        hue=0.0,
-        blur_p=0.0,
-        lowres_p=0.0,
-        jpeg_p=0.0,
-    ),
-}
-BASE_AUGMENTS = tuple(AUGMENT_PRESETS)
-"""The presets before issue 18's levers (the ones the notebooks list)."""
-AUGMENT_PRESETS |= {f"default+{k}": _with_levers(AUGMENT_PRESETS["default"], k) for k in LEVERS}
-AUGMENT_PRESETS["levers"] = _with_levers(
-    AUGMENT_PRESETS["default"], *(k for k in LEVERS if k != "inside")
-)
-"""``none`` is the val/test view (centre 112 of 128) without randomness; ``default+<lever>``
-adds one of :data:`LEVERS`, ``levers`` all of them but ``inside``."""
-
-
-def get_augment(aug: str | AugmentConfig) -> AugmentConfig:
-    if isinstance(aug, AugmentConfig):
-        return aug
-    if aug not in AUGMENT_PRESETS:
-        raise ValueError(
-            f"unknown augmentation preset {aug!r}; choose from {sorted(AUGMENT_PRESETS)}"
-        )
-    return AUGMENT_PRESETS[aug]
 
 
 class _LowRes(torch.nn.Module):
@@ -242,99 +126,6 @@ def gaussian_taps(sigma: np.ndarray, ksize: int = 7) -> np.ndarray:
 
 _GREY = np.ones((3, 1)) @ np.array(_LUM)[None]
 """RGB -> its luminance on every channel (a grayscale image)."""
-FOCAL = 3.0
-"""The pose warps' focal length in half-sides of the crop: a camera about 1.5 crop widths away,
-as a kiosk's is from a face (a planar face turned in front of it)."""
-_SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-
-
-def _camera_rotation(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
-    """Per image (B, 3, 3): output -> input normalised coordinates of a planar face at
-    :data:`FOCAL` turned by ``yaw`` (about the vertical axis) and ``pitch`` (the horizontal one)
-    about its centre, which stays fixed."""
-    b = len(yaw)
-    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    r_yaw = np.zeros((b, 3, 3))
-    r_yaw[:, 0, 0], r_yaw[:, 0, 2], r_yaw[:, 1, 1] = cy, sy, 1
-    r_yaw[:, 2, 0], r_yaw[:, 2, 2] = -sy, cy
-    r_pitch = np.zeros((b, 3, 3))
-    r_pitch[:, 0, 0], r_pitch[:, 1, 1], r_pitch[:, 1, 2] = 1, cp, -sp
-    r_pitch[:, 2, 1], r_pitch[:, 2, 2] = sp, cp
-    # a plane point (x, y) sits at (x, y, FOCAL) in camera space (centre c = (0, 0, FOCAL)):
-    # turned = R (X - c) + c, seen = K turned, with K = diag(FOCAL, FOCAL, 1)
-    to_plane = np.diag([1.0, 1.0, 0.0])
-    centre = np.zeros((3, 3))
-    centre[2, 2] = FOCAL
-    forward = np.diag([FOCAL, FOCAL, 1.0]) @ (r_yaw @ r_pitch @ to_plane + centre)
-    return np.linalg.inv(forward)
-
-
-def _keystone(offsets: np.ndarray) -> np.ndarray:
-    """Per image (B, 3, 3): the homography taking the crop's corners (-1, -1), (1, -1),
-    (1, 1), (-1, 1) to themselves moved by ``offsets`` (B, 4, 2)."""
-    b = len(offsets)
-    dst = _SQUARE[None] + offsets
-    a = np.zeros((b, 8, 8))
-    rhs = np.zeros((b, 8))
-    for i, (x, y) in enumerate(_SQUARE):
-        u, v = dst[:, i, 0], dst[:, i, 1]
-        a[:, 2 * i, :3], a[:, 2 * i, 6:] = [x, y, 1], np.stack([-u * x, -u * y], 1)
-        a[:, 2 * i + 1, 3:6], a[:, 2 * i + 1, 6:] = [x, y, 1], np.stack([-v * x, -v * y], 1)
-        rhs[:, 2 * i], rhs[:, 2 * i + 1] = u, v
-    h = np.linalg.solve(a, rhs[..., None])[..., 0]
-    return np.concatenate([h, np.ones((b, 1))], 1).reshape(b, 3, 3)
-
-
-def corners_in_input(warp: np.ndarray, k: np.ndarray | float = 1.0) -> np.ndarray:
-    """Where the output's corners, shrunk by ``k`` about its centre, fall in the input
-    (B, 4, 2 normalised coordinates; ``inf`` behind the camera)."""
-    sq = np.concatenate([_SQUARE, np.ones((4, 1))], 1)  # (4, 3)
-    k = np.broadcast_to(np.asarray(k, dtype=np.float64), (len(warp),))
-    scale = np.stack([k, k, np.ones_like(k)], 1)[:, None, :]  # (B, 1, 3)
-    pts = (sq[None] * scale) @ warp.transpose(0, 2, 1)  # (B, 4, 3)
-    w = pts[..., 2:]
-    return np.where(w > 1e-9, pts[..., :2] / np.where(w > 1e-9, w, 1), np.inf)
-
-
-FACE_REGION = (-0.36, -0.1, 0.36, 0.8)
-"""Where the nose and mouth lie in stage 01's framing (normalised x0, y0, x1, y1 of the 128-pixel
-face; lfw-mini: dlib's points 30-66 of 149 HOG-found faces lie in x -0.27..0.35, y -0.07..0.77):
-``keep_face`` keeps this box in view (a crop that cuts it moves half-way, then all the way to
-its centre; one still cut takes the val view)."""
-
-
-def face_centre(region: tuple[float, ...] = FACE_REGION) -> tuple[float, float]:
-    """The centre of ``region`` (normalised input coordinates)."""
-    return (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
-
-
-def face_in_view(warp: np.ndarray, region: tuple[float, ...] = FACE_REGION) -> np.ndarray:
-    """Per image (B,) bool: whether ``region``'s corners (input) fall inside the output."""
-    x0, y0, x1, y1 = region
-    box = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]])
-    seen = box[None] @ np.linalg.inv(warp).transpose(0, 2, 1)
-    w = seen[..., 2]
-    xy = seen[..., :2] / np.where(np.abs(w) > 1e-9, w, 1e-9)[..., None]
-    return ((w > 0) & (np.abs(xy) <= 1).all(2)).all(1)
-
-
-def fit_inside(warp: np.ndarray, steps: int = 24, smallest: float = 0.2) -> np.ndarray:
-    """``warp`` (B, 3, 3, output -> input) with each output shrunk about its centre (zoomed in)
-    by the largest factor that puts its four corners inside the input, so that no pixel is read
-    from outside the image (at least ``smallest``)."""
-
-    def inside(k: np.ndarray) -> np.ndarray:
-        return (np.abs(corners_in_input(warp, k)) <= 1).all((1, 2))
-
-    lo, hi = np.full(len(warp), smallest), np.ones(len(warp))
-    done = inside(hi)
-    for _ in range(steps):  # bisection: the shrunk outputs are nested
-        mid = (lo + hi) / 2
-        ok = inside(mid)
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    k = np.where(done, 1.0, lo)
-    return warp * np.stack([k, k, np.ones_like(k)], 1)[:, None, :]  # warp @ diag(k, k, 1)
-
 
 _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = np.linalg.inv(_TO_YIQ)
@@ -412,7 +203,7 @@ class BatchAugment:
             if c.projective:
                 n = torch.randn(3, b, generator=g, dtype=torch.float64).numpy()
                 crop = np.stack([sw, sh, tx, ty, ang, flip, ar], 1)
-                levers["warp"] = self._lever_warps(crop, v[1:11], n)
+                levers["warp"] = lever_warps(c, self.size, crop, v[1:11], n)
 
         def f32(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -428,50 +219,6 @@ class BatchAugment:
             "jpeg": torch.from_numpy(u[14] < c.jpeg_p),
             "quality": torch.from_numpy(quality.astype(np.int32)),
         }
-
-    def _lever_warps(self, crop: np.ndarray, v: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """The crops (B, 3, 3 homographies, output -> input) of the pose and framing levers.
-
-        ``crop``: the default family's draws per image (crop width and height, centre, angle,
-        flip, aspect ratio); ``v``: 10 uniforms (yaw, pitch, 8 corner moves) and ``n``: 3
-        normals (box side, box centre) per image. The crop (or, with ``box_jitter``, a
-        detector-like box) seen through the pose and keystone; then shrunk into the image
-        (``inside``) and moved to keep the nose and mouth in view (``keep_face``)."""
-        c, b = self.cfg, len(crop)
-        sw, sh, tx, ty, ang, flip, ar = crop.T
-        if c.box_jitter:  # replaces the uniform crop: a detector's box around the face
-            box = self.size / FACE_SIZE * np.exp(c.box_jitter * n[0])
-            sw, sh = box * np.sqrt(ar), box / np.sqrt(ar)
-            # the centre moves N(0, j/2) crop sides (a side is 2 * sw normalised units)
-            shift = np.clip(c.box_jitter * n[1:], -0.5, 0.5)
-            tx, ty = shift[0] * sw, shift[1] * sh
-        pose = _camera_rotation(
-            (2 * v[0] - 1) * math.radians(c.yaw_deg), (2 * v[1] - 1) * math.radians(c.pitch_deg)
-        )
-        lens = pose @ _keystone((2 * v[2:10].T.reshape(b, 4, 2) - 1) * c.perspective)
-        cos, sin = np.cos(ang), np.sin(ang)
-        cx, cy = face_centre()
-
-        def framed(drawn: float) -> np.ndarray:  # the crop's centre: as drawn, else the face's
-            affine = np.zeros((b, 3, 3))
-            affine[:, 0] = np.stack([sw * cos * flip, -sh * sin, drawn * tx + (1 - drawn) * cx], 1)
-            affine[:, 1] = np.stack([sw * sin * flip, sh * cos, drawn * ty + (1 - drawn) * cy], 1)
-            affine[:, 2, 2] = 1
-            return fit_inside(lens @ affine) if c.inside else lens @ affine
-
-        warp = framed(1.0)
-        if not c.keep_face:
-            return warp
-        for drawn in (0.5, 0.0):  # a crop that cuts the nose or mouth moves towards them
-            cut = ~face_in_view(warp)
-            if cut.any():
-                warp[cut] = framed(drawn)[cut]
-        cut = ~face_in_view(warp)  # still cut (rare): the val view, flipped as drawn
-        side = self.size / FACE_SIZE
-        warp[cut] = (
-            np.diag([side, side, 1.0]) * np.stack([flip, np.ones(b), np.ones(b)], 1)[:, None][cut]
-        )
-        return warp
 
     @staticmethod
     def merge(params: list[dict]) -> dict:
@@ -693,14 +440,6 @@ class BatchAugment:
         res = np.empty((b, s, s, 3), dtype=np.float32)
         cv2.LUT(rgb.reshape(b * s, s, 3), _NORM_LUT, dst=res.reshape(b * s, s, 3))
         return torch.from_numpy(res).permute(0, 3, 1, 2)  # a channels_last NCHW tensor
-
-
-def pixel_homography(warp: np.ndarray, w_in: int, s: int) -> np.ndarray:
-    """Normalised (``align_corners=False``) output -> input homographies (B, 3, 3) as pixel
-    maps from an ``s`` x ``s`` output to a ``w_in``-wide input (for ``cv2.warpPerspective``)."""
-    to_norm = np.array([[2 / s, 0, 1 / s - 1], [0, 2 / s, 1 / s - 1], [0, 0, 1]])
-    to_pixel = np.array([[w_in / 2, 0, (w_in - 1) / 2], [0, w_in / 2, (w_in - 1) / 2], [0, 0, 1]])
-    return to_pixel @ warp @ to_norm
 
 
 _STD, _MEAN = np.array(IMAGENET_STD), np.array(IMAGENET_MEAN)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .augment import AUGMENT_PRESETS, BASE_AUGMENTS
+from .augment_presets import AUGMENT_PRESETS, BASE_AUGMENTS
 from .constants import LFW_MINI
 from .errors import UsageError
 from .model import ARCHS

@@ -21,13 +21,13 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .augment import (
-    AugmentConfig,
     BatchAugment,
     center_crop_batch,
     denormalize,
     to_tensor_uint8,
     train_transform,
 )
+from .augment_presets import AugmentConfig
 from .cache import read_face
 from .constants import CLASS_NAMES, FACE_SIZE, IMAGE_SIZE
 from .data import CROP_FRACTION

@@ -1,6 +1,7 @@
 """Stage 03: the augmented 112x112 loaders (per-image DataLoader and a cached, batched fast path).
 
-Two ways to feed the model, one augmentation family (:class:`maskdet.augment.AugmentConfig`):
+Two ways to feed the model, one augmentation family
+(:class:`maskdet.augment_presets.AugmentConfig`), both yielding :class:`maskdet.batch.Batch`:
 
 ``dataloader``
     :class:`FaceDataset` reads each PNG with :func:`maskdet.imageio.read_rgb` in DataLoader worker
@@ -22,9 +23,7 @@ import math
 import os
 import queue
 import threading
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,28 +31,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import (
-    AugmentConfig,
     BatchAugment,
     center_crop_batch,
     eval_transform,
     to_tensor_uint8,
     train_transform,
 )
+from .augment_presets import AugmentConfig
+from .batch import Batch, SkipCounter, Skipped, collate_skip
 from .cache import ImageCache, build_cache
-from .constants import IMAGE_SIZE, SPLITS
+from .constants import SPLITS
 from .distributed import SINGLE, DistEnv, shard_bounds
 from .imageio import BadImage, read_rgb
 from .manifest import Item, read_manifest, select_rows
 from .system import default_workers
-
-
-@dataclass
-class Skipped:
-    """What a dataset returns instead of a sample when the image cannot be used."""
-
-    index: int
-    path: str
-    reason: str
 
 
 class FaceDataset(Dataset):
@@ -93,70 +84,6 @@ class FaceDataset(Dataset):
         except BadImage as err:
             return Skipped(index, item.path, str(err))
         return self.transform(to_tensor_uint8(rgb)), item.label, index
-
-
-@dataclass
-class Batch:
-    """A training batch: images (B,3,112,112 float), labels (B,), dataset indices (B,), skips;
-    ``global_size``: the images of the global batch this is a rank's part of (0: all here)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    indices: torch.Tensor
-    skipped: list[Skipped] = field(default_factory=list)
-    global_size: int = 0
-
-    @property
-    def total(self) -> int:
-        """Images in the global batch (under DDP the ranks' parts together)."""
-        return self.global_size or len(self.labels)
-
-    def pin_memory(self) -> Batch:
-        pinned = (t.pin_memory() for t in (self.images, self.labels, self.indices))
-        return replace(self, **dict(zip(("images", "labels", "indices"), pinned)))
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        images, labels = (
-            t.to(device, non_blocking=non_blocking) for t in (self.images, self.labels)
-        )
-        return replace(self, images=images, labels=labels)
-
-
-def collate_skip(samples: list) -> Batch:
-    """Stack good samples; drop :class:`Skipped` ones but keep them in ``Batch.skipped``."""
-    good = [s for s in samples if not isinstance(s, Skipped)]
-    bad = [s for s in samples if isinstance(s, Skipped)]
-    if not good:
-        return Batch(
-            torch.empty(0, 3, IMAGE_SIZE, IMAGE_SIZE),
-            torch.empty(0),
-            torch.empty(0, dtype=torch.long),
-            bad,
-        )
-    return Batch(
-        torch.stack([torch.as_tensor(s[0]) for s in good]),
-        torch.tensor([float(s[1]) for s in good]),
-        torch.tensor([s[2] for s in good], dtype=torch.long),
-        bad,
-    )
-
-
-class SkipCounter:
-    """Accumulates skipped images over the batches seen (``counts`` by reason, ``paths``)."""
-
-    def __init__(self):
-        self.paths: dict[str, str] = {}
-
-    def add(self, skipped: list[Skipped]) -> None:
-        for s in skipped:
-            self.paths[s.path] = s.reason
-
-    @property
-    def counts(self) -> Counter:
-        return Counter(self.paths.values())
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 class FaceLoader:

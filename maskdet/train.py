@@ -41,6 +41,7 @@ from torch import nn
 
 from . import distributed
 from .augment import denormalize
+from .batch import Batch
 from .checkpoint import (
     checkpoint_meta,
     load_checkpoint,
@@ -55,7 +56,7 @@ from .checks import check_both_classes, check_stage02
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .guard import locked
-from .loader import Batch, loader_items, make_loaders
+from .loader import loader_items, make_loaders
 from .metrics import accuracy, auc_or_nan, choose_threshold
 from .model import build_model
 from .optim import WarmupCosine, make_optimizer

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 from IPython.display import Code, display
 
 from .augment import denormalize
+from .batch import Batch
 from .constants import CLASS_NAMES, ROOT
-from .loader import Batch
 
 
 def source_of(*objects) -> str:

@@ -15,17 +15,9 @@ import pytest
 import torch
 
 from maskdet.appearance import PALETTE, Look, luminance
-from maskdet.augment import (
-    AUGMENT_PRESETS,
-    LEVERS,
-    AugmentConfig,
-    BatchAugment,
-    corners_in_input,
-    denormalize,
-    face_in_view,
-    pixel_homography,
-    train_transform,
-)
+from maskdet.augment import BatchAugment, denormalize, train_transform
+from maskdet.augment_presets import AUGMENT_PRESETS, LEVERS, AugmentConfig
+from maskdet.augment_warps import corners_in_input, face_in_view, pixel_homography
 from maskdet.cache import build_cache
 from maskdet.constants import IMAGE_SIZE
 from maskdet.imageio import read_rgb

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..batch import Batch
 from ..constants import LFW_ARCHIVE
 from ..data import download_and_prepare
-from ..loader import Batch
 from ..manifest import read_manifest, write_manifest
 from ..synthesis import synthesize_dataset
 

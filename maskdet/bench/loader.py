@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from ..augment import AugmentConfig
+from ..augment_presets import AugmentConfig
 from ..constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from ..loader import make_loaders
 from ..manifest import read_manifest, select_rows
