@@ -26,7 +26,7 @@ from .data import download_and_prepare
 from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .errors import UsageError, escape_unwritable, one_line
 from .evalsets import build_photos, build_realdev
-from .evaluate import evaluate_real, evaluate_run, headline, worn_table
+from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
 from .guard import check_output
 from .kiosk import KioskError, run_kiosk
@@ -38,6 +38,7 @@ from .shards import Shard
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
 from .train import train
+from .worn import worn_table
 
 
 def _print(result: object) -> None:

@@ -423,7 +423,7 @@ def mistakes_gallery(
 
 
 def worn_gallery(worn: dict, real_dir: str | os.PathLike | None = None, cols: int = 6):
-    """The example crops of :func:`maskdet.evaluate.worn_wrong_report` (masks worn wrong, the
+    """The example crops of :func:`maskdet.worn.worn_wrong_report` (masks worn wrong, the
     highest p(mask) of each category) with their category and probability: red when the binary
     model calls them wearing_mask at the val threshold (a door would let them in). ``real_dir``:
     the real set's folder (default: the one the report was made from)."""

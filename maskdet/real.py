@@ -9,7 +9,7 @@ is refused with a clear error (an AUC needs both).
 A ``worn/`` folder beside them (realdev's: masks worn under the nose, on the chin, or wrong in
 another way; ``worn/labels.csv`` gives each crop's ``category``) is read when asked for
 (``read_real_set(..., worn=True)``, as ``evaluate --real`` does): those faces are in neither class
-of the binary ROC and are reported on their own (:func:`maskdet.evaluate.worn_wrong_report`).
+of the binary ROC and are reported on their own (:func:`maskdet.worn.worn_wrong_report`).
 
 Real crops come at one framing (realdev: a square of 1.5x the annotated face box);
 :func:`reframe` makes tighter and looser framings of the same faces, so that a model can be

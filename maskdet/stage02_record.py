@@ -119,7 +119,7 @@ class Stage02Record:
     def run(
         self, jobs: list[tuple[str, str, str]], dests: list[str], backend: str, *args, **kw
     ) -> list[dict[str, str]]:
-        """``runner`` (:func:`maskdet.synthesis.run_jobs`) for the jobs whose image is not kept;
+        """``runner`` (:func:`maskdet.masking.run_jobs`) for the jobs whose image is not kept;
         every result, in order."""
         results: list[dict[str, str] | None] = [self.kept.get(d) for d in dests]
         self.kept_count += sum(r is not None for r in results)

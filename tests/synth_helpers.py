@@ -13,8 +13,9 @@ from PIL import Image
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FaceFinder
 from maskdet.manifest import read_manifest
+from maskdet.masking import CORE_POINTS, rng_for
 from maskdet.renderers import make_renderer
-from maskdet.synthesis import CORE_POINTS, rng_for, synthesize_dataset
+from maskdet.synthesis import synthesize_dataset
 
 
 def run_copy(src: Path, dest: Path, **kw) -> tuple[Path, dict]:

@@ -24,8 +24,8 @@ from maskdet.imageio import read_rgb
 from maskdet.landmarks import FaceFinder
 from maskdet.loader import loader_items, make_loaders
 from maskdet.manifest import read_manifest
+from maskdet.masking import CORE_POINTS
 from maskdet.masks import PRINTS, _pattern
-from maskdet.synthesis import CORE_POINTS
 
 from .synth_helpers import check_geometry, check_manifest, check_no_halo, run_copy, tree_bytes
 

@@ -111,7 +111,7 @@ def test_cli_from_any_directory_with_bad_inputs(small_faces, tmp_path):
 def test_preloaded_templates_render_the_same(small_faces):
     from maskdet.imageio import read_rgb
     from maskdet.landmarks import FaceFinder
-    from maskdet.synthesis import rng_for
+    from maskdet.masking import rng_for
     from masktheface_patch import MaskTheFaceRenderer
 
     finder = FaceFinder()

@@ -10,7 +10,8 @@ from maskdet.figures import sample_grid
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
 from maskdet.manifest import read_manifest
-from maskdet.synthesis import mask_files, rng_for, synthesize_dataset
+from maskdet.masking import mask_files, rng_for
+from maskdet.synthesis import synthesize_dataset
 
 from .synth_helpers import (
     check_bad_inputs,

@@ -14,9 +14,10 @@ from maskdet.appearance import PALETTE, Look, color_rgb, recolor
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FaceFinder
 from maskdet.manifest import read_manifest
+from maskdet.masking import rng_for
 from maskdet.occluders import KINDS, OccluderRenderer
 from maskdet.renderers import make_renderer
-from maskdet.synthesis import rng_for, synthesize_dataset
+from maskdet.synthesis import synthesize_dataset
 
 from .synth_helpers import check_geometry, check_manifest, check_no_halo, run_copy, tree_bytes
 

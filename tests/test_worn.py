@@ -17,6 +17,7 @@ from maskdet import evaluate as ev
 from maskdet.__main__ import main
 from maskdet.predict import read_predictions
 from maskdet.real import UNCATEGORISED, read_real_set
+from maskdet.worn import worn_table
 
 from .conftest import REALDEV
 
@@ -200,7 +201,7 @@ def test_worn_out_of_the_binary_roc_and_reported(real_sets, real_checkpoint, tmp
         assert [e["path"] for e in ex] == [r["path"] for r in top]
         assert all(e["prob"] == pytest.approx(by_path[e["path"]]) for e in ex)
     assert (run_b / "eval_real" / "worn_examples.png").stat().st_size > 3000
-    text = ev.worn_table(worn)
+    text = worn_table(worn)
     assert len(text.splitlines()) == 2 + 4 and "nose_out" in text
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from masktheface_patch import find_masktheface_dir
 
 from ..landmarks import cache_dir, landmark_model_path
-from ..synthesis import forget_models, synthesize_dataset
+from ..masking import forget_models
+from ..synthesis import synthesize_dataset
 from .common import unmasked_faces
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from IPython.display import display
 
 from maskdet import ablate, checks, evalsets, evaluate, figures, photos
+from maskdet.worn import worn_table
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -191,7 +192,7 @@ if real:
 # %%
 worn = real.get("worn_wrong") if real else None
 if worn:
-    print(evaluate.worn_table(worn))
+    print(worn_table(worn))
     fig = figures.worn_gallery(worn)
 else:
     print("no readable worn/ crops in REAL_DIR: no worn-wrong numbers in this run")
