@@ -29,10 +29,11 @@ from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline
 from .export import export_model
 from .guard import check_output
+from .inference import MaskClassifier
 from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
 from .pipeline import run_notebooks
-from .predict import MaskClassifier, iter_predictions, write_rows
+from .predict import iter_predictions, write_rows
 from .renderers import MASK_BACKENDS
 from .shards import Shard
 from .sinks import WANDB_MODES

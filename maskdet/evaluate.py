@@ -18,6 +18,7 @@ from . import figures
 from .checkpoint import load_model
 from .checks import check_stage04
 from .constants import PREDS_DIRNAME, ROOT
+from .inference import MaskClassifier, epoch_prediction_files, read_predictions, write_predictions
 from .manifest import MANIFEST_NAME, read_manifest
 from .metrics import (
     as_arrays,
@@ -33,13 +34,6 @@ from .metrics import (
     threshold_metrics,
     tpr_at_fpr,
 )
-from .predict import (
-    MaskClassifier,
-    epoch_prediction_files,
-    predict_split,
-    read_predictions,
-    write_predictions,
-)
 from .real import (
     FRAMINGS,
     clusters,
@@ -48,6 +42,7 @@ from .real import (
     read_real_set,
     reframe,
 )
+from .scoring import predict_split
 from .sinks import EpochExtras, Sink, TensorBoardSink, WandbSink
 from .worn import worn_part
 

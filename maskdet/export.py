@@ -24,9 +24,9 @@ from torch import nn
 from .checkpoint import load_model
 from .guard import check_output, remember
 from .imageio import read_rgb
+from .inference import MaskClassifier, Preprocess
 from .manifest import read_manifest, usable
 from .metrics import roc_auc
-from .predict import MaskClassifier, Preprocess
 from .progress import bar as progress_bar
 
 PARITY_TOL = 1e-4

@@ -30,7 +30,7 @@ import numpy as np
 
 from .detect import DETECT_SIZE, FaceDetector, box_iou, crop_face
 from .guard import OutputRefused, UnsafeFile, check_output, check_regular, writing
-from .predict import MaskClassifier
+from .inference import MaskClassifier
 
 DECISIONS = ("mask", "no mask", "unsure")
 COLOURS = {"mask": (0, 200, 0), "no mask": (0, 0, 230), "unsure": (0, 200, 230)}

@@ -30,7 +30,7 @@ from .detect import DetectedFace
 from .evaluate import confident_mistakes
 from .gradcam import gallery
 from .imageio import read_rgb
-from .predict import read_predictions
+from .inference import read_predictions
 
 
 def upload_photos(folder: str | os.PathLike = "my_photos") -> str:

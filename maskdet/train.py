@@ -56,19 +56,14 @@ from .checks import check_both_classes, check_stage02
 from .config import TrainConfig
 from .constants import PREDS_DIRNAME, SPLITS
 from .guard import locked
+from .inference import Preprocess, epoch_predictions_path, write_predictions
 from .loader import loader_items, make_loaders
 from .metrics import accuracy, auc_or_nan, choose_threshold
 from .model import build_model
 from .optim import WarmupCosine, make_optimizer
-from .predict import (
-    Preprocess,
-    epoch_predictions_path,
-    merge_predictions,
-    predict,
-    write_predictions,
-)
 from .progress import bar as progress_bar
 from .real import read_real_set, real_metrics
+from .scoring import merge_predictions, predict
 from .sinks import CSVSink, EpochExtras, Sink, TensorBoardSink, WandbSink
 from .system import autocast, cpu_has_fast_bf16, default_workers
 

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 
 from maskdet import evaluate as ev
 from maskdet import figures, metrics
-from maskdet.predict import read_predictions, write_predictions
+from maskdet.inference import read_predictions, write_predictions
 
 
 def _cases():

@@ -19,8 +19,8 @@ from maskdet import clips, kiosk, photos
 from maskdet.__main__ import main
 from maskdet.bench.kiosk import bench_kiosk
 from maskdet.imageio import read_rgb
+from maskdet.inference import MaskClassifier
 from maskdet.model import build_model
-from maskdet.predict import MaskClassifier
 
 from .conftest import QUALITATIVE, SHARED
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet import detect, gradcam, predict
+from maskdet import detect, gradcam, inference, predict
 from maskdet.augment import eval_transform, to_tensor_uint8
 from maskdet.export import export_model
 from maskdet.imageio import read_rgb
@@ -42,7 +42,7 @@ def test_predict_photos_row_per_face_and_bad_files_recorded(tmp_path, tiny_run, 
     (folder / "corrupt.jpg").write_bytes((QUALITATIVE / PHOTOS[0]).read_bytes()[:300])
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not an image: ignored when walking a folder")
-    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    clf = inference.MaskClassifier(tiny_run / "best.pt")
     rows = predict.predict_paths(clf, [folder], photos=True, detector=detector)
     out = tmp_path / "preds.csv"
     counts = predict.write_rows(out, rows)
@@ -77,7 +77,7 @@ def test_predict_photos_row_per_face_and_bad_files_recorded(tmp_path, tiny_run, 
 def test_crop_framing_is_normalised(tiny_run, masked_mini, detector):
     """A stored LFW-like crop and a tight cut of the same face give nearly the same crop."""
     rows = [p for p in sorted((masked_mini / "train" / "not_wearing_mask").glob("*.png"))][:3]
-    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    clf = inference.MaskClassifier(tiny_run / "best.pt")
     for path in rows:
         rgb = read_rgb(path)
         loose, face = predict.normalise_crop(rgb, detector)
@@ -104,14 +104,14 @@ def test_crop_framing_is_normalised(tiny_run, masked_mini, detector):
 
 def test_export_parity_onnx_and_torchscript(tmp_path, tiny_run, masked_mini):
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:8]]
-    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    clf = inference.MaskClassifier(tiny_run / "best.pt")
     x = clf.preprocess(crops)
     res = export_model(tiny_run / "best.pt", tmp_path / "export", parity_images=x)
     assert set(res["parity_max_abs_diff"]) == {"onnx", "torchscript"}
     assert max(res["parity_max_abs_diff"].values()) <= 1e-4
     ref = clf.probs(crops)
     for name in ("model.onnx", "model.ts"):
-        other = predict.MaskClassifier(tmp_path / "export" / name)
+        other = inference.MaskClassifier(tmp_path / "export" / name)
         assert other.threshold == pytest.approx(clf.threshold)
         np.testing.assert_allclose(other.probs(crops), ref, atol=1e-4)
         assert other.probs(crops[:1]).shape == (1,)  # batch 1 works (dynamic batch)
@@ -119,13 +119,13 @@ def test_export_parity_onnx_and_torchscript(tmp_path, tiny_run, masked_mini):
 
 def test_preprocess_matches_val_loader(masked_mini):
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
-    ours = predict.Preprocess()(crops)
+    ours = inference.Preprocess()(crops)
     ref = torch.stack([eval_transform()(to_tensor_uint8(c)) for c in crops]).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_gradcam_maps_have_input_size_and_vary(tiny_run, masked_mini):
-    clf = predict.MaskClassifier(tiny_run / "best.pt")
+    clf = inference.MaskClassifier(tiny_run / "best.pt")
     crops = [read_rgb(p) for p in sorted((masked_mini / "val").rglob("*.png"))[:4]]
     x = torch.from_numpy(clf.preprocess(crops))
     with torch.no_grad():
@@ -193,8 +193,8 @@ def test_cli_entry_points(tmp_path, tiny_run, masked_mini, capsys):
     assert int8.exists() and int8.stat().st_size < 0.4 * fp32.stat().st_size  # int8 weights
     assert q["test_faces"] > 0 and q["calibration_faces"] > 0
     crops = [read_rgb(p) for p in sorted((masked_mini / "test").rglob("*.png"))[:16]]
-    pq = predict.MaskClassifier(int8).probs(crops)
-    pf = predict.MaskClassifier(fp32).probs(crops)
+    pq = inference.MaskClassifier(int8).probs(crops)
+    pf = inference.MaskClassifier(fp32).probs(crops)
     assert (
         0 < np.abs(pq - pf).max() <= q["max_abs_diff"] + 5e-5 + 1e-6
     )  # quantised, and measured (reported to 4 decimals)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskdet import predict
+from maskdet import inference, predict
 from maskdet.__main__ import main
 
 from .conftest import ROOT, SHARED
@@ -81,7 +81,7 @@ def test_rows_are_streamed_and_survive_kill_9(tmp_path, onnx_model):
 
 
 def test_batches_give_the_rows_of_one_face_at_a_time(tmp_path, onnx_model, capsys):
-    clf = predict.MaskClassifier(onnx_model)
+    clf = inference.MaskClassifier(onnx_model)
     paths = crops(40)
     one = predict.predict_paths(clf, paths, batch_size=1)
     batched = predict.predict_paths(clf, paths, batch_size=32)
@@ -121,7 +121,7 @@ def test_crop_without_a_face_is_reported_no_face(tmp_path, onnx_model):
     black = tmp_path / "black.png"
     Image.new("RGB", (6000, 6000)).save(black)  # 36 MP, within the measured decode limit
     face = crops(2)[1]
-    rows = predict.predict_paths(predict.MaskClassifier(onnx_model), [black, face])
+    rows = predict.predict_paths(inference.MaskClassifier(onnx_model), [black, face])
     assert [(r["status"], r["framing"]) for r in rows] == [("no_face", "as_is"), ("ok", "detected")]
     assert rows[0]["error"] == predict.NO_FACE_IN_CROP and rows[0]["left"] == ""
     assert all(0 <= float(r["prob_mask"]) <= 1 for r in rows)  # classified as it is, and said so

@@ -12,7 +12,7 @@ import pytest
 import sklearn.metrics as skm
 
 from maskdet import evaluate as ev
-from maskdet.predict import read_predictions
+from maskdet.inference import read_predictions
 from maskdet.real import FRAMINGS, describe, error_analysis, read_real_set, reframe
 
 

@@ -20,8 +20,8 @@ from ..constants import LFW_MINI
 from ..data import crop_aligned
 from ..export import export_module, quantize_int8
 from ..imageio import decode_rgb
+from ..inference import MaskClassifier, Preprocess
 from ..model import build_model
-from ..predict import MaskClassifier, Preprocess
 from .common import in_turns
 
 

@@ -21,9 +21,10 @@ from ..constants import CLASS_NAMES, PHOTOS_DIR, REALDEV_DIR
 from ..detect import DETECT_SIZE, FaceDetector
 from ..export import export_module, quantize_int8
 from ..imageio import decode_rgb
+from ..inference import MaskClassifier
 from ..kiosk import run_kiosk
 from ..model import build_model
-from ..predict import MaskClassifier, predict_paths
+from ..predict import predict_paths
 from .common import in_turns
 from .infer import bench_faces
 

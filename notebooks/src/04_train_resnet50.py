@@ -24,8 +24,8 @@ from maskdet.bench.train import bench_train
 from maskdet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from maskdet.config import TrainConfig
 from maskdet.estimate import estimate_training_time
+from maskdet.inference import epoch_predictions_path, read_predictions
 from maskdet.loader import first_batches
-from maskdet.predict import epoch_predictions_path, read_predictions
 from maskdet.sinks import read_metrics
 from maskdet.train import make_criterion, probe_run, save_epoch, train, train_step
 
