@@ -40,8 +40,8 @@ from PIL import Image
 from . import download as dl
 from .constants import PHOTOS_DIR, REALDEV_DIR
 from .errors import one_line
-from .pipeline import storage_path
 from .real import NATIVE_FRAMING, SIDE
+from .system import storage_path
 
 REAL_OUT = "data/realdev"
 """Where ``REAL_DIR = "auto"`` builds the real set when there is no ``../shared/realdev``."""

@@ -21,6 +21,7 @@ from .config import RUN_PRESETS
 from .constants import ROOT
 from .errors import UsageError
 from .report import headline_numbers, preset_statement, write_report
+from .system import storage_path
 
 PRESETS = RUN_PRESETS
 """Every notebook parameter per preset (defined once, in :mod:`maskdet.config`)."""
@@ -131,18 +132,6 @@ def use_preset(preset: str, namespace: dict, follow_stage01: bool = True) -> str
             namespace[key] = value
     print(preset_statement(name, namespace))
     return name
-
-
-def storage_path(
-    path: str, use_drive: bool = False, drive_root: str = "/content/drive/MyDrive/mask-detection"
-) -> str:
-    """A relative ``*_DIR`` parameter, moved onto Google Drive when Drive is mounted on Colab
-    (``"auto"`` stays: :mod:`maskdet.evalsets` resolves it, on Drive too)."""
-    if path == "auto":
-        return path
-    if use_drive and not os.path.isabs(path) and os.path.isdir("/content/drive/MyDrive"):
-        return str(Path(drive_root) / path)
-    return path
 
 
 def notebooks(stages: str | None = None) -> list[Path]:

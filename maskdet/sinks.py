@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from .figures import roc_figure
 from .system import can_reach
+from .training_figures import roc_figure
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What the machine offers: the compute device, usable cores, worker counts, mixed precision."""
+"""What the machine offers: the compute device, usable cores, worker counts, mixed precision, and
+where a Colab run keeps its folders (Google Drive when mounted)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -108,3 +110,15 @@ def can_reach(host: tuple[str, int], timeout: float = 4.0) -> bool:
     t.start()
     t.join(timeout)
     return bool(ok)
+
+
+def storage_path(
+    path: str, use_drive: bool = False, drive_root: str = "/content/drive/MyDrive/mask-detection"
+) -> str:
+    """A relative ``*_DIR`` parameter, moved onto Google Drive when Drive is mounted on Colab
+    (``"auto"`` stays: :mod:`maskdet.evalsets` resolves it, on Drive too)."""
+    if path == "auto":
+        return path
+    if use_drive and not os.path.isabs(path) and os.path.isdir("/content/drive/MyDrive"):
+        return str(Path(drive_root) / path)
+    return path

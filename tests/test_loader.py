@@ -12,9 +12,9 @@ from maskdet.augment import BatchAugment, center_crop_batch
 from maskdet.bench.loader import bench_loader
 from maskdet.cache import build_cache
 from maskdet.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from maskdet.figures import augmented_grid
 from maskdet.jpeg import jpeg_compress
 from maskdet.loader import CachedLoader, loader_items, make_loaders
+from maskdet.loading_figures import augmented_grid
 from maskdet.manifest import read_manifest, select_rows
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.figures import sample_grid
 from maskdet.imageio import read_rgb
 from maskdet.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
 from maskdet.manifest import read_manifest
 from maskdet.masking import mask_files, rng_for
 from maskdet.synthesis import synthesize_dataset
+from maskdet.synthesis_figures import sample_grid
 
 from .synth_helpers import (
     check_bad_inputs,

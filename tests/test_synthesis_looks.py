@@ -112,7 +112,7 @@ def test_hard_negatives_are_unmasked_recorded_and_identical_outside(real_runs, s
 
 
 def test_hard_negative_grid_shows_each_kind(real_runs):
-    from maskdet.figures import sample_grid
+    from maskdet.synthesis_figures import sample_grid
 
     (data, summary), _ = real_runs
     kinds = {r["occluder"] for r in read_manifest(data) if r["occluder"] and r["status"] == "ok"}

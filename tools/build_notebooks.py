@@ -79,7 +79,11 @@ def storage_code(params: str, first: bool = False) -> str:
     preset stage 01 recorded, except in stage 01 itself, ``first``, which chooses by the
     runtime), then re-root every ``*_DIR`` parameter on Google Drive when Drive is mounted."""
     names = re.findall(r"^([A-Z_]+_DIR)\s*=", params, flags=re.M)
-    lines = ["from maskdet.pipeline import storage_path, use_preset", ""]
+    lines = [
+        "from maskdet.pipeline import use_preset",
+        "from maskdet.system import storage_path",
+        "",
+    ]
     if first:
         lines += ["# stage 01 chooses by the runtime and records its choice for the later chapters"]
         lines += ["PRESET = use_preset(PRESET, globals(), follow_stage01=False)"]

@@ -20,7 +20,8 @@
 # %%
 import pandas as pd
 
-from maskdet import checks, data, download, figures, pipeline
+from maskdet import checks, data, download, pipeline
+from maskdet import faces_figures as figures
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"

@@ -32,7 +32,8 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from maskdet import checks, data, figures, photos, synthesis
+from maskdet import checks, data, photos, synthesis
+from maskdet import synthesis_figures as figures
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"

@@ -22,7 +22,8 @@
 # %%
 from IPython.display import display
 
-from maskdet import augment, checks, figures, loader, walkthrough
+from maskdet import augment, checks, loader, walkthrough
+from maskdet import loading_figures as figures
 from maskdet.bench.loader import bench_loader
 from maskdet.constants import CLASS_NAMES
 from maskdet.system import resolve_device

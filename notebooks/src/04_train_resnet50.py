@@ -18,8 +18,9 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import checks, evalsets, figures, pipeline, tbread, walkthrough
+from maskdet import checks, evalsets, pipeline, tbread, walkthrough
 from maskdet import model as mdl
+from maskdet import training_figures as figures
 from maskdet.bench.train import bench_train
 from maskdet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from maskdet.config import TrainConfig
