@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .constants import PREDS_DIRNAME
+from .inference import MaskClassifier
 from .metrics import bootstrap_auc_ci
-from .predict import MaskClassifier
 from .real import RealSet, clusters, worn_clusters
 
 WORN_NOTE = (

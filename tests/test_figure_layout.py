@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from maskdet import figures, photos  # noqa: E402
+from maskdet import figures, photos, synthesis_figures, training_figures  # noqa: E402
 from maskdet.manifest import read_manifest  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def _ticks_shown(ax) -> list[float]:
 
 @pytest.mark.parametrize("epochs", [[1], [1, 2, 3], list(range(1, 51))])
 def test_epoch_axes_tick_at_whole_epochs(epochs):
-    fig = figures.training_curves(_metrics(epochs))
+    fig = training_figures.training_curves(_metrics(epochs))
     for ax in fig.axes[:4]:
         assert ax.get_xlabel() == "epoch"
         ticks = _ticks_shown(ax)
@@ -78,7 +78,7 @@ def test_mistake_gallery_and_colour_grid_titles_stay_off_the_images(masked_mini)
     _titles_clear_of_images(fig)
     plt.close(fig)
     for by in ("mask_color", "mask_type"):
-        fig = figures.sample_grid(masked_mini, by=by)
+        fig = synthesis_figures.sample_grid(masked_mini, by=by)
         _titles_clear_of_images(fig)
         plt.close(fig)
 
@@ -89,7 +89,7 @@ def test_photo_figures_are_shown_as_jpeg(masked_mini, capsys):
     shell = InteractiveShell.instance()
     shown = []
     shell.display_pub.publish = lambda data, **kw: shown.append(data)
-    fig = figures.sample_grid(masked_mini, by="mask_type")
+    fig = synthesis_figures.sample_grid(masked_mini, by="mask_type")
     photos.show_jpeg(fig)
     assert len(shown) == 1 and "image/jpeg" in shown[0] and "image/png" not in shown[0]
     assert not plt.fignum_exists(fig.number)  # closed: the inline backend shows no PNG of it

@@ -15,7 +15,7 @@ import sklearn.metrics as skm
 
 from maskdet import evaluate as ev
 from maskdet.__main__ import main
-from maskdet.predict import read_predictions
+from maskdet.inference import read_predictions
 from maskdet.real import UNCATEGORISED, read_real_set
 from maskdet.worn import worn_table
 
