@@ -20,34 +20,25 @@ from .bench.kiosk import bench_kiosk
 from .bench.loader import bench_loader
 from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
+from .cli_common import name_value, print_json, shard_type
+from .cli_deploy import add_deploy_commands
 from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, count, options_of
 from .constants import SPLITS
 from .data import download_and_prepare
-from .detect import DETECT_SIZE, DETECTORS, FaceDetector
 from .errors import UsageError, escape_unwritable, one_line
 from .evalsets import build_photos, build_realdev
 from .evaluate import evaluate_real, evaluate_run, headline
-from .export import export_model
-from .guard import check_output
-from .inference import MaskClassifier
-from .kiosk import KioskError, run_kiosk
 from .model import ARCHS
 from .pipeline import run_notebooks
-from .predict import iter_predictions, write_rows
 from .renderers import MASK_BACKENDS
-from .shards import Shard
 from .sinks import WANDB_MODES
 from .synthesis import copy_faces, synthesize_dataset
 from .train import train
 from .worn import worn_table
 
 
-def _print(result: object) -> None:
-    print(json.dumps(result, indent=2, default=str))
-
-
 def cmd_download(a: argparse.Namespace) -> None:
-    _print(
+    print_json(
         download_and_prepare(
             a.source,
             a.out,
@@ -64,7 +55,7 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
     if a.out and (a.shard or a.merge_shards):
         raise UsageError("--out makes a new DATA_DIR in one job: shard --data itself instead")
     data = copy_faces(a.data, a.out) if a.out else a.data
-    _print(
+    print_json(
         synthesize_dataset(
             data,
             backend=a.backend,
@@ -80,29 +71,15 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
     )
 
 
-def _shard(text: str) -> Shard:
-    try:
-        return Shard.parse(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard takes ")) from None
-
-
-def _name_value(text: str) -> tuple[str, str]:
-    name, eq, value = text.partition("=")
-    if not eq or not name.strip():
-        raise UsageError(f"--param takes NAME=VALUE (e.g. --param EPOCHS=2), got {text!r}")
-    return name.strip(), value
-
-
 def cmd_run(a: argparse.Namespace) -> None:
-    _print(
+    print_json(
         run_notebooks(
             preset=a.preset,
             source=a.source,
             data_dir=a.data,
             out_dir=a.out,
             stages=a.stages,
-            extra=dict(_name_value(kv) for kv in a.param),
+            extra=dict(name_value(kv) for kv in a.param),
         )
     )
 
@@ -110,7 +87,7 @@ def cmd_run(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     summary = train(TrainConfig(**options_of(TrainConfig, a)))
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone reports
-        _print({k: v for k, v in summary.items() if k != "last"})
+        print_json({k: v for k, v in summary.items() if k != "last"})
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -125,7 +102,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
             device=a.device,
             limit=a.limit,
         )
-        _print(
+        print_json(
             {
                 "real": a.real,
                 "counts": r["counts"],
@@ -150,7 +127,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         a.wandb,
         device=a.device,
     )
-    _print(
+    print_json(
         {
             "split": r["split"],
             "n": r["n"],
@@ -159,61 +136,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
             "json": str(Path(a.run) / f"eval_{a.split}.json"),
         }
     )
-
-
-def cmd_predict(a: argparse.Namespace) -> int:
-    inputs = [*a.paths, a.checkpoint]
-    try:
-        check_output(a.out, inputs, a.overwrite)
-    except OSError as err:
-        print(f"predict: cannot write --out {a.out}: {err.strerror or err}", file=sys.stderr)
-        return 2
-    detector = FaceDetector(a.detector, detect_size=DETECT_SIZE["photo" if a.photos else "crop"])
-    rows = iter_predictions(
-        MaskClassifier(a.checkpoint),
-        a.paths,
-        photos=a.photos,
-        detector=detector,
-        threshold=a.threshold,
-        batch_size=a.batch_size,
-        progress=True,
-    )
-    counts = write_rows(a.out, rows, inputs, a.overwrite)
-    _print({"out": a.out, **{k: v for k, v in counts.items() if k != "rows"}})
-    if not counts["images"]:
-        print(f"predict: no input image found in {' '.join(a.paths)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_kiosk(a: argparse.Namespace) -> int:
-    try:
-        summary = run_kiosk(
-            a.camera if a.video is None else a.video,
-            a.model,
-            out=a.out,
-            log=a.log,
-            detector=FaceDetector(a.detector, detect_size=a.detect_size),
-            threads=a.threads,
-            classify_every=a.classify_every,
-            max_frames=a.max_frames,
-            show=a.show,
-            overwrite=a.overwrite,
-        )
-    except KioskError as err:
-        print(f"kiosk: {err}", file=sys.stderr)
-        return 1
-    summary.pop("ms")
-    _print(summary)
-    if summary["ended_early"]:
-        print(f"kiosk: {summary['ended_early']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_export(a: argparse.Namespace) -> None:
-    formats = tuple(a.format or ("onnx", "torchscript"))
-    _print(export_model(a.checkpoint, a.out, formats, int8_data=a.int8, overwrite=a.overwrite))
 
 
 def cmd_ablate(a: argparse.Namespace) -> None:
@@ -271,9 +193,6 @@ def _bench_parsers(command, common: argparse.ArgumentParser) -> None:
         t = targets.add_parser(name, help=what, parents=[common])
         add_options(t, fn, help=BENCH_HELP, choices={"arch": ARCHS})
         t.set_defaults(func=lambda a, fn=fn: fn(**options_of(fn, a)))
-
-
-OVERWRITE_HELP = "replace an existing output that maskdet did not write (never an input)"
 
 
 DEBUG_HELP = "show the traceback of a failure (also MASKDET_DEBUG=1)"
@@ -346,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--shard",
-        type=_shard,
+        type=shard_type,
         default=None,
         metavar="K/N",
         help="make only shard K of N (every N-th face) into the shared --data, e.g. one per "
@@ -405,70 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = command("predict", help="classify face crops, or faces in photos with --photos")
-    pr.add_argument("paths", nargs="+", help="image files and/or folders (walked)")
-    pr.add_argument(
-        "--checkpoint", required=True, help="best.pt, or an exported model.onnx / model.ts"
-    )
-    pr.add_argument("--out", default="preds.csv", help="the CSV to write (never an input)")
-    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    pr.add_argument("--photos", action="store_true", help="detect every face in each photo first")
-    pr.add_argument(
-        "--threshold", type=config.probability, default=None, help="0-1 (default: the checkpoint's)"
-    )
-    pr.add_argument(
-        "--detector",
-        choices=DETECTORS,
-        default=DETECTORS[0],
-        help="yunet (fast); mtcnn (the former default, slower); hog (baseline)",
-    )
-    pr.add_argument("--batch-size", type=count(1), default=32, help="faces classified at once")
-    pr.set_defaults(func=cmd_predict)
-
-    k = command("kiosk", help="masks in a video or camera stream: tracked, logged, drawn")
-    src = k.add_mutually_exclusive_group(required=True)
-    src.add_argument("--video", default=None, help="a video file")
-    src.add_argument("--camera", type=int, default=None, help="a camera index (OpenCV)")
-    k.add_argument(
-        "--model", required=True, help="model.int8.onnx or model.onnx (export), or best.pt"
-    )
-    k.add_argument("--out", default=None, help="annotated video (.mp4 or .avi)")
-    k.add_argument("--log", default="kiosk.jsonl", help="JSON lines: decisions, tracks, summary")
-    k.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    k.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0])
-    k.add_argument(
-        "--detect-size", type=count(1), default=DETECT_SIZE["frame"], help="YuNet: long side (px)"
-    )
-    k.add_argument("--threads", type=count(1), default=2, help="ONNX Runtime threads")
-    k.add_argument(
-        "--classify-every",
-        type=count(1),
-        default=1,
-        help="1: every face of every frame; N: a tracked face every N frames (faster)",
-    )
-    k.add_argument("--max-frames", type=count(1), default=None)
-    k.add_argument("--show", action="store_true", help="a live window, where there is a display")
-    k.set_defaults(func=cmd_kiosk)
-
-    x = command("export", help="ONNX + TorchScript with a parity check")
-    x.add_argument("--checkpoint", required=True, help="best.pt of a training run")
-    x.add_argument("--out", required=True, help="folder for model.onnx, model.ts, model.json")
-    x.add_argument(
-        "--format",
-        action="append",
-        choices=["onnx", "torchscript"],
-        default=None,
-        help="repeatable; default both",
-    )
-    x.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    x.add_argument(
-        "--int8",
-        metavar="DATA_DIR",
-        default=None,
-        help="also write model.int8.onnx (faster on CPUs), calibrated on DATA_DIR's val faces and "
-        "compared with the float model on its test faces",
-    )
-    x.set_defaults(func=cmd_export)
+    add_deploy_commands(command)
 
     ab = command("ablate", help="ablation runs and their table")
     ab.add_argument("--data", required=True, help="DATA_DIR (stages 01-02 output)")
@@ -515,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "workers": "downloads at a time",
             },
         )
-        e.set_defaults(func=lambda a, fn=fn: _print(fn(**options_of(fn, a))))
+        e.set_defaults(func=lambda a, fn=fn: print_json(fn(**options_of(fn, a))))
 
     _bench_parsers(command, common)
     return p

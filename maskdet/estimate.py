@@ -13,7 +13,8 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .loader import first_batches
-from .train import Run, make_criterion, probe_run, train_step
+from .run_setup import Run, probe_run
+from .train import make_criterion, train_step
 
 
 def estimate_training_time(
@@ -23,7 +24,7 @@ def estimate_training_time(
     ``steps`` timed real training steps, and two timed validation batches, on a throw-away
     model with the run's settings, device and loaders (building the image cache the run then
     reuses). Prints one line; returns the numbers. Epochs already done in ``RUN_DIR`` (resume)
-    are not counted. ``run``: a :func:`maskdet.train.probe_run` of ``cfg`` already made."""
+    are not counted. ``run``: a :func:`maskdet.run_setup.probe_run` of ``cfg`` already made."""
     last = Path(cfg.out) / "last.pt"
     done = load_checkpoint(last, "cpu")["epoch"] if cfg.resume and last.exists() else 0
     run = probe_run(cfg) if run is None else run

@@ -27,8 +27,9 @@ from maskdet.config import TrainConfig
 from maskdet.estimate import estimate_training_time
 from maskdet.inference import epoch_predictions_path, read_predictions
 from maskdet.loader import first_batches
+from maskdet.run_setup import probe_run
 from maskdet.sinks import read_metrics
-from maskdet.train import make_criterion, probe_run, save_epoch, train, train_step
+from maskdet.train import make_criterion, save_epoch, train, train_step
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
