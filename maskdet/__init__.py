@@ -1,9 +1,11 @@
 """maskdet: train and evaluate a ResNet-50 that tells whether a face wears a mask.
 
-One flat helper package shared by the notebooks in ``notebooks/`` and by the command line
-``python -m maskdet``, one module per concept (the README's "Code layout" lists them). Values
-every stage shares (sizes, splits, labels, paths) are in :mod:`maskdet.constants`, settings in
-:mod:`maskdet.config`.
+One package shared by the notebooks in ``notebooks/`` and by the command line
+``python -m maskdet``, one sub-package per stage, lowest first: core (shared), faces (01),
+synthesis (02), loading (03), training (04), evaluation (05), deploy (06); the README's
+"Code layout" lists their modules. Values
+every stage shares (sizes, splits, labels, paths) are in :mod:`maskdet.core.constants`, settings in
+:mod:`maskdet.training.config`.
 """
 
 import os

@@ -13,8 +13,6 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import config
-from .ablate import EXPERIMENTS, run_ablations, summarize
 from .bench.infer import bench_infer
 from .bench.kiosk import bench_kiosk
 from .bench.loader import bench_loader
@@ -22,19 +20,28 @@ from .bench.synthesis import bench_synthesis
 from .bench.train import bench_train
 from .cli_common import name_value, print_json, shard_type
 from .cli_deploy import add_deploy_commands
-from .config import ABLATION_PRESETS, RUN_PRESETS, TrainConfig, add_options, count, options_of
-from .constants import SPLITS
-from .data import download_and_prepare
-from .errors import UsageError, escape_unwritable, one_line
-from .evalsets import build_photos, build_realdev
-from .evaluate import evaluate_real, evaluate_run, headline
-from .model import ARCHS
+from .core.constants import SPLITS
+from .core.errors import UsageError, escape_unwritable, one_line
+from .core.model import ARCHS
+from .evaluation.ablate import EXPERIMENTS, run_ablations, summarize
+from .evaluation.evalsets import build_photos, build_realdev
+from .evaluation.evaluate import evaluate_real, evaluate_run, headline
+from .evaluation.worn import worn_table
+from .faces.data import download_and_prepare
 from .pipeline import run_notebooks
-from .renderers import MASK_BACKENDS
-from .sinks import WANDB_MODES
-from .synthesis import copy_faces, synthesize_dataset
-from .train import train
-from .worn import worn_table
+from .synthesis.renderers import MASK_BACKENDS
+from .synthesis.synthesis import copy_faces, synthesize_dataset
+from .training import config
+from .training.config import (
+    ABLATION_PRESETS,
+    RUN_PRESETS,
+    TrainConfig,
+    add_options,
+    count,
+    options_of,
+)
+from .training.sinks import WANDB_MODES
+from .training.train import train
 
 
 def cmd_download(a: argparse.Namespace) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import UsageError
-from .shards import Shard
+from .core.errors import UsageError
+from .synthesis.shards import Shard
 
 
 def print_json(result: object) -> None:
@@ -16,7 +16,7 @@ def print_json(result: object) -> None:
 
 
 def shard_type(text: str) -> Shard:
-    """``--shard K/N`` as a :class:`~maskdet.shards.Shard` (argparse's error otherwise)."""
+    """``--shard K/N`` as a :class:`~maskdet.synthesis.shards.Shard` (argparse's error otherwise)."""
     try:
         return Shard.parse(text)
     except UsageError as err:

@@ -8,15 +8,15 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from . import config
 from .cli_common import print_json
-from .config import count
-from .detect import DETECT_SIZE, DETECTORS, FaceDetector
-from .export import export_model
-from .guard import check_output
-from .inference import MaskClassifier
-from .kiosk import KioskError, run_kiosk
-from .predict import iter_predictions, write_rows
+from .core.guard import check_output
+from .core.inference import MaskClassifier
+from .deploy.detect import DETECT_SIZE, DETECTORS, FaceDetector
+from .deploy.export import export_model
+from .deploy.kiosk import KioskError, run_kiosk
+from .deploy.predict import iter_predictions, write_rows
+from .training import config
+from .training.config import count
 
 OVERWRITE_HELP = "replace an existing output that maskdet did not write (never an input)"
 

@@ -17,14 +17,14 @@ import papermill as pm
 import torch
 from IPython import get_ipython
 
-from .config import RUN_PRESETS
-from .constants import ROOT
-from .errors import UsageError
+from .core.constants import ROOT
+from .core.errors import UsageError
+from .core.system import storage_path
 from .report import headline_numbers, preset_statement, write_report
-from .system import storage_path
+from .training.config import RUN_PRESETS
 
 PRESETS = RUN_PRESETS
-"""Every notebook parameter per preset (defined once, in :mod:`maskdet.config`)."""
+"""Every notebook parameter per preset (defined once, in :mod:`maskdet.training.config`)."""
 
 
 def in_colab() -> bool:
@@ -34,7 +34,7 @@ def in_colab() -> bool:
 def show_tensorboard(log_dir: str | os.PathLike) -> None:
     """On Colab, TensorBoard inside the notebook (it updates while training runs); elsewhere one
     line saying how to open it (``tensorboard --logdir LOG_DIR``) and that notebook 04 plots its
-    scalars after training (:func:`maskdet.tbread.scalars_figure`)."""
+    scalars after training (:func:`maskdet.training.tbread.scalars_figure`)."""
     if not in_colab():
         print(
             f"TensorBoard: `tensorboard --logdir {log_dir}` shows it live beside this notebook "

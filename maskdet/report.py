@@ -18,11 +18,11 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
-from .config import RUN_PRESETS
-from .constants import ROOT
-from .manifest import STAGE01_RECORD, STAGE02_SUMMARY
-from .renderers import resolve_backend
-from .synthesis import synthesizer
+from .core.constants import ROOT
+from .core.manifest import STAGE01_RECORD, STAGE02_SUMMARY
+from .synthesis.renderers import resolve_backend
+from .synthesis.synthesis import synthesizer
+from .training.config import RUN_PRESETS
 
 ASSIGNMENT = RUN_PRESETS["full"]
 """The assignment's settings: 50 epochs, batch 64, lr 0.01, all of LFW, ImageNet weights."""

@@ -36,11 +36,11 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from maskdet import appearance
-from maskdet.appearance import Look
-from maskdet.constants import ROOT
-from maskdet.landmarks import Face, below_eye_line
-from maskdet.masks import Rendered, add_ear_loops, composite, face_frame
+from maskdet.core.constants import ROOT
+from maskdet.synthesis import appearance
+from maskdet.synthesis.appearance import Look
+from maskdet.synthesis.landmarks import Face, below_eye_line
+from maskdet.synthesis.masks import Rendered, add_ear_loops, composite, face_frame
 
 MASK_TYPES = {
     "surgical": 0.14,

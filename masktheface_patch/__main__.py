@@ -1,6 +1,6 @@
 """``python -m masktheface_patch --masktheface-dir D IN_DIR OUT_DIR``: mask every image in a folder.
 
-The batch driver of stage 02 (:func:`maskdet.masking.mask_files`) with the ``masktheface``
+The batch driver of stage 02 (:func:`maskdet.synthesis.masking.mask_files`) with the ``masktheface``
 backend; the adapter itself (``masktheface_patch/__init__.py``) never imports the driver.
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 from collections import Counter
 
-from maskdet.masking import mask_files
+from maskdet.synthesis.masking import mask_files
 
 
 def mask_folder(

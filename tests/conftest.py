@@ -37,7 +37,7 @@ def mini_data(tmp_path_factory, lfw_mini) -> Path:
     """Stage 01 output for lfw-mini (all 150 people), made once per test session.
 
     Tests must not modify it: copy it first (see ``mini_copy``)."""
-    from maskdet.data import download_and_prepare
+    from maskdet.faces.data import download_and_prepare
 
     out = tmp_path_factory.mktemp("mini") / "data"
     download_and_prepare(str(lfw_mini), out, seed=0, progress=False)
@@ -47,7 +47,7 @@ def mini_data(tmp_path_factory, lfw_mini) -> Path:
 @pytest.fixture(scope="session")
 def small_faces(tmp_path_factory, lfw_mini) -> Path:
     """Stage 01 output for 16 lfw-mini people (synthesis tests); copy it before modifying."""
-    from maskdet.data import download_and_prepare
+    from maskdet.faces.data import download_and_prepare
 
     out = tmp_path_factory.mktemp("small") / "data"
     download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
@@ -57,8 +57,8 @@ def small_faces(tmp_path_factory, lfw_mini) -> Path:
 @pytest.fixture(scope="session")
 def masked_mini(tmp_path_factory, lfw_mini) -> Path:
     """16 lfw-mini people through stage 01 and stage 02 (builtin masks), for real; read-only."""
-    from maskdet.data import download_and_prepare
-    from maskdet.synthesis import synthesize_dataset
+    from maskdet.faces.data import download_and_prepare
+    from maskdet.synthesis.synthesis import synthesize_dataset
 
     out = tmp_path_factory.mktemp("masked") / "data"
     download_and_prepare(str(lfw_mini), out, seed=0, limit_identities=16, progress=False)
@@ -70,8 +70,8 @@ def masked_mini(tmp_path_factory, lfw_mini) -> Path:
 def tiny_run(tmp_path_factory, masked_mini) -> Path:
     """One epoch of a ResNet-18 from random init on the masked lfw-mini subset: a real checkpoint,
     per-epoch val predictions and TensorBoard events (no mocks)."""
-    from maskdet.config import TrainConfig
-    from maskdet.train import train
+    from maskdet.training.config import TrainConfig
+    from maskdet.training.train import train
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     train(
@@ -101,8 +101,8 @@ def onnx_model(tmp_path_factory) -> Path:
     ``model.json``): a real model for tests of the mechanics, quick to make (no training)."""
     import torch
 
-    from maskdet.export import export_module
-    from maskdet.model import build_model
+    from maskdet.core.model import build_model
+    from maskdet.deploy.export import export_module
 
     torch.manual_seed(0)
     model, _ = build_model("resnet18", pretrained=False, verbose=False)
@@ -145,9 +145,9 @@ def real_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint as training writes it (a ResNet-18's weights and the inference metadata)."""
     import torch
 
-    from maskdet.checkpoint import checkpoint_meta, save_checkpoint
-    from maskdet.config import TrainConfig
-    from maskdet.model import build_model
+    from maskdet.core.checkpoint import checkpoint_meta, save_checkpoint
+    from maskdet.core.model import build_model
+    from maskdet.training.config import TrainConfig
 
     torch.manual_seed(0)
     model, _ = build_model("resnet18", pretrained=False, verbose=False)

@@ -2,7 +2,7 @@
 
 CI has no copy of the upstream photos of the real set, so a test source is made from real crops
 of ``../shared/realdev``: each "photo" holds two crops pasted on a noise background, boxed so that
-:func:`maskdet.evalsets.crop_face` cuts exactly the crop again (a square of 1.5x the box, 128 px,
+:func:`maskdet.evaluation.evalsets.crop_face` cuts exactly the crop again (a square of 1.5x the box, 128 px,
 no resampling). Chapter 06's test photos are real photos of ``../shared/qualitative``. Indexes of
 the package's format list them; the server plays the source and its faults.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskdet import download as dl
-from maskdet.evalsets import PHOTO_COLUMNS, REAL_COLUMNS, pixel_digest, write_index
+from maskdet.core import download as dl
+from maskdet.evaluation.evalsets import PHOTO_COLUMNS, REAL_COLUMNS, pixel_digest, write_index
 
 from .conftest import QUALITATIVE, REALDEV
 

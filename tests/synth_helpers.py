@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskdet.imageio import read_rgb
-from maskdet.landmarks import FaceFinder
-from maskdet.manifest import read_manifest
-from maskdet.masking import CORE_POINTS, rng_for
-from maskdet.renderers import make_renderer
-from maskdet.synthesis import synthesize_dataset
+from maskdet.core.imageio import read_rgb
+from maskdet.core.manifest import read_manifest
+from maskdet.synthesis.landmarks import FaceFinder
+from maskdet.synthesis.masking import CORE_POINTS, rng_for
+from maskdet.synthesis.renderers import make_renderer
+from maskdet.synthesis.synthesis import synthesize_dataset
 
 
 def run_copy(src: Path, dest: Path, **kw) -> tuple[Path, dict]:

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from maskdet import ablate
+from maskdet.evaluation import ablate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -52,7 +52,7 @@ def test_the_reference_is_the_readme_lever_table():
 
 
 def test_the_figure_puts_real_auc_first_and_says_reference(tmp_path):
-    from maskdet.figures import summary_figure
+    from maskdet.evaluation.figures import summary_figure
 
     table = ablate.table_or_reference(tmp_path)
     fig = summary_figure(table)

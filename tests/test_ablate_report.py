@@ -7,9 +7,9 @@ import json
 import nbformat
 import pytest
 
-from maskdet import ablate
-from maskdet.figures import summary_figure
-from maskdet.manifest import read_manifest, usable
+from maskdet.core.manifest import read_manifest, usable
+from maskdet.evaluation import ablate
+from maskdet.evaluation.figures import summary_figure
 
 
 def test_held_out_view_removes_type_and_twins_from_train_only(tmp_path, masked_mini):
@@ -86,7 +86,7 @@ def test_variant_names_say_when_imagenet_weights_were_not_loaded(tmp_path, maske
 
 @pytest.mark.slow
 def test_cross_synthesizer_runs_on_twin_data(tmp_path, masked_mini):
-    from maskdet.synthesis import copy_faces, synthesize_dataset
+    from maskdet.synthesis.synthesis import copy_faces, synthesize_dataset
 
     other = copy_faces(masked_mini, tmp_path / "other")
     faces = lambda d: sorted(  # noqa: E731
@@ -150,7 +150,7 @@ def test_report_joins_executed_notebooks(tmp_path):
 
 
 def test_synthesis_arms_add_each_lever_alone():
-    from maskdet.appearance import Look
+    from maskdet.synthesis.appearance import Look
 
     mtf = ablate.synthesis_arms("masktheface")
     before = next(iter(mtf.values()))

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskdet.cache import CACHE_ENV, cache_location
-from maskdet.loader import make_loaders
+from maskdet.loading.cache import CACHE_ENV, cache_location
+from maskdet.loading.loader import make_loaders
 
 
 @contextmanager

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from maskdet.__main__ import main
-from maskdet.checkpoint import CheckpointError, load_checkpoint
-from maskdet.config import TrainConfig
-from maskdet.data import split_identities
-from maskdet.errors import UsageError
+from maskdet.core.checkpoint import CheckpointError, load_checkpoint
+from maskdet.core.errors import UsageError
+from maskdet.faces.data import split_identities
+from maskdet.training.config import TrainConfig
 
 from .conftest import REALDEV, ROOT
 

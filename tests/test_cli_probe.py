@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maskdet.__main__ import main
-from maskdet.manifest import read_manifest
+from maskdet.core.manifest import read_manifest
 
 from .conftest import LFW_MINI
 

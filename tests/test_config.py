@@ -10,7 +10,8 @@ import inspect
 import pytest
 
 from maskdet.__main__ import BENCHES, build_parser
-from maskdet.config import (
+from maskdet.pipeline import use_preset
+from maskdet.training.config import (
     ABLATION_PRESETS,
     PARAM_NOTES,
     RUN_PRESETS,
@@ -18,7 +19,6 @@ from maskdet.config import (
     notebook_params,
     options_of,
 )
-from maskdet.pipeline import use_preset
 
 
 def test_train_options_are_the_config_fields_with_their_defaults():

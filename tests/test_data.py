@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import data
-from maskdet.constants import FACE_SIZE, SPLITS
-from maskdet.imageio import BadImage, read_rgb
-from maskdet.manifest import COLUMNS, read_manifest, usable
+from maskdet.core.constants import FACE_SIZE, SPLITS
+from maskdet.core.imageio import BadImage, read_rgb
+from maskdet.core.manifest import COLUMNS, read_manifest, usable
+from maskdet.faces import data
 
 
 def lfw_faces(archive: Path, n: int) -> list[tuple[str, bytes]]:

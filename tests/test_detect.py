@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskdet import detect, predict
-from maskdet.imageio import read_rgb
+from maskdet.core.imageio import read_rgb
+from maskdet.deploy import detect, predict
 
 from .conftest import QUALITATIVE
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskdet.checkpoint import checkpoint_meta, load_checkpoint, load_model, save_checkpoint
-from maskdet.config import TrainConfig
-from maskdet.distributed import DistEnv, shard_bounds
-from maskdet.loader import make_loaders
-from maskdet.model import build_model
-from maskdet.train import train
+from maskdet.core.checkpoint import checkpoint_meta, load_checkpoint, load_model, save_checkpoint
+from maskdet.core.model import build_model
+from maskdet.loading.distributed import DistEnv, shard_bounds
+from maskdet.loading.loader import make_loaders
+from maskdet.training.config import TrainConfig
+from maskdet.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(

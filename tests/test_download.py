@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from maskdet import download as dl
-from maskdet.data import download_and_prepare
+from maskdet.core import download as dl
+from maskdet.faces.data import download_and_prepare
 
 from .conftest import LFW_MINI_MD5
 

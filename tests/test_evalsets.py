@@ -1,4 +1,4 @@
-"""The evaluation sets Colab downloads (maskdet.evalsets): the crop, the builds, and their
+"""The evaluation sets Colab downloads (maskdet.evaluation.evalsets): the crop, the builds, and their
 downloads from a real HTTP server on 127.0.0.1 (checksum mismatch, a dropped connection and
 resume, a missing file, no source at all), made from real data of ../shared."""
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import download as dl
-from maskdet import evalsets
-from maskdet.real import read_real_set
+from maskdet.core import download as dl
+from maskdet.core.real import read_real_set
+from maskdet.evaluation import evalsets
 
 from .conftest import REALDEV
 from .evalset_helpers import photo_source, real_source, serve

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from maskdet import evaluate as ev
-from maskdet import figures, metrics
-from maskdet.inference import read_predictions, write_predictions
+from maskdet.core import metrics
+from maskdet.core.inference import read_predictions, write_predictions
+from maskdet.evaluation import evaluate as ev
+from maskdet.evaluation import figures
 
 
 def _cases():
@@ -175,7 +176,7 @@ def test_evaluate_run_end_to_end(tiny_run, masked_mini):
     matplotlib.use("Agg")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from maskdet.manifest import read_manifest, usable
+    from maskdet.core.manifest import read_manifest, usable
 
     r = ev.evaluate_run(tiny_run, "test", n_boot=100, wandb="disabled", workers=0)
     saved = json.loads((tiny_run / "eval_test.json").read_text())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from maskdet import guard
-from maskdet.manifest import read_manifest, usable
+from maskdet.core import guard
+from maskdet.core.manifest import read_manifest, usable
 
 from .conftest import ROOT
 
@@ -181,7 +181,7 @@ def test_the_lock_is_shared_by_readers_and_reentrant(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from maskdet.guard import locked\n"
+            "import sys, time; from maskdet.core.guard import locked\n"
             f"with locked({str(folder)!r}, 'a test'):\n print('held', flush=True); time.sleep(3600)",
         ],
         cwd=ROOT,
@@ -204,7 +204,7 @@ def test_kill_9_of_stage_02_is_refused_downstream_and_the_rerun_resumes_to_the_s
 ):
     import shutil
 
-    from maskdet.data import download_and_prepare
+    from maskdet.faces.data import download_and_prepare
 
     faces, data, clean = tmp_path / "faces", tmp_path / "data", tmp_path / "clean"
     download_and_prepare(str(lfw_mini), faces, limit_identities=60, progress=False)
@@ -256,7 +256,7 @@ def test_a_second_training_on_a_run_dir_in_use_is_refused_naming_the_holder(mask
         [
             sys.executable,
             "-c",
-            "import time; from maskdet.guard import locked\n"
+            "import time; from maskdet.core.guard import locked\n"
             f"with locked({str(run)!r}, 'training'):\n print('held', flush=True); time.sleep(3600)",
         ],
         cwd=ROOT,

@@ -11,8 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from maskdet import figures, photos, synthesis_figures, training_figures  # noqa: E402
-from maskdet.manifest import read_manifest  # noqa: E402
+from maskdet.core.manifest import read_manifest  # noqa: E402
+from maskdet.deploy import photos
+from maskdet.evaluation import figures
+from maskdet.synthesis import figures as synthesis_figures
+from maskdet.training import figures as training_figures  # noqa: E402
 
 
 def _metrics(epochs: list[int]) -> list[dict]:

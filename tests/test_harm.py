@@ -24,9 +24,9 @@ import pytest
 import torch
 from PIL import Image
 
-from maskdet import archive, clips, data, guard
 from maskdet.__main__ import main
-from maskdet.checkpoint import (
+from maskdet.core import archive, guard
+from maskdet.core.checkpoint import (
     DIGEST_KEY,
     CheckpointError,
     checkpoint_meta,
@@ -34,10 +34,12 @@ from maskdet.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from maskdet.config import TrainConfig
-from maskdet.manifest import read_manifest, write_manifest
-from maskdet.model import build_model
-from maskdet.synthesis import copy_faces
+from maskdet.core.manifest import read_manifest, write_manifest
+from maskdet.core.model import build_model
+from maskdet.deploy import clips
+from maskdet.faces import data
+from maskdet.synthesis.synthesis import copy_faces
+from maskdet.training.config import TrainConfig
 
 from .conftest import QUALITATIVE, ROOT
 
@@ -327,7 +329,7 @@ def test_predict_records_special_files_and_goes_on(tmp_path, photos, real_checkp
 MEMORY_LIMITED = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]) << 20,) * 2)
-from maskdet.imageio import BadImage, read_rgb
+from maskdet.core.imageio import BadImage, read_rgb
 try:
     read_rgb(sys.argv[1])
     print("decoded")
@@ -648,7 +650,7 @@ def test_run_of_stage_04_on_a_fresh_clone_says_run_stage_01_first(tmp_path, caps
 
 
 WANDB_INIT = """
-from maskdet.sinks import WandbSink
+from maskdet.training.sinks import WandbSink
 sink = WandbSink(__import__("sys").argv[1], {"lr": 0.1}, "auto")
 print(sink.mode)
 sink.run.finish()

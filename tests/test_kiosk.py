@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from maskdet import clips, kiosk, photos
 from maskdet.__main__ import main
 from maskdet.bench.kiosk import bench_kiosk
-from maskdet.imageio import read_rgb
-from maskdet.inference import MaskClassifier
-from maskdet.model import build_model
+from maskdet.core.imageio import read_rgb
+from maskdet.core.inference import MaskClassifier
+from maskdet.core.model import build_model
+from maskdet.deploy import clips, kiosk, photos
 
 from .conftest import QUALITATIVE, SHARED
 

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet.appearance import PALETTE, Look, luminance
-from maskdet.augment import BatchAugment, denormalize, train_transform
-from maskdet.augment_presets import AUGMENT_PRESETS, LEVERS, AugmentConfig
-from maskdet.augment_warps import corners_in_input, face_in_view, pixel_homography
-from maskdet.cache import build_cache
-from maskdet.constants import IMAGE_SIZE
-from maskdet.imageio import read_rgb
-from maskdet.landmarks import FaceFinder
-from maskdet.loader import loader_items, make_loaders
-from maskdet.manifest import read_manifest
-from maskdet.masking import CORE_POINTS
-from maskdet.masks import PRINTS, _pattern
+from maskdet.core.constants import IMAGE_SIZE
+from maskdet.core.imageio import read_rgb
+from maskdet.core.manifest import read_manifest
+from maskdet.loading.augment import BatchAugment, denormalize, train_transform
+from maskdet.loading.augment_presets import AUGMENT_PRESETS, LEVERS, AugmentConfig
+from maskdet.loading.augment_warps import corners_in_input, face_in_view, pixel_homography
+from maskdet.loading.cache import build_cache
+from maskdet.loading.loader import loader_items, make_loaders
+from maskdet.synthesis.appearance import PALETTE, Look, luminance
+from maskdet.synthesis.landmarks import FaceFinder
+from maskdet.synthesis.masking import CORE_POINTS
+from maskdet.synthesis.masks import PRINTS, _pattern
 
 from .synth_helpers import check_geometry, check_manifest, check_no_halo, run_copy, tree_bytes
 

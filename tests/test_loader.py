@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet.augment import BatchAugment, center_crop_batch
 from maskdet.bench.loader import bench_loader
-from maskdet.cache import build_cache
-from maskdet.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from maskdet.jpeg import jpeg_compress
-from maskdet.loader import CachedLoader, loader_items, make_loaders
-from maskdet.loading_figures import augmented_grid
-from maskdet.manifest import read_manifest, select_rows
+from maskdet.core.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from maskdet.core.manifest import read_manifest, select_rows
+from maskdet.loading.augment import BatchAugment, center_crop_batch
+from maskdet.loading.cache import build_cache
+from maskdet.loading.figures import augmented_grid
+from maskdet.loading.jpeg import jpeg_compress
+from maskdet.loading.loader import CachedLoader, loader_items, make_loaders
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskdet.manifest import COLUMNS, ManifestError, read_manifest
+from maskdet.core.manifest import COLUMNS, ManifestError, read_manifest
 
 ROW = 3  # the row changed: its line in the file is ROW + 2 (the header is line 1)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from maskdet.manifest import read_manifest
+from maskdet.core.manifest import read_manifest
 
 from .synth_helpers import (
     check_bad_inputs,
@@ -109,9 +109,9 @@ def test_cli_from_any_directory_with_bad_inputs(small_faces, tmp_path):
 
 
 def test_preloaded_templates_render_the_same(small_faces):
-    from maskdet.imageio import read_rgb
-    from maskdet.landmarks import FaceFinder
-    from maskdet.masking import rng_for
+    from maskdet.core.imageio import read_rgb
+    from maskdet.synthesis.landmarks import FaceFinder
+    from maskdet.synthesis.masking import rng_for
     from masktheface_patch import MaskTheFaceRenderer
 
     finder = FaceFinder()

@@ -120,7 +120,7 @@ def test_parameters_cells_parse_and_cover_the_presets():
 
     import papermill as pm
 
-    from maskdet.config import RUN_PRESETS as PRESETS
+    from maskdet.training.config import RUN_PRESETS as PRESETS
 
     declared_anywhere = set()
     for nb_path in notebooks():

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet import detect, gradcam, inference, predict
-from maskdet.augment import eval_transform, to_tensor_uint8
-from maskdet.export import export_model
-from maskdet.imageio import read_rgb
+from maskdet.core import inference
+from maskdet.core.imageio import read_rgb
+from maskdet.deploy import detect, gradcam, predict
+from maskdet.deploy.export import export_model
+from maskdet.loading.augment import eval_transform, to_tensor_uint8
 
 from .conftest import QUALITATIVE
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskdet import inference, predict
 from maskdet.__main__ import main
+from maskdet.core import inference
+from maskdet.deploy import predict
 
 from .conftest import ROOT, SHARED
 
@@ -100,7 +101,7 @@ def test_batches_give_the_rows_of_one_face_at_a_time(tmp_path, onnx_model, capsy
         == 0
     )
     err = capsys.readouterr().err
-    assert "\rpredict:   0%|" in err  # the text bar (maskdet.progress), cleared at the end
+    assert "\rpredict:   0%|" in err  # the text bar (maskdet.core.progress), cleared at the end
     assert re.search(r"\rpredict: 3 images in \d\d:\d\d\n$", err)  # then its final line
     assert len(read_csv(out)) == 3
 

@@ -12,9 +12,9 @@ import papermill as pm
 import pytest
 import torch
 
-from maskdet.config import RUN_PRESETS
-from maskdet.errors import UsageError
+from maskdet.core.errors import UsageError
 from maskdet.pipeline import notebooks, resolve_preset, use_preset
+from maskdet.training.config import RUN_PRESETS
 
 from .conftest import ROOT
 

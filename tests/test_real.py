@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from maskdet import evaluate as ev
-from maskdet.inference import read_predictions
-from maskdet.real import FRAMINGS, describe, error_analysis, read_real_set, reframe
+from maskdet.core.inference import read_predictions
+from maskdet.core.real import FRAMINGS, describe, error_analysis, read_real_set, reframe
+from maskdet.evaluation import evaluate as ev
 
 
 def test_read_folders_records_unreadable_files(real_small, tmp_path):

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 from PIL import Image
 
-from maskdet.manifest import STAGE01_RECORD, STAGE02_SUMMARY
+from maskdet.core.manifest import STAGE01_RECORD, STAGE02_SUMMARY
 from maskdet.pipeline import use_preset
 from maskdet.report import preset_statement, write_report
 
@@ -73,8 +73,8 @@ def _gif() -> str:
 
 
 def _bar_frames() -> list:
-    """The stream outputs that a text bar (maskdet.progress) leaves in an executed notebook."""
-    from maskdet.progress import bar
+    """The stream outputs that a text bar (maskdet.core.progress) leaves in an executed notebook."""
+    from maskdet.core.progress import bar
 
     class Frames(list):
         def write(self, text: str) -> None:

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from maskdet.__main__ import main
-from maskdet.manifest import (
+from maskdet.core.manifest import (
     MANIFEST_NAME,
     STAGE02_RECORD,
     STAGE02_SUMMARY,
     read_manifest,
     write_manifest,
 )
-from maskdet.shards import SHARDS_DIR, Shard, ShardError
-from maskdet.synthesis import synthesize_dataset
+from maskdet.synthesis.shards import SHARDS_DIR, Shard, ShardError
+from maskdet.synthesis.synthesis import synthesize_dataset
 
 from .conftest import ROOT
 from .test_cli_errors import one_error_line

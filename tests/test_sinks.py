@@ -11,7 +11,7 @@ import types
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from maskdet import sinks, tbread
+from maskdet.training import sinks, tbread
 
 
 def _colab(monkeypatch, get) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import data
 from maskdet.__main__ import main
-from maskdet.imageio import BadImage, read_rgb
-from maskdet.manifest import read_manifest
+from maskdet.core.imageio import BadImage, read_rgb
+from maskdet.core.manifest import read_manifest
+from maskdet.faces import data
 
 from .conftest import ROOT
 
@@ -128,7 +128,7 @@ def test_jfif_is_read_and_heic_is_recorded_with_its_format(lfw_tree, tmp_path):
 
 MEASURE = """
 import resource, sys
-from maskdet.imageio import BadImage, read_rgb
+from maskdet.core.imageio import BadImage, read_rgb
 try:
     read_rgb(sys.argv[1])
     print("decoded")

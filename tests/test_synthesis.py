@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.imageio import read_rgb
-from maskdet.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
-from maskdet.manifest import read_manifest
-from maskdet.masking import mask_files, rng_for
-from maskdet.synthesis import synthesize_dataset
-from maskdet.synthesis_figures import sample_grid
+from maskdet.core.imageio import read_rgb
+from maskdet.core.manifest import read_manifest
+from maskdet.synthesis.figures import sample_grid
+from maskdet.synthesis.landmarks import FALLBACK_BOX, FaceFinder, measure_fallback_box
+from maskdet.synthesis.masking import mask_files, rng_for
+from maskdet.synthesis.synthesis import synthesize_dataset
 
 from .synth_helpers import (
     check_bad_inputs,
@@ -125,7 +125,7 @@ def test_sample_grid(builtin_runs):
 def test_cached_detector_finds_the_same_faces(small_faces, tmp_path, monkeypatch):
     import dlib
 
-    from maskdet.landmarks import frontal_face_detector
+    from maskdet.synthesis.landmarks import frontal_face_detector
 
     monkeypatch.setenv("MASKDET_CACHE", str(tmp_path / "cache"))
     first = frontal_face_detector()  # builds dlib's detector and writes the cached copy
@@ -145,7 +145,7 @@ def test_cached_detector_finds_the_same_faces(small_faces, tmp_path, monkeypatch
 
 
 def test_damaged_detector_cache_is_rebuilt(tmp_path, monkeypatch):
-    from maskdet.landmarks import frontal_face_detector
+    from maskdet.synthesis.landmarks import frontal_face_detector
 
     monkeypatch.setenv("MASKDET_CACHE", str(tmp_path))
     frontal_face_detector()

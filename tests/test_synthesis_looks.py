@@ -10,14 +10,14 @@ import shutil
 import numpy as np
 import pytest
 
-from maskdet.appearance import PALETTE, Look, color_rgb, recolor
-from maskdet.imageio import read_rgb
-from maskdet.landmarks import FaceFinder
-from maskdet.manifest import read_manifest
-from maskdet.masking import rng_for
-from maskdet.occluders import KINDS, OccluderRenderer
-from maskdet.renderers import make_renderer
-from maskdet.synthesis import synthesize_dataset
+from maskdet.core.imageio import read_rgb
+from maskdet.core.manifest import read_manifest
+from maskdet.synthesis.appearance import PALETTE, Look, color_rgb, recolor
+from maskdet.synthesis.landmarks import FaceFinder
+from maskdet.synthesis.masking import rng_for
+from maskdet.synthesis.occluders import KINDS, OccluderRenderer
+from maskdet.synthesis.renderers import make_renderer
+from maskdet.synthesis.synthesis import synthesize_dataset
 
 from .synth_helpers import check_geometry, check_manifest, check_no_halo, run_copy, tree_bytes
 
@@ -112,7 +112,7 @@ def test_hard_negatives_are_unmasked_recorded_and_identical_outside(real_runs, s
 
 
 def test_hard_negative_grid_shows_each_kind(real_runs):
-    from maskdet.synthesis_figures import sample_grid
+    from maskdet.synthesis.figures import sample_grid
 
     (data, summary), _ = real_runs
     kinds = {r["occluder"] for r in read_manifest(data) if r["occluder"] and r["status"] == "ok"}

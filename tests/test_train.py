@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from maskdet.bench.train import bench_train
-from maskdet.checkpoint import load_checkpoint, load_model
-from maskdet.config import TrainConfig
-from maskdet.loader import make_loaders
-from maskdet.manifest import read_manifest, select_rows
-from maskdet.model import build_model
-from maskdet.train import train
+from maskdet.core.checkpoint import load_checkpoint, load_model
+from maskdet.core.manifest import read_manifest, select_rows
+from maskdet.core.model import build_model
+from maskdet.loading.loader import make_loaders
+from maskdet.training.config import TrainConfig
+from maskdet.training.train import train
 
 TB_SCALARS = {
     "train/loss",
@@ -168,7 +168,7 @@ def test_resume_equals_uninterrupted(masked_data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cpu_bf16_trains_in_bf16_where_the_cpu_has_it(masked_data, tmp_path, capsys):
-    from maskdet.system import cpu_has_fast_bf16
+    from maskdet.core.system import cpu_has_fast_bf16
 
     kw = dict(arch="resnet18", epochs=1, device="cpu")
     train(_cfg(masked_data, tmp_path / "fp32", **kw))
@@ -215,7 +215,7 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path):
 @pytest.mark.slow
 def test_bench_train_prints_model_only_and_full_pipeline_side_by_side(masked_data, capsys):
     from maskdet.bench.train import CPU_BF16_SETTING
-    from maskdet.system import cpu_has_fast_bf16
+    from maskdet.core.system import cpu_has_fast_bf16
 
     res = bench_train(data=str(masked_data), device="cpu", batches=1, arch="resnet18", batch_size=8)
     out = capsys.readouterr().out

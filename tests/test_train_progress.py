@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from maskdet.config import TrainConfig
-from maskdet.estimate import estimate_training_time
-from maskdet.train import train
+from maskdet.training.config import TrainConfig
+from maskdet.training.estimate import estimate_training_time
+from maskdet.training.train import train
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
@@ -53,8 +53,10 @@ def test_steps_show_loss_and_speed_and_wandb_says_it_logs_offline(
     for var in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setattr("maskdet.train.PROGRESS_EVERY_S", 0.0)
-    monkeypatch.setattr("maskdet.progress.NOTEBOOK_REDRAW_S", 0.0)  # every frame, not 1 a second
+    monkeypatch.setattr("maskdet.training.train.PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(
+        "maskdet.core.progress.NOTEBOOK_REDRAW_S", 0.0
+    )  # every frame, not 1 a second
     run = tmp_path / "run"
     summary = train(_cfg(masked_mini, run, epochs=1, wandb="auto"))
     out, err = capsys.readouterr()

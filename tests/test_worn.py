@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from maskdet import evaluate as ev
 from maskdet.__main__ import main
-from maskdet.inference import read_predictions
-from maskdet.real import UNCATEGORISED, read_real_set
-from maskdet.worn import worn_table
+from maskdet.core.inference import read_predictions
+from maskdet.core.real import UNCATEGORISED, read_real_set
+from maskdet.evaluation import evaluate as ev
+from maskdet.evaluation.worn import worn_table
 
 from .conftest import REALDEV
 
@@ -218,7 +218,7 @@ def test_cli_prints_the_worn_table(real_sets, real_checkpoint, tmp_path, capsys)
 def test_a_built_real_set_reads_with_its_worn_part(tmp_path):
     """Colab's real set (``realset``, built from the photos) has ``worn/labels.csv`` in
     realdev's format: ``evaluate --real`` reads its categories as it reads ../shared/realdev's."""
-    from maskdet import evalsets
+    from maskdet.evaluation import evalsets
 
     from .evalset_helpers import real_source
 

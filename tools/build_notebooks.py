@@ -2,7 +2,7 @@
 
 A source is a jupytext percent script (``# %%`` code cells, ``# %% [markdown]`` cells), linted and
 formatted by ruff like any module: a title cell, an imports cell, the ``parameters`` cell, then
-the chapter. The parameters cell is generated from :data:`maskdet.config.RUN_PRESETS`
+the chapter. The parameters cell is generated from :data:`maskdet.training.config.RUN_PRESETS`
 (``PRESET = "auto"``, then each value that is the same in every preset, ``None`` with the
 ``demo`` and ``full`` values in the comment where they differ), so each value is written once.
 The builder adds what every chapter shares: the Open-in-Colab badge under the title, the Setup
@@ -28,7 +28,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's maskdet, whatever is installed
 
-from maskdet.config import notebook_params  # noqa: E402
+from maskdet.training.config import notebook_params  # noqa: E402
 
 SRC = ROOT / "notebooks" / "src"
 REPO_URL = "https://github.com/maskdet/mask-detection"
@@ -80,8 +80,8 @@ def storage_code(params: str, first: bool = False) -> str:
     runtime), then re-root every ``*_DIR`` parameter on Google Drive when Drive is mounted."""
     names = re.findall(r"^([A-Z_]+_DIR)\s*=", params, flags=re.M)
     lines = [
+        "from maskdet.core.system import storage_path",
         "from maskdet.pipeline import use_preset",
-        "from maskdet.system import storage_path",
         "",
     ]
     if first:

@@ -29,8 +29,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskdet import download as dl  # noqa: E402
-from maskdet.evalsets import BOX, PHOTO_COLUMNS, REAL_COLUMNS, pixel_digest, write_index  # noqa: E402
+from maskdet.core import download as dl  # noqa: E402
+from maskdet.evaluation.evalsets import BOX, PHOTO_COLUMNS, REAL_COLUMNS, pixel_digest, write_index  # noqa: E402
 
 PHOTOS = {
     # masked: every annotated face wears a mask; several with two to five people

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from ..batch import Batch
-from ..constants import LFW_ARCHIVE
-from ..data import download_and_prepare
-from ..manifest import read_manifest, write_manifest
-from ..synthesis import synthesize_dataset
+from ..core.constants import LFW_ARCHIVE
+from ..core.manifest import read_manifest, write_manifest
+from ..faces.data import download_and_prepare
+from ..loading.batch import Batch
+from ..synthesis.synthesis import synthesize_dataset
 
 
 def masked_data(

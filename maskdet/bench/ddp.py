@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..distributed import init_distributed, shutdown, wrap_ddp
-from ..loader import make_loaders
-from ..model import build_model
-from ..system import autocast
+from ..core.model import build_model
+from ..core.system import autocast
+from ..loading.distributed import init_distributed, shutdown, wrap_ddp
+from ..loading.loader import make_loaders
 from .common import masked_data
 
 SETTINGS_VAR = "MASKDET_BENCH_DDP"

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import load_model
-from ..constants import LFW_MINI
-from ..data import crop_aligned
-from ..export import export_module, quantize_int8
-from ..imageio import decode_rgb
-from ..inference import MaskClassifier, Preprocess
-from ..model import build_model
+from ..core.checkpoint import load_model
+from ..core.constants import LFW_MINI
+from ..core.imageio import decode_rgb
+from ..core.inference import MaskClassifier, Preprocess
+from ..core.model import build_model
+from ..deploy.export import export_module, quantize_int8
+from ..faces.data import crop_aligned
 from .common import in_turns
 
 

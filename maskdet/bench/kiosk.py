@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
-from ..clips import clip_from_photos, single_face_photos, write_video
-from ..constants import CLASS_NAMES, PHOTOS_DIR, REALDEV_DIR
-from ..detect import DETECT_SIZE, FaceDetector
-from ..export import export_module, quantize_int8
-from ..imageio import decode_rgb
-from ..inference import MaskClassifier
-from ..kiosk import run_kiosk
-from ..model import build_model
-from ..predict import predict_paths
+from ..core.checkpoint import load_model
+from ..core.constants import CLASS_NAMES, PHOTOS_DIR, REALDEV_DIR
+from ..core.imageio import decode_rgb
+from ..core.inference import MaskClassifier
+from ..core.model import build_model
+from ..deploy.clips import clip_from_photos, single_face_photos, write_video
+from ..deploy.detect import DETECT_SIZE, FaceDetector
+from ..deploy.export import export_module, quantize_int8
+from ..deploy.kiosk import run_kiosk
+from ..deploy.predict import predict_paths
 from .common import in_turns
 from .infer import bench_faces
 
@@ -122,12 +122,12 @@ def bench_kiosk(
     """Both tables, printed and returned (``kiosk``, ``predict``).
 
     Kiosk: every setting runs the same two videos (``frames`` frames each, decoded from MP4)
-    through :func:`maskdet.kiosk.run_kiosk` (decode, detect, crop, classify every face of every
+    through :func:`maskdet.deploy.kiosk.run_kiosk` (decode, detect, crop, classify every face of every
     frame in one batch, track, draw), ``rounds`` times in turns, after a warm-up; the rows pool
     all frames. The last row re-classifies a tracked face only every ``classify_every`` frames
     (reported on its own, not the kiosk's goal). Predict: ``crops`` real crops of ``realdev``
     (evenly spaced through its labels.csv, both classes; 0 skips) through
-    :func:`maskdet.predict.predict_paths`: today's path (MTCNN on the padded crop upscaled to
+    :func:`maskdet.deploy.predict.predict_paths`: today's path (MTCNN on the padded crop upscaled to
     640, PyTorch, one face at a time) against YuNet at the crop's own scale with batches of 32;
     label agreement with today's labels, and accuracy on realdev's own labels, per engine.
     ``frames=0`` skips the kiosk table, ``crops=0`` the predict table.

@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from ..augment_presets import AugmentConfig
-from ..constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from ..loader import make_loaders
-from ..manifest import read_manifest, select_rows
-from ..system import default_workers, resolve_device
+from ..core.constants import IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from ..core.manifest import read_manifest, select_rows
+from ..core.system import default_workers, resolve_device
+from ..loading.augment_presets import AugmentConfig
+from ..loading.loader import make_loaders
 from .common import in_turns, masked_data, throughput
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from masktheface_patch import find_masktheface_dir
 
-from ..landmarks import cache_dir, landmark_model_path
-from ..masking import forget_models
-from ..synthesis import synthesize_dataset
+from ..synthesis.landmarks import cache_dir, landmark_model_path
+from ..synthesis.masking import forget_models
+from ..synthesis.synthesis import synthesize_dataset
 from .common import unmasked_faces
 
 

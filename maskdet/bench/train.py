@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import IMAGE_SIZE
-from ..loader import make_loaders
-from ..model import build_model
-from ..system import autocast, cpu_has_fast_bf16, resolve_device
+from ..core.constants import IMAGE_SIZE
+from ..core.model import build_model
+from ..core.system import autocast, cpu_has_fast_bf16, resolve_device
+from ..loading.loader import make_loaders
 from .common import in_turns, masked_data, throughput
 from .ddp import bench_ddp
 

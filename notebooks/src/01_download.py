@@ -6,7 +6,7 @@
 # Learned-Miller, 2012): 13,233 photos of 5,749 people, each already aligned so that the face sits
 # in the middle of a 250x250 image. Stage 02 gives every face a masked twin; stage 03 loads them.
 #
-# What this notebook does, with `maskdet.data`:
+# What this notebook does, with `maskdet.faces.data`:
 #
 # 1. **Download** the official archive (checked against its md5; mirrors tried in turn; an
 #    interrupted download resumes), or take a local archive or folder when offline.
@@ -20,8 +20,9 @@
 # %%
 import pandas as pd
 
-from maskdet import checks, data, download, pipeline
-from maskdet import faces_figures as figures
+from maskdet import pipeline
+from maskdet.core import checks, download
+from maskdet.faces import data, figures
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -36,7 +37,7 @@ WORKERS = 2  # worker processes (default in code: the machine's cores)
 #
 # Offline (as on the course's build machines) point `SOURCE` at a local copy, e.g.
 # `../shared/data/lfw-deepfunneled.tgz`. Every download goes through one table of URLs and
-# checksums in `maskdet.download`:
+# checksums in `maskdet.core.download`:
 
 # %%
 pd.DataFrame(

@@ -32,8 +32,10 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from maskdet import checks, data, photos, synthesis
-from maskdet import synthesis_figures as figures
+from maskdet.core import checks
+from maskdet.deploy import photos
+from maskdet.faces import data
+from maskdet.synthesis import figures, synthesis
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"

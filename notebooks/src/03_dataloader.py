@@ -22,11 +22,11 @@
 # %%
 from IPython.display import display
 
-from maskdet import augment, checks, loader, walkthrough
-from maskdet import loading_figures as figures
 from maskdet.bench.loader import bench_loader
-from maskdet.constants import CLASS_NAMES
-from maskdet.system import resolve_device
+from maskdet.core import checks
+from maskdet.core.constants import CLASS_NAMES
+from maskdet.core.system import resolve_device
+from maskdet.loading import augment, figures, loader, walkthrough
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -47,7 +47,7 @@ display(counts)
 # ## The transforms
 #
 # The two pipelines as `torchvision.transforms.v2` builds them from the `AUG` preset, printed from
-# the objects the loader uses (`maskdet.augment.train_transform` and `eval_transform`): random
+# the objects the loader uses (`maskdet.loading.augment.train_transform` and `eval_transform`): random
 # rotation, a random resized crop to 112x112 (scaling and shifting the face), a horizontal flip,
 # colour jitter, then low resolution, blur and JPEG each with some probability, and the ImageNet
 # normalisation.

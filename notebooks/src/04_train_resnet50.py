@@ -18,18 +18,21 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import checks, evalsets, pipeline, tbread, walkthrough
-from maskdet import model as mdl
-from maskdet import training_figures as figures
+from maskdet import pipeline
 from maskdet.bench.train import bench_train
-from maskdet.checkpoint import load_checkpoint, load_model, save_checkpoint
-from maskdet.config import TrainConfig
-from maskdet.estimate import estimate_training_time
-from maskdet.inference import epoch_predictions_path, read_predictions
-from maskdet.loader import first_batches
-from maskdet.run_setup import probe_run
-from maskdet.sinks import read_metrics
-from maskdet.train import make_criterion, save_epoch, train, train_step
+from maskdet.core import checks
+from maskdet.core import model as mdl
+from maskdet.core.checkpoint import load_checkpoint, load_model, save_checkpoint
+from maskdet.core.inference import epoch_predictions_path, read_predictions
+from maskdet.evaluation import evalsets
+from maskdet.loading import walkthrough
+from maskdet.loading.loader import first_batches
+from maskdet.training import figures, tbread
+from maskdet.training.config import TrainConfig
+from maskdet.training.estimate import estimate_training_time
+from maskdet.training.run_setup import probe_run
+from maskdet.training.sinks import read_metrics
+from maskdet.training.train import make_criterion, save_epoch, train, train_step
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 05 · Evaluation: ROC every epoch, the test split
 #
-# This chapter of the report measures the classifier trained in stage 04, with `maskdet.evaluate`:
+# This chapter of the report measures the classifier trained in stage 04, with `maskdet.evaluation.evaluate`:
 #
 # 1. **ROC curves of every epoch**, overlaid, and the validation AUC against the epoch, recomputed
 #    from the validation predictions that training saved after each epoch (`RUN_DIR/preds/`).
@@ -26,8 +26,10 @@
 import pandas as pd
 from IPython.display import display
 
-from maskdet import ablate, checks, evalsets, evaluate, figures, photos
-from maskdet.worn import worn_table
+from maskdet.core import checks
+from maskdet.deploy import photos
+from maskdet.evaluation import ablate, evalsets, evaluate, figures
+from maskdet.evaluation.worn import worn_table
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"

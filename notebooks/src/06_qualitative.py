@@ -10,7 +10,7 @@
 # (`UPLOAD = True`) or take one with your webcam. It plays the kiosk on a short clip made from the photos, then asks *where* the network
 # looks (Grad-CAM) and collects the failures.
 #
-# Steps, with `maskdet.detect`, `maskdet.predict`, `maskdet.kiosk` and `maskdet.gradcam`:
+# Steps, with `maskdet.deploy.detect`, `maskdet.deploy.predict`, `maskdet.deploy.kiosk` and `maskdet.deploy.gradcam`:
 #
 # 1. **Find every face.** dlib's HOG detector (used to place synthetic masks on LFW) was trained on
 #    unmasked faces and misses most masked ones. We use **YuNet** (libfacedetection's CNN, from the
@@ -31,17 +31,9 @@
 import pandas as pd
 from IPython.display import Image, display
 
-from maskdet import (
-    checks,
-    clips,
-    detect,
-    evalsets,
-    evaluate,
-    figures,
-    kiosk,
-    photos,
-    predict,
-)
+from maskdet.core import checks
+from maskdet.deploy import clips, detect, kiosk, photos, predict
+from maskdet.evaluation import evalsets, evaluate, figures
 
 # %% tags=["parameters"]
 PRESET = "auto"  # 01: "full" on a CUDA GPU, else "demo"; 02-06: what 01 used; or "demo" | "full"
@@ -155,7 +147,7 @@ else:
 # ## The kiosk: a short clip
 #
 # A kiosk sees a video, not a photo. Here a clip is made from four of the photos above (people
-# walking up, side by side) and run through `maskdet.kiosk`, as `python -m maskdet kiosk` does
+# walking up, side by side) and run through `maskdet.deploy.kiosk`, as `python -m maskdet kiosk` does
 # with a camera: YuNet finds the faces of each frame at 320 px, all of a frame's faces are
 # classified in one batch, and each person is followed across frames by box overlap. A person's
 # probability is the mean over their last 15 frames, and the decision is *mask* or *no mask*
