@@ -100,9 +100,7 @@ class TrainConfig:
     arch: str = opt("resnet50", choices=ARCHS)
     pretrained: bool = opt(True, "ImageNet weights when they can be loaded")
     loader: str = opt("cached", choices=("cached", "dataloader"))
-    progress: bool = opt(
-        True, "a text bar per epoch (maskdet.core.progress): steps, running loss, images/s"
-    )
+    progress: bool = opt(True, "a text bar per epoch: steps, running loss, images/s")
     cache_dir: str | None = opt(
         None,
         "where the cached loader keeps its decoded images (default: $MASKDET_CACHE, else "
