@@ -210,7 +210,6 @@ def worn_gallery(worn: dict, real_dir: str | os.PathLike | None = None, cols: in
     for ax, e in zip(fig.axes, examples):
         colour = "tab:red" if e["prob"] >= thr else "tab:green"
         ax.set_title(f"{e['category']}\np(mask)={e['prob']:.3f}", fontsize=7, color=colour)
-    fig.tight_layout()
     return fig
 
 
