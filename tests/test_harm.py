@@ -675,3 +675,47 @@ def test_a_garbage_wandb_key_without_network_goes_offline_with_one_line(tmp_path
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.strip().splitlines()
     assert lines[-1] == "offline" and "cannot be reached" in lines[0] and len(lines) == 2, lines
+
+
+def test_train_out_refuses_a_folder_of_the_users_own_files(tmp_path, small_faces, capsys):
+    """The folder check of stage 01 and synthesize --out holds for train --out too: a folder
+    holding files that no run made is refused before anything is written, its files unchanged;
+    an older run folder (its last.pt, no mark) and a new folder are the run's."""
+    from maskdet.training.train import RUN_RECORDS, train
+
+    mine = tmp_path / "my_project"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("my own numbers")
+    args = ["train", "--data", str(small_faces), "--out", str(mine), "--epochs", "1"]
+    assert main(args + ["--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did not make" in err[0] and "metrics.csv" in err[0]
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.csv"]
+    assert (mine / "metrics.csv").read_text() == "my own numbers"
+    with pytest.raises(guard.OutputRefused):
+        train(TrainConfig(data=str(small_faces), out=str(mine), epochs=1, wandb="disabled"))
+    older = tmp_path / "older_run"
+    older.mkdir()
+    (older / "last.pt").write_bytes(b"")  # a run folder of an older version: accepted
+    guard.claim_folder(older, RUN_RECORDS, "train")
+    new = tmp_path / "runs" / "new"
+    guard.claim_folder(new, RUN_RECORDS, "train")
+    assert (new / guard.DATA_DIR_MARK).is_file()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_real_set_labels_csv_that_is_a_fifo_or_a_device_is_named_not_read(tmp_path):
+    from maskdet.core.real import read_real_set
+
+    fifo_set = tmp_path / "fifo_set"
+    fifo_set.mkdir()
+    os.mkfifo(fifo_set / "labels.csv")
+    with deadline(20), pytest.raises(ValueError, match="labels.csv.*not a regular file"):
+        read_real_set(fifo_set)
+    dev_set = tmp_path / "dev_set" / "worn"
+    dev_set.mkdir(parents=True)
+    for sub in ("mask", "nomask"):
+        (dev_set.parent / sub).mkdir()
+    (dev_set / "labels.csv").symlink_to("/dev/zero")
+    with deadline(20), pytest.raises(ValueError, match="labels.csv.*not a regular file"):
+        read_real_set(dev_set.parent, worn=True)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .guard import UnsafeFile, check_regular
 from .imageio import BadImage, is_image_name, read_rgb
 from .metrics import auc_or_nan, threshold_metrics
 from .system import autocast
@@ -76,12 +77,27 @@ class RealSet:
         return out
 
 
+LABELS_MAX_BYTES = 64 << 20
+"""A real set's ``labels.csv`` larger than this is refused before it is read."""
+
+
+def _open_labels(csv_path: Path):
+    """``csv_path`` opened for reading once ``stat`` says it is a regular file of at most
+    :data:`LABELS_MAX_BYTES` (a FIFO or a link to a device would hang the read); ValueError
+    naming it otherwise."""
+    try:
+        check_regular(csv_path, LABELS_MAX_BYTES, "labels.csv")
+    except UnsafeFile as err:
+        raise ValueError(f"{csv_path}: {err}") from None
+    return open(csv_path, newline="", encoding="utf-8")
+
+
 def _listing(root: Path) -> list[tuple[str, int]]:
     """(path relative to the set's folder, label) for every file of a real set: the rows of
     ``labels.csv`` when there is one, else every file under the class folders."""
     csv_path = root if root.suffix == ".csv" else root / "labels.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+    if csv_path.is_file() or csv_path.is_symlink() or csv_path.is_fifo():
+        with _open_labels(csv_path) as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
                 raise ValueError(f"{csv_path}: needs the columns path,label (label 1 = mask)")
@@ -117,9 +133,9 @@ def _worn_listing(base: Path, skipped: list[dict[str, str]]) -> list[tuple[str, 
     files = sorted(
         f.relative_to(base).as_posix() for f in folder.rglob("*") if f.is_file() and f != csv_path
     )
-    if not csv_path.is_file():
+    if not (csv_path.is_file() or csv_path.is_symlink() or csv_path.is_fifo()):
         return [(rel, UNCATEGORISED) for rel in files]
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+    with _open_labels(csv_path) as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or not {"path", "category"} <= set(reader.fieldnames):
             raise ValueError(f"{csv_path}: needs the columns path,category (e.g. nose_out, chin)")

@@ -40,7 +40,7 @@ from torch import nn
 from ..core.checkpoint import checkpoint_meta, load_model, rng_state, save_checkpoint
 from ..core.checks import check_both_classes, check_stage02
 from ..core.constants import PREDS_DIRNAME
-from ..core.guard import locked
+from ..core.guard import DATA_DIR_MARK, claim_folder, locked
 from ..core.inference import epoch_predictions_path, write_predictions
 from ..core.metrics import accuracy, auc_or_nan, choose_threshold
 from ..core.progress import bar as progress_bar
@@ -219,6 +219,23 @@ def save_epoch(run: Run, epoch: int, metrics: dict, is_best: bool) -> None:
     )
 
 
+RUN_RECORDS = (
+    "last.pt",
+    "best.pt",
+    "metrics.jsonl",
+    "tb",
+    "preds",
+    "ablations",
+    "eval_test.json",
+    "eval_real.json",
+    "notebooks",  # `python -m maskdet run` writes the executed chapters there before 04 trains
+    "report.html",
+    DATA_DIR_MARK,
+)
+"""What a RUN_DIR of this project holds (older runs have no mark): train refuses any other
+folder that holds files, so that it never writes its checkpoints and metrics over a user's own."""
+
+
 def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
     """Train (or resume) a run in ``cfg.out``: every epoch trains, validates, saves checkpoints
     and hands one metrics dict to every sink. Returns a summary dict of the run.
@@ -230,7 +247,7 @@ def train(cfg: TrainConfig, sinks: list[Sink] | None = None) -> dict:
     to resume."""
     if int(os.environ.get("RANK", "0")) != 0:
         return _run_ranks(cfg, sinks)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    claim_folder(cfg.out, RUN_RECORDS, "train")  # never a folder of the user's own files
     with locked(cfg.out, "training"), locked(cfg.data, "training reads it", shared=True):
         return _run_ranks(cfg, sinks)
 
