@@ -254,7 +254,7 @@ def test_a_run_dir_that_is_a_file_is_one_line_naming_it(masked_mini, tmp_path, c
     refused(
         ["train", "--data", masked_mini, "--out", tmp_path / "afile"],
         capsys,
-        1,
+        2,  # a usage error, as for every --out that cannot be the folder it must be
         str(tmp_path / "afile"),
     )
 
